@@ -1,0 +1,3 @@
+//! Placeholder: the `breaker` benchmarks arrive with the tollgate-breaker crate. Benchmarks nothing yet.
+
+fn main() {}

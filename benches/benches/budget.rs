@@ -1,0 +1,3 @@
+//! Placeholder: the `budget` benchmarks arrive with the tollgate-budget crate. Benchmarks nothing yet.
+
+fn main() {}

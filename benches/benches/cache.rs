@@ -1,0 +1,3 @@
+//! Placeholder: the `cache` benchmarks arrive with the tollgate-cache crate. Benchmarks nothing yet.
+
+fn main() {}

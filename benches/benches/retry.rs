@@ -1,0 +1,3 @@
+//! Placeholder: the `retry` benchmarks arrive with the tollgate-retry crate. Benchmarks nothing yet.
+
+fn main() {}
