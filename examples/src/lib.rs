@@ -1,0 +1,33 @@
+//! Runnable companions to tollgate: a simulator of the rate-limited, credit-billed API that
+//! tollgate is built against, and (in later issues) a demo and an example server built on it.
+//!
+//! - [`upstream`]: the simulator, as a library (for tests) and as the `upstream` binary
+//!   (`cargo run -p tollgate-examples --bin upstream -- --help`). It keeps its own exact record
+//!   of what a client did, [`upstream::Stats`], and so judges every end-to-end test.
+//!
+//! ```
+//! use tollgate_examples::upstream::Upstream;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let sim = Upstream::builder().rate(11).credits(1_000).spawn().await?;
+//! let base_url = sim.url(); // "http://127.0.0.1:PORT": point the client under test here.
+//! # let _ = base_url;
+//!
+//! // ... run the client, then judge it by the simulator's own record:
+//! let stats = sim.stats();
+//! assert_eq!(stats.status(429), 0, "the client was rate limited");
+//! assert!(stats.max_in_any_1s_window <= 11);
+//! assert_eq!(stats.duplicate_page_fetches, 0, "the client paid twice for a page");
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+// Still to come, in later issues:
+// - `pipeline`: the demo that crawls the followers of the seed users through the full tollgate
+//   stack against the simulator, and reports what it spent;
+// - `server`: an axum server example that puts tollgate's server-side layers in front of a
+//   handler.
+
+pub mod upstream;

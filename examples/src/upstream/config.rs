@@ -1,0 +1,250 @@
+//! How the simulator is configured: [`UpstreamBuilder`] and its defaults.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use super::data::{MISSING_SEED_USER_ID, SEED_USER_IDS};
+
+/// The access key the simulator accepts unless told otherwise.
+pub const DEFAULT_KEY: &str = "sim-key";
+
+/// Requests per second per key, as in the API document ("about 11 requests per second").
+pub const DEFAULT_RATE: u32 = 11;
+
+/// The starting credit balance.
+pub const DEFAULT_CREDITS: u64 = 1_000_000;
+
+/// Followers per page.
+pub const DEFAULT_PAGE_SIZE: usize = 25;
+
+/// The largest page size the simulator supports.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// A period during which every request is answered 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outage {
+    /// When it starts, counted from the simulator's start.
+    pub(crate) at: Duration,
+    /// How long it lasts.
+    pub(crate) length: Duration,
+}
+
+impl Outage {
+    /// If `elapsed` (since start) falls in this outage, how much of it is left.
+    pub(crate) fn remaining(&self, elapsed: Duration) -> Option<Duration> {
+        let end = self.at.saturating_add(self.length);
+        (self.at <= elapsed && elapsed < end).then(|| end - elapsed)
+    }
+}
+
+/// Configures and starts an upstream simulator; see the [module docs](super) for an example.
+///
+/// Every setter is optional; [`UpstreamBuilder::default`] is the simulator of the API document:
+/// 11 requests per second, a million credits, the key [`DEFAULT_KEY`], no faults, no outages, no
+/// added latency, no concurrency limit, 25 followers per page, and only the seed users (less
+/// `12345`) exist.
+#[derive(Debug, Clone)]
+pub struct UpstreamBuilder {
+    pub(crate) rate: u32,
+    pub(crate) credits: u64,
+    pub(crate) key: String,
+    pub(crate) extra_keys: Vec<String>,
+    pub(crate) fault_every: u64,
+    pub(crate) outages: Vec<Outage>,
+    pub(crate) latency: Duration,
+    pub(crate) concurrency_limit: Option<u32>,
+    pub(crate) concurrency_status: StatusCode,
+    pub(crate) page_size: usize,
+    pub(crate) all_numeric_users_exist: bool,
+    pub(crate) missing_users: BTreeSet<String>,
+}
+
+impl Default for UpstreamBuilder {
+    fn default() -> Self {
+        Self {
+            rate: DEFAULT_RATE,
+            credits: DEFAULT_CREDITS,
+            key: DEFAULT_KEY.to_owned(),
+            extra_keys: Vec::new(),
+            fault_every: 0,
+            outages: Vec::new(),
+            latency: Duration::ZERO,
+            concurrency_limit: None,
+            concurrency_status: StatusCode::TOO_MANY_REQUESTS,
+            page_size: DEFAULT_PAGE_SIZE,
+            all_numeric_users_exist: false,
+            missing_users: BTreeSet::from([MISSING_SEED_USER_ID.to_owned()]),
+        }
+    }
+}
+
+impl UpstreamBuilder {
+    /// The default configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many followers requests each key may have admitted in any one-second window
+    /// (default 11). `/sys/balance` reports it as `rate`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `rate` is 0.
+    pub fn rate(mut self, rate: u32) -> Self {
+        assert!(rate > 0, "rate must be at least 1 request per second");
+        self.rate = rate;
+        self
+    }
+
+    /// The starting credit balance (default 1,000,000). Every 200 from the followers endpoint
+    /// costs one credit; at 0 the endpoint answers 402. All keys draw on this one balance.
+    pub fn credits(mut self, credits: u64) -> Self {
+        self.credits = credits;
+        self
+    }
+
+    /// The access key expected in `x-access-key` (default [`DEFAULT_KEY`]).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = key.into();
+        self
+    }
+
+    /// Accepts one more access key. Each key has its own rate window and concurrency limit.
+    pub fn add_key(mut self, key: impl Into<String>) -> Self {
+        self.extra_keys.push(key.into());
+        self
+    }
+
+    /// Answers 500 to every `n`th admitted followers request, counting from 1: requests `n`,
+    /// `2n`, ... (default 0, never). A request is admitted once it passes the rate limit.
+    pub fn fault_every(mut self, n: u64) -> Self {
+        self.fault_every = n;
+        self
+    }
+
+    /// Adds an outage: from `at` after the simulator starts, for `length`, every request to the
+    /// API (followers and balance) is answered 503 with a `Retry-After` that says when it ends.
+    /// Call it again to add more.
+    pub fn outage(mut self, at: Duration, length: Duration) -> Self {
+        self.outages.push(Outage { at, length });
+        self
+    }
+
+    /// Waits this long before answering each admitted followers request (default none). The
+    /// request holds its concurrency slot while it waits.
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// How many followers requests each key may have in progress at once (default `None`, no
+    /// limit). One beyond it is answered [`concurrency_status`](Self::concurrency_status).
+    ///
+    /// # Panics
+    ///
+    /// Panics if the limit is `Some(0)`.
+    pub fn concurrency_limit(mut self, limit: Option<u32>) -> Self {
+        assert!(limit != Some(0), "a concurrency limit must be at least 1");
+        self.concurrency_limit = limit;
+        self
+    }
+
+    /// The status that answers a request beyond the concurrency limit (default 429; the search
+    /// API of seed 003 uses 402).
+    pub fn concurrency_status(mut self, status: StatusCode) -> Self {
+        self.concurrency_status = status;
+        self
+    }
+
+    /// Followers per page (default 25).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `page_size` is 0 or more than [`MAX_PAGE_SIZE`].
+    pub fn page_size(mut self, page_size: usize) -> Self {
+        assert!(
+            (1..=MAX_PAGE_SIZE).contains(&page_size),
+            "page_size must be between 1 and {MAX_PAGE_SIZE}"
+        );
+        self.page_size = page_size;
+        self
+    }
+
+    /// When `true`, every all-digit user id exists except the missing ones; when `false` (the
+    /// default), only the ids of [`SEED_USER_IDS`] do.
+    pub fn all_numeric_users_exist(mut self, yes: bool) -> Self {
+        self.all_numeric_users_exist = yes;
+        self
+    }
+
+    /// Makes `user_id` answer 404. `12345` is missing by default.
+    pub fn missing_user(mut self, user_id: impl Into<String>) -> Self {
+        self.missing_users.insert(user_id.into());
+        self
+    }
+
+    /// Whether the simulator so configured lets `user_id` exist.
+    pub fn user_exists(&self, user_id: &str) -> bool {
+        if self.missing_users.contains(user_id) {
+            return false;
+        }
+        if self.all_numeric_users_exist
+            && !user_id.is_empty()
+            && user_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return true;
+        }
+        SEED_USER_IDS.contains(&user_id)
+    }
+
+    /// Whether `key` is one of the accepted access keys.
+    pub(crate) fn accepts_key(&self, key: &str) -> bool {
+        self.key == key || self.extra_keys.iter().any(|k| k == key)
+    }
+
+    /// All accepted access keys.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.key.as_str()).chain(self.extra_keys.iter().map(String::as_str))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_users_are_the_seed_less_12345() {
+        let config = UpstreamBuilder::default();
+        assert!(config.user_exists("1553030189"));
+        assert!(!config.user_exists("12345"));
+        assert!(!config.user_exists("777"));
+    }
+
+    #[test]
+    fn all_numeric_users_exist_except_missing_ones() {
+        let config = UpstreamBuilder::default()
+            .all_numeric_users_exist(true)
+            .missing_user("777");
+        assert!(config.user_exists("42"));
+        assert!(!config.user_exists("777"));
+        assert!(!config.user_exists("12345"));
+        assert!(!config.user_exists("abc"));
+        assert!(!config.user_exists(""));
+    }
+
+    #[test]
+    fn outage_covers_a_half_open_interval() {
+        let outage = Outage {
+            at: Duration::from_secs(2),
+            length: Duration::from_secs(1),
+        };
+        assert_eq!(outage.remaining(Duration::from_millis(1999)), None);
+        assert_eq!(
+            outage.remaining(Duration::from_secs(2)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(outage.remaining(Duration::from_secs(3)), None);
+    }
+}

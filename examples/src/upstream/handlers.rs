@@ -1,0 +1,237 @@
+//! The HTTP endpoints: `GET /sys/balance`, `GET /v2/user/followers` and `GET /__stats`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::data::{self, Follower};
+use super::state::{Refused, Shared};
+use super::window::{Admission, Rejection, ceil_secs};
+
+/// The header that carries the access key.
+const ACCESS_KEY: &str = "x-access-key";
+
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// The simulator's routes over `shared`.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/sys/balance", get(balance))
+        .route("/v2/user/followers", get(followers))
+        .route("/__stats", get(stats))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// The API's error body: `{"detail": "..."}`.
+fn detail(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "detail": message }))).into_response()
+}
+
+/// A whole number of seconds as a header value.
+fn secs_header(secs: u64) -> HeaderValue {
+    HeaderValue::from(secs)
+}
+
+/// Why [`gate`] turned a request away.
+enum Blocked {
+    Outage(Duration),
+    MissingKey,
+    WrongKey,
+}
+
+impl IntoResponse for Blocked {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Outage(left) => {
+                let mut response = detail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service temporarily unavailable",
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, secs_header(ceil_secs(left).max(1)));
+                response
+            }
+            Self::MissingKey => detail(StatusCode::UNAUTHORIZED, "Missing x-access-key header"),
+            Self::WrongKey => detail(StatusCode::UNAUTHORIZED, "Invalid x-access-key"),
+        }
+    }
+}
+
+/// Checks what every API endpoint checks first: an outage, then the access key. Returns the key.
+fn gate(shared: &Shared, headers: &HeaderMap) -> Result<String, Blocked> {
+    if let Some(left) = shared.outage_remaining() {
+        return Err(Blocked::Outage(left));
+    }
+    match headers.get(ACCESS_KEY).map(HeaderValue::to_str) {
+        None => Err(Blocked::MissingKey),
+        Some(Ok(key)) if shared.config.accepts_key(key) => Ok(key.to_owned()),
+        Some(_) => Err(Blocked::WrongKey),
+    }
+}
+
+#[derive(Serialize)]
+struct Balance {
+    rate: u32,
+    amount: u64,
+}
+
+/// `GET /sys/balance`: the rate limit and the credits left. Free, and not rate limited.
+async fn balance(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    shared.count_request();
+    let response = match gate(&shared, &headers) {
+        Ok(_) => Json(Balance {
+            rate: shared.config.rate,
+            amount: shared.credits_left(),
+        })
+        .into_response(),
+        Err(blocked) => blocked.into_response(),
+    };
+    shared.record_status(response.status());
+    response
+}
+
+#[derive(Deserialize)]
+struct FollowersQuery {
+    user_id: Option<String>,
+    page_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FollowersPage {
+    response: Users,
+    next_page_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Users {
+    users: Vec<Follower>,
+}
+
+/// `GET /v2/user/followers?user_id=&page_id=`: one page of a user's followers.
+async fn followers(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<FollowersQuery>, QueryRejection>,
+) -> Response {
+    shared.count_request();
+    let _flight = shared.enter_flight();
+    let response = serve_followers(&shared, &headers, query).await;
+    shared.record_status(response.status());
+    response
+}
+
+/// The followers endpoint's checks, in order: outage (503), key (401), rate limit (429),
+/// concurrency limit, latency, injected fault (500), query (400), user (404), page (400),
+/// balance (402). Only the 200 at the end costs a credit.
+async fn serve_followers(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    query: Result<Query<FollowersQuery>, QueryRejection>,
+) -> Response {
+    let key = match gate(shared, headers) {
+        Ok(key) => key,
+        Err(blocked) => return blocked.into_response(),
+    };
+    let rate = shared.config.rate;
+    let admitted = match shared.admit(&key) {
+        Ok(admitted) => admitted,
+        Err(Refused::RateLimited(rejection)) => return rate_limited(rate, rejection),
+        Err(Refused::Concurrency(admission)) => {
+            let response = detail(
+                shared.config.concurrency_status,
+                "Too many concurrent requests",
+            );
+            return with_rate_headers(response, rate, admission);
+        }
+    };
+    if !shared.config.latency.is_zero() {
+        tokio::time::sleep(shared.config.latency).await;
+    }
+    let response = answer(shared, query, admitted.seq);
+    with_rate_headers(response, rate, admitted.admission)
+}
+
+/// Answers an admitted followers request.
+fn answer(
+    shared: &Shared,
+    query: Result<Query<FollowersQuery>, QueryRejection>,
+    seq: u64,
+) -> Response {
+    let config = &shared.config;
+    if config.fault_every > 0 && seq.is_multiple_of(config.fault_every) {
+        return detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+    }
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return detail(StatusCode::BAD_REQUEST, &rejection.body_text()),
+    };
+    let Some(user_id) = query.user_id.filter(|id| !id.is_empty()) else {
+        return detail(StatusCode::BAD_REQUEST, "user_id is required");
+    };
+    if !config.user_exists(&user_id) {
+        return detail(StatusCode::NOT_FOUND, "User not found");
+    }
+    let page_id = query.page_id.unwrap_or_default();
+    let Some(page) = data::page_number(&user_id, &page_id) else {
+        return detail(StatusCode::BAD_REQUEST, "Invalid page_id");
+    };
+    if shared.charge(&user_id, page).is_err() {
+        return detail(StatusCode::PAYMENT_REQUIRED, "Insufficient balance");
+    }
+    let (users, next_page_id) = data::page(&user_id, page, config.page_size);
+    Json(FollowersPage {
+        response: Users { users },
+        next_page_id,
+    })
+    .into_response()
+}
+
+/// Adds `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds from now, rounded up).
+fn with_rate_headers(mut response: Response, rate: u32, admission: Admission) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(rate));
+    headers.insert(
+        X_RATELIMIT_REMAINING,
+        HeaderValue::from(admission.remaining),
+    );
+    headers.insert(X_RATELIMIT_RESET, secs_header(ceil_secs(admission.reset)));
+    response
+}
+
+/// The 429 for a full rate window, with `Retry-After` (whole seconds, rounded up, at least 1).
+fn rate_limited(rate: u32, rejection: Rejection) -> Response {
+    let mut response = detail(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+    let headers = response.headers_mut();
+    headers.insert(
+        RETRY_AFTER,
+        secs_header(ceil_secs(rejection.retry_after).max(1)),
+    );
+    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(rate));
+    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(0_u32));
+    headers.insert(
+        X_RATELIMIT_RESET,
+        secs_header(ceil_secs(rejection.reset).max(1)),
+    );
+    response
+}
+
+/// `GET /__stats`: the simulator's record. Needs no key and is not counted.
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.stats()).into_response()
+}
+
+async fn not_found() -> Response {
+    detail(StatusCode::NOT_FOUND, "Not Found")
+}
