@@ -1,3 +1,78 @@
-//! Placeholder: the `budget` benchmarks arrive with the tollgate-budget crate. Benchmarks nothing yet.
+//! What the in-memory credit ledger costs per request: `budget/reserve_settle` (a service behind
+//! `BudgetLayer`: reserve before the call, settle on the response) against `budget/bare` (the same
+//! service called directly). `budget/ledger_only` is the ledger's reserve + settle alone, with two
+//! limits (day and month); `budget/file_backed` adds the journal's synced write per reservation.
+//!
+//! Run with `cargo bench -p tollgate-benches --bench budget`.
 
-fn main() {}
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use http::{Request, Response};
+use tollgate_budget::{BudgetLayer, Ledger, Priority, Window};
+use tower::{Layer, Service, service_fn};
+
+fn ok(_req: Request<()>) -> Ready<Result<Response<()>, Infallible>> {
+    ready(Ok(Response::new(())))
+}
+
+fn huge_ledger() -> Ledger {
+    Ledger::builder()
+        .limit(u64::MAX / 2, Window::day())
+        .limit(u64::MAX / 2, Window::month())
+        .build()
+}
+
+fn bench_budget(c: &mut Criterion) {
+    let mut group = c.benchmark_group("budget");
+
+    let mut bare = service_fn(ok);
+    group.bench_function("bare", |b| {
+        b.iter(|| {
+            let response = bare.call(black_box(Request::new(()))).now_or_never();
+            black_box(response.expect("ready").expect("ok"))
+        });
+    });
+
+    let mut budgeted = BudgetLayer::new(huge_ledger()).layer(service_fn(ok));
+    group.bench_function("reserve_settle", |b| {
+        b.iter(|| {
+            let response = budgeted.call(black_box(Request::new(()))).now_or_never();
+            black_box(response.expect("ready").expect("ok"))
+        });
+    });
+
+    let ledger = huge_ledger();
+    group.bench_function("ledger_only", |b| {
+        b.iter(|| {
+            let reservation = ledger
+                .reserve(black_box(1), Priority::Normal)
+                .expect("credit");
+            reservation.settle(black_box(1));
+        });
+    });
+
+    let dir = std::env::temp_dir().join(format!("tollgate-budget-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file_backed = Ledger::builder()
+        .limit(u64::MAX / 2, Window::day())
+        .open(dir.join("budget.journal"))
+        .expect("journal");
+    group.bench_function("file_backed", |b| {
+        b.iter(|| {
+            let reservation = file_backed
+                .reserve(black_box(1), Priority::Normal)
+                .expect("credit");
+            reservation.settle(black_box(1));
+        });
+    });
+    group.finish();
+    drop(file_backed);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench_budget);
+criterion_main!(benches);

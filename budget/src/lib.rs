@@ -1,5 +1,86 @@
-//! Credit budgets for tower: reservations, windows, a critical reserve and a 402 latch.
+//! Credit budgets for tower: reservations, windows, a critical reserve, a 402 latch, balance
+//! sync and crash-safe persistence.
 //!
-//! **Not implemented yet.** This crate is a placeholder in the tollgate workspace; it exports
-//! nothing. Its design is tracked in the project's issue #6. Until then, see
-//! [`tollgate-core`](https://docs.rs/tollgate-core) for the pieces every layer shares.
+//! When one request costs one credit, runaway code is runaway spend. This crate makes
+//! overspending impossible: every request **reserves** its cost from a [`Ledger`] before it is
+//! sent, and the reservation is **settled** by a [`ChargePolicy`] when the response arrives (or
+//! refunded when the request fails, errors or is cancelled). The check and the reservation happen
+//! under one short lock, so under any concurrency spend plus reservations never exceed a limit.
+//!
+//! - **Limits** per [`Window`]: calendar days, weeks and months in a configured [`UtcOffset`],
+//!   rolling windows, lifetime totals; several at once, all or nothing.
+//! - **Priority**: a [`Priority`] request extension; normal and backfill requests stop at the
+//!   critical reserve, critical ones may spend it.
+//! - **402 latch**: an upstream `402` ([`OutcomeKind::CreditsExhausted`] by the core classifier)
+//!   refuses every further request at once, until a window rolls over, the balance is synced
+//!   above zero, or [`Ledger::reset`].
+//! - **Balance sync**: [`Ledger::sync_balance`], fed from a response header
+//!   ([`BudgetLayer::balance_header`]) or a polled balance endpoint ([`Balance`]).
+//! - **Persistence**: [`LedgerBuilder::open`] journals to a file that survives `kill -9` at any
+//!   instant: after a restart spend is never lower than what was charged (in-flight reservations
+//!   count as spent) and never counted twice.
+//! - **Server side**: [`QuotaLayer`] keeps a ledger per API key for an axum (or any tower) server,
+//!   answers 402 with a JSON body when a key's quota is used up and reports what is left.
+//!
+//! Refusals are [`BudgetExhausted`] errors (from `tollgate-core`) that callers `downcast_ref`
+//! from the [`BoxError`](tollgate_core::BoxError) the service returns.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tollgate_budget::{BudgetLayer, Ledger, Priority, Window};
+//! use tollgate_core::{BudgetExhausted, ExhaustedReason};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let ledger = Ledger::builder()
+//!     .limit(2, Window::day())
+//!     .limit(100, Window::month())
+//!     .build();
+//! let mut client = ServiceBuilder::new()
+//!     .layer(BudgetLayer::new(ledger.clone()))
+//!     .service(service_fn(|_req: http::Request<()>| async {
+//!         Ok::<_, Infallible>(http::Response::new("ok"))
+//!     }));
+//!
+//! for _ in 0..2 {
+//!     let response = client.ready().await.unwrap().call(http::Request::new(())).await;
+//!     assert!(response.is_ok());
+//! }
+//! let refused = client.ready().await.unwrap().call(http::Request::new(())).await.unwrap_err();
+//! let exhausted = refused.downcast_ref::<BudgetExhausted>().unwrap();
+//! assert_eq!(exhausted.reason(), ExhaustedReason::Window);
+//! assert_eq!(ledger.snapshot().windows[0].spent, 2);
+//! # }
+//! ```
+//!
+//! [`OutcomeKind::CreditsExhausted`]: tollgate_core::OutcomeKind::CreditsExhausted
+//! [`BudgetExhausted`]: tollgate_core::BudgetExhausted
+
+mod balance;
+mod error;
+pub mod future;
+mod journal;
+mod layer;
+mod ledger;
+mod policy;
+mod priority;
+pub mod quota;
+mod reservation;
+mod service;
+mod snapshot;
+mod window;
+
+pub use balance::Balance;
+pub use error::{BalanceParseError, ReserveError};
+pub use layer::BudgetLayer;
+pub use ledger::{Ledger, LedgerBuilder};
+pub use policy::{ChargePolicy, Cost};
+pub use priority::Priority;
+pub use quota::{Quota, QuotaLayer};
+pub use reservation::Reservation;
+pub use service::Budget;
+pub use snapshot::{Snapshot, WindowUsage};
+pub use window::{Period, UtcOffset, Window};

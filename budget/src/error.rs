@@ -1,0 +1,86 @@
+//! Why a reservation failed.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use tollgate_core::{BoxError, BudgetExhausted};
+
+/// A [`Ledger::reserve`](crate::Ledger::reserve) that was refused.
+///
+/// Either the budget is exhausted (the usual case: the core [`BudgetExhausted`] rejection), or a
+/// file-backed ledger could not make the reservation durable, in which case it refuses rather than
+/// grant credit that a crash could forget.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReserveError {
+    /// No credit: a window is spent, only the critical reserve is left, or the upstream is out.
+    Exhausted(BudgetExhausted),
+    /// The journal could not be written or synced; nothing was reserved.
+    Journal(io::Error),
+}
+
+impl ReserveError {
+    /// The budget rejection, if that is what this is.
+    pub fn exhausted(&self) -> Option<&BudgetExhausted> {
+        match self {
+            Self::Exhausted(e) => Some(e),
+            Self::Journal(_) => None,
+        }
+    }
+
+    /// The error a tollgate service returns: a bare [`BudgetExhausted`] (so callers can
+    /// `downcast_ref` it directly) or the I/O error.
+    pub fn into_box_error(self) -> BoxError {
+        match self {
+            Self::Exhausted(e) => Box::new(e),
+            Self::Journal(e) => Box::new(e),
+        }
+    }
+}
+
+impl fmt::Display for ReserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exhausted(e) => fmt::Display::fmt(e, f),
+            Self::Journal(e) => write!(f, "budget journal failed: {e}"),
+        }
+    }
+}
+
+impl Error for ReserveError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Exhausted(e) => Some(e),
+            Self::Journal(e) => Some(e),
+        }
+    }
+}
+
+impl From<BudgetExhausted> for ReserveError {
+    fn from(e: BudgetExhausted) -> Self {
+        Self::Exhausted(e)
+    }
+}
+
+/// A balance response body that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceParseError {
+    reason: String,
+}
+
+impl BalanceParseError {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for BalanceParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed balance body: {}", self.reason)
+    }
+}
+
+impl Error for BalanceParseError {}

@@ -1,0 +1,636 @@
+//! The credit ledger: limits, reservations, the critical reserve, the 402 latch and the upstream
+//! balance, optionally journaled to a file.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tollgate_core::{BudgetExhausted, Clock, ExhaustedReason, MonotonicClock};
+
+use crate::error::ReserveError;
+use crate::journal::{self, Event, Journal, Record};
+use crate::priority::Priority;
+use crate::reservation::Reservation;
+use crate::snapshot::{Snapshot, WindowUsage};
+use crate::window::{Window, WindowState, millis_to_duration};
+
+/// Compact a file-backed journal after this many appended records, unless configured.
+const DEFAULT_COMPACT_EVERY: u64 = 10_000;
+
+/// A shared credit budget. Cheap to clone: clones share one ledger.
+///
+/// Credit is [reserved](Self::reserve) before a request is sent and the [`Reservation`] is
+/// settled with the real charge when the response arrives, or refunded when it is dropped. Under
+/// any concurrency, spend plus reservations never exceed any limit: the check and the reservation
+/// happen under one short lock.
+///
+/// ```
+/// use tollgate_budget::{Ledger, Priority, Window};
+/// use tollgate_core::ExhaustedReason;
+///
+/// let ledger = Ledger::builder()
+///     .limit(5_000, Window::day())
+///     .limit(100_000, Window::month())
+///     .critical_reserve(1_000)
+///     .build();
+///
+/// let reservation = ledger.reserve(1, Priority::Normal).unwrap();
+/// assert_eq!(ledger.snapshot().reserved, 1);
+/// reservation.settle(1); // the upstream charged it
+/// assert_eq!(ledger.snapshot().windows[0].spent, 1);
+///
+/// ledger.reserve(7, Priority::Normal).unwrap(); // dropped at once: refunded
+/// assert_eq!(ledger.remaining(), 4_999);
+///
+/// // The last 1,000 credits of the day are kept for critical work.
+/// let err = ledger.reserve(4_000, Priority::Normal).unwrap_err();
+/// assert_eq!(err.exhausted().unwrap().reason(), ExhaustedReason::CriticalReserve);
+/// assert!(ledger.reserve(4_000, Priority::Critical).is_ok());
+/// ```
+#[derive(Clone)]
+pub struct Ledger {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    clock: Box<dyn WallClock>,
+    critical_reserve: u64,
+    backfill_reserve: u64,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    name: String,
+}
+
+#[derive(Debug)]
+struct State {
+    windows: Vec<WindowState>,
+    reserved: u64,
+    balance: Option<u64>,
+    latch: Option<Latch>,
+    next_id: u64,
+    journal: Option<Journal>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Latch {
+    /// When the latch lifts by itself (the first window rollover after it was set).
+    until: Option<i64>,
+}
+
+trait WallClock: Send + Sync {
+    fn millis(&self) -> i64;
+}
+
+impl<C: Clock> WallClock for C {
+    fn millis(&self) -> i64 {
+        system_millis(self.system_now())
+    }
+}
+
+fn system_millis(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX / 4),
+    }
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.state.lock();
+        f.debug_struct("Ledger")
+            .field("windows", &state.windows)
+            .field("reserved", &state.reserved)
+            .field("balance", &state.balance)
+            .field("latched", &state.latch.is_some())
+            .field("critical_reserve", &self.shared.critical_reserve)
+            .field("backfill_reserve", &self.shared.backfill_reserve)
+            .field("file_backed", &state.journal.is_some())
+            .finish()
+    }
+}
+
+/// Configures a [`Ledger`]; see [`Ledger::builder`].
+pub struct LedgerBuilder {
+    limits: Vec<(u64, Window)>,
+    critical_reserve: u64,
+    backfill_reserve: u64,
+    balance: Option<u64>,
+    clock: Box<dyn WallClock>,
+    name: String,
+    compact_every: u64,
+}
+
+impl fmt::Debug for LedgerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LedgerBuilder")
+            .field("limits", &self.limits)
+            .field("critical_reserve", &self.critical_reserve)
+            .field("backfill_reserve", &self.backfill_reserve)
+            .field("balance", &self.balance)
+            .field("name", &self.name)
+            .field("compact_every", &self.compact_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LedgerBuilder {
+    /// Allows at most `credits` per `window`. Several limits are checked together, all or
+    /// nothing (e.g. 5,000 a day and 100,000 a month). No limit at all means only the upstream
+    /// balance, if synced, bounds spend.
+    #[must_use]
+    pub fn limit(mut self, credits: u64, window: Window) -> Self {
+        self.limits.push((credits, window));
+        self
+    }
+
+    /// Credits that only [`Priority::Critical`] requests may spend (default 0). It applies to
+    /// every limit and to the upstream balance.
+    #[must_use]
+    pub fn critical_reserve(mut self, credits: u64) -> Self {
+        self.critical_reserve = credits;
+        self
+    }
+
+    /// Credits that [`Priority::Backfill`] requests leave alone (default: the critical
+    /// reserve; never less than it).
+    #[must_use]
+    pub fn backfill_reserve(mut self, credits: u64) -> Self {
+        self.backfill_reserve = credits;
+        self
+    }
+
+    /// The upstream balance known at start, as if [`Ledger::sync_balance`] were called. A
+    /// file-backed ledger whose journal already holds a synced balance keeps that one.
+    #[must_use]
+    pub fn balance(mut self, credits: u64) -> Self {
+        self.balance = Some(credits);
+        self
+    }
+
+    /// Reads wall-clock time from `clock` (default: the system clock). Windows are wall-clock
+    /// spans, so [`Clock::system_now`] is what counts; use a
+    /// [`FakeClock`](tollgate_core::FakeClock) in tests.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// The ledger's name: the `ledger` label of its metrics and a field of its log events.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A file-backed ledger compacts its journal after this many appended records (default
+    /// 10,000).
+    ///
+    /// # Panics
+    ///
+    /// If `records` is zero.
+    #[must_use]
+    pub fn compact_every(mut self, records: u64) -> Self {
+        assert!(records > 0, "compact_every must be at least 1");
+        self.compact_every = records;
+        self
+    }
+
+    /// An in-memory ledger.
+    pub fn build(self) -> Ledger {
+        let now = self.clock.millis();
+        let state = self.initial_state(now);
+        self.finish(state)
+    }
+
+    /// A ledger journaled to the file at `path`, created if missing.
+    ///
+    /// What the journal holds is replayed first: spend still inside a window counts, reservations
+    /// that were never settled (their process died) count as spent at their full cost, and a torn
+    /// or corrupt record is skipped. The journal is then compacted. Only one process may use a
+    /// journal at a time.
+    ///
+    /// # Errors
+    ///
+    /// If the file cannot be read, or the compacted journal cannot be written and synced.
+    pub fn open(self, path: impl AsRef<Path>) -> io::Result<Ledger> {
+        let path = path.as_ref();
+        let now = self.clock.millis();
+        let records = Journal::read(path)?;
+        let (events, max_id) = journal::replay(&records, true);
+        let mut state = self.initial_state(now);
+        state.balance = None;
+        state.next_id = max_id + 1;
+        for event in &events {
+            state.apply(event, now);
+        }
+        if let Some(Latch { until: Some(until) }) = state.latch
+            && now >= until
+        {
+            state.latch = None;
+        }
+        let mut compacted = journal::compact(&events, &state.windows, now);
+        // The builder's balance is the balance now, unless the journal already knows one.
+        if let Some(balance) = self.balance
+            && state.balance.is_none()
+        {
+            state.apply(&Event::Sync { balance }, now);
+            compacted.push(Record::Sync { balance, at: now });
+        }
+        state.journal = Some(Journal::create(path, &compacted, self.compact_every)?);
+        tracing::info!(
+            path = %path.display(),
+            records = records.len(),
+            spent = ?state.windows.iter().map(|w| w.spent).collect::<Vec<_>>(),
+            "budget ledger opened"
+        );
+        Ok(self.finish(state))
+    }
+
+    fn initial_state(&self, now: i64) -> State {
+        State {
+            windows: self
+                .limits
+                .iter()
+                .map(|&(limit, window)| WindowState::new(limit, window, now))
+                .collect(),
+            reserved: 0,
+            balance: self.balance,
+            latch: None,
+            next_id: 1,
+            journal: None,
+        }
+    }
+
+    fn finish(self, state: State) -> Ledger {
+        let ledger = Ledger {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                clock: self.clock,
+                critical_reserve: self.critical_reserve,
+                backfill_reserve: self.backfill_reserve.max(self.critical_reserve),
+                name: self.name,
+            }),
+        };
+        ledger.record_gauges(&ledger.shared.state.lock());
+        ledger
+    }
+}
+
+impl State {
+    fn roll(&mut self, now: i64) {
+        for window in &mut self.windows {
+            window.roll(now);
+        }
+        if let Some(Latch { until: Some(until) }) = self.latch
+            && now >= until
+        {
+            tracing::info!("budget 402 latch lifted: the window rolled over");
+            self.latch = None;
+        }
+    }
+
+    fn charge(&mut self, amount: u64, at: i64, now: i64) {
+        for window in &mut self.windows {
+            window.add(amount, at, now);
+        }
+        if let Some(balance) = &mut self.balance {
+            *balance = balance.saturating_sub(amount);
+        }
+    }
+
+    fn apply(&mut self, event: &Event, now: i64) {
+        match *event {
+            Event::Charge { amount, at } => self.charge(amount, at, now),
+            Event::Pending { cost, .. } => self.reserved = self.reserved.saturating_add(cost),
+            Event::Sync { balance } => {
+                self.balance = Some(balance);
+                if balance > 0 {
+                    self.latch = None;
+                }
+            }
+            Event::Latch { until } => self.latch = Some(Latch { until }),
+            Event::Reset => self.latch = None,
+        }
+    }
+
+    /// Credit left for new reservations across every limit and the balance, with the reason
+    /// that binds and when it frees up.
+    fn headroom(&self) -> (u64, ExhaustedReason, Option<usize>) {
+        let mut best = (u64::MAX, ExhaustedReason::Window, None);
+        for (i, window) in self.windows.iter().enumerate() {
+            let left = window.remaining(self.reserved);
+            if left < best.0 {
+                best = (left, ExhaustedReason::Window, Some(i));
+            }
+        }
+        if let Some(balance) = self.balance {
+            let left = balance.saturating_sub(self.reserved);
+            if left < best.0 {
+                best = (left, ExhaustedReason::Upstream402, None);
+            }
+        }
+        best
+    }
+
+    fn append(&mut self, record: Record, sync: bool, now: i64) -> io::Result<()> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        journal.append(record, sync)?;
+        if journal.wants_compaction()
+            && let Err(e) = journal.compact(&self.windows, now)
+        {
+            // The uncompacted journal is still whole; compaction is tried again later.
+            tracing::warn!(error = %e, "budget journal compaction failed");
+        }
+        Ok(())
+    }
+}
+
+impl Ledger {
+    /// Starts configuring a ledger.
+    pub fn builder() -> LedgerBuilder {
+        LedgerBuilder {
+            limits: Vec::new(),
+            critical_reserve: 0,
+            backfill_reserve: 0,
+            balance: None,
+            clock: Box::new(MonotonicClock),
+            name: String::from("default"),
+            compact_every: DEFAULT_COMPACT_EVERY,
+        }
+    }
+
+    /// An in-memory ledger allowing `credits` per `window`, with no reserve.
+    pub fn new(credits: u64, window: Window) -> Self {
+        Self::builder().limit(credits, window).build()
+    }
+
+    /// Reserves `cost` credits for a request of `priority`, or says why not.
+    ///
+    /// Refused when the ledger is latched by a 402 ([`ExhaustedReason::Upstream402`]), when any
+    /// limit or the upstream balance has less than `cost` left ([`ExhaustedReason::Window`], or
+    /// `Upstream402` for the balance), or when granting it would dip into a reserve this priority
+    /// may not use ([`ExhaustedReason::CriticalReserve`]). A file-backed ledger grants nothing it
+    /// has not synced to disk.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::Exhausted`] with the reason and, when known, how long until credit is back;
+    /// [`ReserveError::Journal`] if the journal could not be written.
+    pub fn reserve(&self, cost: u64, priority: Priority) -> Result<Reservation, ReserveError> {
+        let now = self.shared.clock.millis();
+        let mut state = self.shared.state.lock();
+        state.roll(now);
+        if let Some(latch) = state.latch {
+            let retry = latch.until.map(|u| millis_to_duration(u - now));
+            return Err(self.reject(ExhaustedReason::Upstream402, retry, cost, priority));
+        }
+        let (left, reason, binding) = state.headroom();
+        let floor = match priority {
+            Priority::Critical => 0,
+            Priority::Normal => self.shared.critical_reserve,
+            Priority::Backfill => self.shared.backfill_reserve,
+        };
+        if left < cost.saturating_add(floor) {
+            let reason = if left < cost {
+                reason
+            } else {
+                ExhaustedReason::CriticalReserve
+            };
+            let needed = cost.saturating_add(floor) - left;
+            let retry = binding
+                .and_then(|i| state.windows[i].free_in(needed, now))
+                .map(millis_to_duration);
+            return Err(self.reject(reason, retry, cost, priority));
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        if let Err(e) = state.append(Record::Reserve { id, cost, at: now }, true, now) {
+            tracing::error!(error = %e, "budget journal: reservation not granted");
+            return Err(ReserveError::Journal(e));
+        }
+        state.reserved = state.reserved.saturating_add(cost);
+        self.record_gauges(&state);
+        drop(state);
+        tracing::trace!(id, cost, priority = priority.as_str(), "credit reserved");
+        Ok(Reservation::new(self.clone(), id, cost))
+    }
+
+    fn reject(
+        &self,
+        reason: ExhaustedReason,
+        retry_after: Option<Duration>,
+        cost: u64,
+        priority: Priority,
+    ) -> ReserveError {
+        tracing::debug!(
+            %reason,
+            cost,
+            priority = priority.as_str(),
+            ?retry_after,
+            "budget refused a request"
+        );
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "tollgate_budget_rejected_total",
+            "ledger" => self.shared.name.clone(),
+            "reason" => reason_label(reason),
+        )
+        .increment(1);
+        ReserveError::Exhausted(BudgetExhausted::new(reason, retry_after))
+    }
+
+    pub(crate) fn finish_reservation(&self, id: u64, cost: u64, charge: Option<u64>) {
+        let now = self.shared.clock.millis();
+        let mut state = self.shared.state.lock();
+        state.roll(now);
+        state.reserved = state.reserved.saturating_sub(cost);
+        let record = match charge {
+            Some(charge) => {
+                state.charge(charge, now, now);
+                Record::Settle {
+                    id,
+                    charge,
+                    at: now,
+                }
+            }
+            None => Record::Refund { id },
+        };
+        // Losing a settle or refund record leaves the reserve, which counts the full cost:
+        // only a charge above the reservation must be synced.
+        let sync = charge.is_some_and(|c| c > cost);
+        if let Err(e) = state.append(record, sync, now) {
+            tracing::error!(error = %e, id, "budget journal: settle or refund not recorded; the full reservation stays counted");
+        }
+        self.record_gauges(&state);
+        drop(state);
+        #[cfg(feature = "metrics")]
+        match charge {
+            Some(charge) => metrics::counter!(
+                "tollgate_budget_charged_credits_total",
+                "ledger" => self.shared.name.clone(),
+            )
+            .increment(charge),
+            None => metrics::counter!(
+                "tollgate_budget_refunded_credits_total",
+                "ledger" => self.shared.name.clone(),
+            )
+            .increment(cost),
+        }
+    }
+
+    /// Marks the account empty after an upstream `402`: every reservation is refused at once
+    /// until the first window rolls over, the balance is [synced](Self::sync_balance) above zero,
+    /// or the ledger is [`reset`](Self::reset).
+    pub fn latch(&self) {
+        let now = self.shared.clock.millis();
+        let mut state = self.shared.state.lock();
+        state.roll(now);
+        let until = state
+            .windows
+            .iter()
+            .filter_map(|w| w.rollover_at(now))
+            .min();
+        state.latch = Some(Latch { until });
+        if let Err(e) = state.append(Record::Latch { until, at: now }, true, now) {
+            tracing::error!(error = %e, "budget journal: latch not recorded");
+        }
+        self.record_gauges(&state);
+        drop(state);
+        tracing::warn!(until_ms = ?until, "budget latched: the upstream answered 402");
+    }
+
+    /// Lifts the 402 latch. Spend is kept: it was really charged.
+    pub fn reset(&self) {
+        let now = self.shared.clock.millis();
+        let mut state = self.shared.state.lock();
+        state.latch = None;
+        if let Err(e) = state.append(Record::Reset { at: now }, true, now) {
+            tracing::error!(error = %e, "budget journal: reset not recorded");
+        }
+        self.record_gauges(&state);
+        drop(state);
+        tracing::info!("budget latch reset");
+    }
+
+    /// Tells the ledger the upstream's real balance: from then on it is one more limit, lowered
+    /// by every charge. Above zero it lifts the 402 latch; at zero every request is refused with
+    /// [`ExhaustedReason::Upstream402`] until a later sync.
+    pub fn sync_balance(&self, remaining: u64) {
+        let now = self.shared.clock.millis();
+        let mut state = self.shared.state.lock();
+        state.balance = Some(remaining);
+        if remaining > 0 {
+            state.latch = None;
+        }
+        if let Err(e) = state.append(
+            Record::Sync {
+                balance: remaining,
+                at: now,
+            },
+            true,
+            now,
+        ) {
+            tracing::error!(error = %e, "budget journal: balance sync not recorded");
+        }
+        self.record_gauges(&state);
+        drop(state);
+        tracing::debug!(remaining, "budget balance synced");
+    }
+
+    /// Credit a normal-priority request could reserve now, ignoring the critical reserve:
+    /// the least left across limits and balance, after reservations in flight. `u64::MAX` when
+    /// nothing bounds spend; 0 while latched.
+    pub fn remaining(&self) -> u64 {
+        let now = self.shared.clock.millis();
+        let mut state = self.shared.state.lock();
+        state.roll(now);
+        if state.latch.is_some() {
+            return 0;
+        }
+        state.headroom().0
+    }
+
+    /// Whether a 402 latch is holding.
+    pub fn is_latched(&self) -> bool {
+        let now = self.shared.clock.millis();
+        let mut state = self.shared.state.lock();
+        state.roll(now);
+        state.latch.is_some()
+    }
+
+    /// Everything the ledger knows, at once.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = self.shared.clock.millis();
+        let mut state = self.shared.state.lock();
+        state.roll(now);
+        Snapshot {
+            windows: state
+                .windows
+                .iter()
+                .map(|w| WindowUsage {
+                    window: w.window,
+                    limit: w.limit,
+                    spent: w.spent,
+                    remaining: w.remaining(state.reserved),
+                    resets_in: w.resets_in_duration(now),
+                })
+                .collect(),
+            reserved: state.reserved,
+            balance: state.balance,
+            latched: state.latch.is_some(),
+            latched_for: state
+                .latch
+                .and_then(|l| l.until)
+                .map(|u| millis_to_duration(u - now)),
+            remaining: if state.latch.is_some() {
+                0
+            } else {
+                state.headroom().0
+            },
+            critical_reserve: self.shared.critical_reserve,
+        }
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    fn record_gauges(&self, state: &State) {
+        #[cfg(feature = "metrics")]
+        {
+            let name = self.shared.name.clone();
+            metrics::gauge!("tollgate_budget_reserved_credits", "ledger" => name.clone())
+                .set(state.reserved as f64);
+            let left = if state.latch.is_some() {
+                0
+            } else {
+                state.headroom().0
+            };
+            if left != u64::MAX {
+                metrics::gauge!("tollgate_budget_remaining_credits", "ledger" => name.clone())
+                    .set(left as f64);
+            }
+            if let Some(first) = state.windows.first() {
+                metrics::gauge!("tollgate_budget_spent_credits", "ledger" => name.clone())
+                    .set(first.spent as f64);
+            }
+            metrics::gauge!("tollgate_budget_latched", "ledger" => name)
+                .set(if state.latch.is_some() { 1.0 } else { 0.0 });
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = state;
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn reason_label(reason: ExhaustedReason) -> &'static str {
+    match reason {
+        ExhaustedReason::Window => "window",
+        ExhaustedReason::CriticalReserve => "critical_reserve",
+        ExhaustedReason::Upstream402 => "upstream_402",
+        _ => "other",
+    }
+}
