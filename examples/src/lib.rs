@@ -4,6 +4,9 @@
 //! - [`upstream`]: the simulator, as a library (for tests) and as the `upstream` binary
 //!   (`cargo run -p tollgate-examples --bin upstream -- --help`). It keeps its own exact record
 //!   of what a client did, [`upstream::Stats`], and so judges every end-to-end test.
+//! - [`pipeline`]: the demo that crawls the followers of a list of users with a durable work
+//!   queue and dead letters, and reports what it spent
+//!   (`cargo run -p tollgate-examples --bin pipeline`).
 //!
 //! ```
 //! use tollgate_examples::upstream::Upstream;
@@ -25,9 +28,8 @@
 //! ```
 
 // Still to come, in later issues:
-// - `pipeline`: the demo that crawls the followers of the seed users through the full tollgate
-//   stack against the simulator, and reports what it spent;
 // - `server`: an axum server example that puts tollgate's server-side layers in front of a
 //   handler.
 
+pub mod pipeline;
 pub mod upstream;

@@ -1,0 +1,120 @@
+//! The pipeline demo: fetch every follower page of a list of users, the production way.
+//!
+//! Run with `cargo run --release -p tollgate-examples --bin pipeline` (add `-- --help` for the
+//! flags). With no `--upstream` it starts the upstream simulator in-process. It draws a progress
+//! line on stderr, prints the report as a table on stdout, and exits with status 0 when every
+//! user was either crawled or failed for a permanent reason (404); otherwise it prints a
+//! one-line reason on stderr and exits with status 1 (2 for a usage error).
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program: the table and the reasons are its output"
+)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tollgate_examples::pipeline::cli::{Args, Rate, embedded_simulator};
+use tollgate_examples::pipeline::{self, Report};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(reason) = args.check_available() {
+        eprintln!("pipeline: {reason}");
+        return ExitCode::from(2);
+    }
+    match drive(&args).await {
+        Ok(code) => code,
+        Err(reason) => {
+            eprintln!("pipeline: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn drive(args: &Args) -> Result<ExitCode, String> {
+    let simulator = match &args.upstream {
+        Some(_) => None,
+        None => Some(
+            embedded_simulator()
+                .spawn()
+                .await
+                .map_err(|e| format!("cannot start the simulator: {e}"))?,
+        ),
+    };
+    let base_url = match (&args.upstream, &simulator) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(sim)) => sim.url(),
+        (None, None) => unreachable!("a simulator is started when no --upstream is given"),
+    };
+    let rate = match args.rate {
+        Rate::Fixed(rate) => rate,
+        Rate::Auto => pipeline::fetch_rate(&base_url, &args.key())
+            .await
+            .map_err(|e| format!("--rate auto: {e}"))?,
+    };
+    let config = args.config(&base_url, rate);
+    let cache_dir = config.cache_dir.clone();
+    let what = if simulator.is_some() {
+        "the in-process simulator at "
+    } else {
+        ""
+    };
+    eprintln!("pipeline: crawling {what}{base_url} ({rate} req/s)");
+    if !args.naive {
+        eprintln!("pipeline: journal in {}", cache_dir.display());
+    }
+
+    let line = config.progress.draw_on_stderr(Duration::from_millis(100));
+    let result = if args.naive {
+        pipeline::naive::run(config).await
+    } else {
+        let service = pipeline::placeholder_stack(rate, config.concurrency);
+        pipeline::run(config, service).await
+    };
+    drop(line);
+
+    let (report, stopped) = match result {
+        Ok(report) => (report, None),
+        Err(stopped) => (stopped.report, Some(stopped.reason)),
+    };
+    println!("{}", report.table(rate.get()));
+    if let Some(sim) = &simulator {
+        let stats = sim.stats();
+        println!(
+            "simulator's record: {} requests, 429s: {}, credits charged: {}, duplicate page fetches: {}, busiest second: {}",
+            stats.requests,
+            stats.status(429),
+            stats.credits_charged,
+            stats.duplicate_page_fetches,
+            stats.max_in_any_1s_window
+        );
+    }
+    if report.cache_hits > 0 && !args.naive {
+        eprintln!(
+            "pipeline: {} page(s) came from the journal; delete {} (or pass another --cache-dir) to crawl again",
+            report.cache_hits,
+            cache_dir.display()
+        );
+    }
+    if let Some(path) = &args.report {
+        write_report(&report, path)?;
+    }
+    if let Some(reason) = stopped {
+        eprintln!("pipeline: stopped: {reason}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(reason) = report.incomplete() {
+        eprintln!("pipeline: {reason}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_report(report: &Report, path: &std::path::Path) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(path, json + "\n").map_err(|e| format!("--report {}: {e}", path.display()))
+}

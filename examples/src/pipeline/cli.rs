@@ -1,0 +1,293 @@
+//! The `pipeline` binary's flags, [`Args`], and what they resolve to.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::upstream::{DEFAULT_KEY, SEED_USER_IDS, UpstreamBuilder};
+
+use super::config::{Config, DEFAULT_CONCURRENCY, DEFAULT_MAX_TRIES};
+
+/// The environment variable read for the access key when `--key` is not given.
+pub const KEY_ENV: &str = "TOLLGATE_API_KEY";
+
+/// Fetches every follower page of a list of users from the followers API, the production way.
+///
+/// With no --upstream it starts the upstream simulator in-process (11 req/s, a 500 every 17th
+/// request, a 1 s outage 2 s in, 30 ms latency) and crawls the 20 user ids of seed 000.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pipeline", version)]
+pub struct Args {
+    /// Base URL of the API (default: an in-process simulator).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Access key, sent as x-access-key (default: $TOLLGATE_API_KEY, else the simulator's key).
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// User ids to crawl, comma separated (default: the 20 ids of seed 000, duplicate included;
+    /// a duplicate is crawled once).
+    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', value_parser = user_id)]
+    pub users: Option<Vec<String>>,
+    /// Requests per second: a number, or `auto` to read `rate` from GET /sys/balance.
+    #[arg(long, value_name = "auto|N", default_value = "auto")]
+    pub rate: Rate,
+    /// Requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY, value_parser = at_least_one)]
+    pub concurrency: usize,
+    /// Credits this run may spend (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u64>,
+    /// Where the durable work queue (journal.jsonl) lives (default: a folder per upstream under
+    /// the system's temp dir, see --help).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Write the report as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Share the limit and the budget with other pipeline processes through Redis (fleet mode).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Run seed 000's own client instead, for comparison.
+    #[arg(long)]
+    pub naive: bool,
+    /// Serve Prometheus metrics on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Stop with an error if not finished after SECS.
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    pub deadline: Option<Duration>,
+    /// Tries a page gets before it goes to the dead letters.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TRIES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tries: u32,
+}
+
+/// `--rate`: fixed, or read from the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// Read `rate` from `GET /sys/balance`.
+    Auto,
+    /// This many requests per second.
+    Fixed(NonZeroU32),
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        value
+            .parse::<NonZeroU32>()
+            .map(Self::Fixed)
+            .map_err(|_| format!("expected `auto` or a whole number of at least 1, got `{value}`"))
+    }
+}
+
+fn user_id(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        Err("a user id is empty".to_owned())
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    let secs: f64 = value.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+impl Args {
+    /// Refuses flags whose feature has not landed yet, and an `--upstream` the base client
+    /// cannot reach, with a one-line reason.
+    ///
+    /// # Errors
+    ///
+    /// The reason, for `--redis`, `--metrics`, and an `--upstream` that is not `http://`.
+    pub fn check_available(&self) -> Result<(), String> {
+        if let Some(url) = &self.upstream
+            && !url.starts_with("http://")
+        {
+            return Err(format!(
+                "--upstream {url}: expected http://HOST[:PORT] (the base client speaks plain HTTP/1)"
+            ));
+        }
+        if self.redis.is_some() {
+            return Err("--redis: fleet mode is not available yet".to_owned());
+        }
+        if self.metrics.is_some() {
+            return Err(
+                "--metrics: the Prometheus endpoint comes with the tollgate layers; not available yet"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The access key: `--key`, else `$TOLLGATE_API_KEY`, else the simulator's.
+    pub fn key(&self) -> String {
+        self.key
+            .clone()
+            .or_else(|| std::env::var(KEY_ENV).ok().filter(|k| !k.is_empty()))
+            .unwrap_or_else(|| DEFAULT_KEY.to_owned())
+    }
+
+    /// The users: `--users`, else the seed's 20 ids.
+    pub fn users(&self) -> Vec<String> {
+        self.users
+            .clone()
+            .unwrap_or_else(|| SEED_USER_IDS.iter().map(|&id| id.to_owned()).collect())
+    }
+
+    /// `--cache-dir`, else [`default_cache_dir`] for `--upstream`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| default_cache_dir(self.upstream.as_deref()))
+    }
+
+    /// The run's configuration against `base_url` at `rate`.
+    pub fn config(&self, base_url: &str, rate: NonZeroU32) -> Config {
+        let mut config = Config::new(base_url, self.cache_dir());
+        config.key = self.key();
+        config.users = self.users();
+        config.rate = rate;
+        config.concurrency = self.concurrency;
+        config.budget = self.budget;
+        config.max_tries = self.max_tries;
+        config.deadline = self.deadline;
+        config
+    }
+}
+
+/// The journal's default home: `<temp dir>/tollgate-pipeline/<upstream>`, one folder per
+/// upstream (`simulator` for the in-process one), so that two APIs never share pages. It
+/// survives runs, so a second run resumes (and, once done, fetches nothing).
+pub fn default_cache_dir(upstream: Option<&str>) -> PathBuf {
+    let name = match upstream {
+        None => "simulator".to_owned(),
+        Some(url) => url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    };
+    std::env::temp_dir().join("tollgate-pipeline").join(name)
+}
+
+/// The simulator the binary starts when no `--upstream` is given: the seed's rate of 11 req/s,
+/// a 500 for every 17th admitted request, a 1 s outage 2 s after start, 30 ms of latency, and
+/// plenty of credits.
+pub fn embedded_simulator() -> UpstreamBuilder {
+    UpstreamBuilder::default()
+        .rate(11)
+        .credits(1_000_000)
+        .fault_every(17)
+        .outage(Duration::from_secs(2), Duration::from_secs(1))
+        .latency(Duration::from_millis(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let args = Args::try_parse_from(["pipeline"]).unwrap();
+        assert_eq!(args.rate, Rate::Auto);
+        assert_eq!(args.users().len(), 20);
+        assert_eq!(args.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(args.max_tries, DEFAULT_MAX_TRIES);
+        assert!(args.cache_dir().ends_with("tollgate-pipeline/simulator"));
+        assert!(args.check_available().is_ok());
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let args = Args::try_parse_from([
+            "pipeline",
+            "--upstream",
+            "http://127.0.0.1:9/",
+            "--key",
+            "k",
+            "--users",
+            "1,2, 3",
+            "--rate",
+            "7",
+            "--concurrency",
+            "3",
+            "--budget",
+            "40",
+            "--report",
+            "r.json",
+            "--naive",
+            "--deadline",
+            "2.5",
+            "--max-tries",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(args.users(), ["1", "2", "3"]);
+        assert_eq!(args.rate, Rate::Fixed(NonZeroU32::new(7).unwrap()));
+        assert_eq!(args.key(), "k");
+        assert!(args.cache_dir().ends_with("tollgate-pipeline/127.0.0.1_9"));
+        let config = args.config("http://127.0.0.1:9", NonZeroU32::new(7).unwrap());
+        assert_eq!(config.budget, Some(40));
+        assert_eq!(config.concurrency, 3);
+        assert_eq!(config.max_tries, 2);
+        assert_eq!(config.deadline, Some(Duration::from_millis(2500)));
+        assert!(args.naive);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            &["pipeline", "--rate", "0"][..],
+            &["pipeline", "--rate", "fast"],
+            &["pipeline", "--concurrency", "0"],
+            &["pipeline", "--users", "1,,2"],
+            &["pipeline", "--deadline", "-1"],
+            &["pipeline", "--max-tries", "0"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fleet_mode_and_metrics_say_they_are_not_there_yet() {
+        let args = Args::try_parse_from(["pipeline", "--redis", "redis://x"]).unwrap();
+        assert_eq!(
+            args.check_available().unwrap_err(),
+            "--redis: fleet mode is not available yet"
+        );
+        let args = Args::try_parse_from(["pipeline", "--upstream", "https://x"]).unwrap();
+        assert!(args.check_available().unwrap_err().contains("http://"));
+        let args = Args::try_parse_from(["pipeline", "--metrics", "127.0.0.1:9000"]).unwrap();
+        assert!(
+            args.check_available()
+                .unwrap_err()
+                .contains("not available yet")
+        );
+    }
+}

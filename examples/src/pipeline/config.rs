@@ -1,0 +1,86 @@
+//! What a run is asked to do: [`Config`].
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::upstream::{DEFAULT_KEY, DEFAULT_RATE, SEED_USER_IDS};
+
+use super::progress::Progress;
+
+/// Tries a page gets before it goes to the dead letters.
+pub const DEFAULT_MAX_TRIES: u32 = 5;
+
+/// Requests in flight at once.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// The configuration of a run; [`Config::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The API's base URL, `http://HOST:PORT`.
+    pub base_url: String,
+    /// Sent as `x-access-key`.
+    pub key: String,
+    /// Users to crawl. Duplicates are crawled once (the naive client crawls them as given).
+    pub users: Vec<String>,
+    /// Requests per second the account may send (for pacing and for the fastest possible time).
+    pub rate: NonZeroU32,
+    /// Requests in flight at once: the number of workers.
+    pub concurrency: usize,
+    /// Credits this run may spend; `None` for no limit.
+    pub budget: Option<u64>,
+    /// Where the journal (the durable queue) lives.
+    pub cache_dir: PathBuf,
+    /// Tries a page gets before it goes to the dead letters (at least 1).
+    pub max_tries: u32,
+    /// Stop (with [`StopReason::Deadline`](super::StopReason::Deadline)) if the run is not
+    /// finished after this long.
+    pub deadline: Option<Duration>,
+    /// Live counters the caller may watch.
+    pub progress: Progress,
+}
+
+impl Config {
+    /// A run against `base_url` keeping its journal in `cache_dir`, with the defaults: the
+    /// simulator's key, the seed's 20 user ids, 11 requests per second, 8 in flight, no budget,
+    /// 5 tries per page, no deadline.
+    pub fn new(base_url: impl Into<String>, cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            key: DEFAULT_KEY.to_owned(),
+            users: SEED_USER_IDS.iter().map(|&id| id.to_owned()).collect(),
+            rate: NonZeroU32::new(DEFAULT_RATE).unwrap_or(NonZeroU32::MIN),
+            concurrency: DEFAULT_CONCURRENCY,
+            budget: None,
+            cache_dir: cache_dir.into(),
+            max_tries: DEFAULT_MAX_TRIES,
+            deadline: None,
+            progress: Progress::new(),
+        }
+    }
+
+    /// The users, each once, in the order first given.
+    pub fn unique_users(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.users
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_duplicate_is_dropped_in_order() {
+        let config = Config::new("http://x", "/tmp/x");
+        let unique = config.unique_users();
+        assert_eq!(config.users.len(), 20);
+        assert_eq!(unique.len(), 19);
+        assert_eq!(unique[0], SEED_USER_IDS[0]);
+        assert_eq!(unique.iter().filter(|id| *id == "25044994947").count(), 1);
+    }
+}

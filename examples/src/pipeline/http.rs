@@ -1,0 +1,267 @@
+//! The HTTP side: the base client, the stack the pipeline runs on until the tollgate layers land,
+//! and the followers API's requests and answers.
+//!
+//! The run loop takes any tower service of the shape [`run`](super::run) names, so the tollgate
+//! stack goes in front of [`base_client`] in place of [`placeholder_stack`].
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use tokio::time::Instant;
+use tollgate_core::BoxError;
+use tower::filter::AsyncFilterLayer;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::util::{BoxCloneService, MapErr};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// How long one attempt may take, as the seed's client (`httpx.AsyncClient(timeout=20)`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The request type every service in the pipeline takes.
+pub type ApiRequest = Request<Full<Bytes>>;
+
+/// The base client: hyper-util's pooled HTTP/1 client, its errors boxed, each attempt limited to
+/// [`REQUEST_TIMEOUT`].
+pub type BaseClient = tower::timeout::Timeout<
+    MapErr<Client<HttpConnector, Full<Bytes>>, fn(hyper_util::client::legacy::Error) -> BoxError>,
+>;
+
+/// The stack [`placeholder_stack`] returns.
+pub type PlaceholderStack = BoxCloneService<ApiRequest, Response<hyper::body::Incoming>, BoxError>;
+
+/// The base client; clones share one connection pool.
+pub fn base_client() -> BaseClient {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let boxed: fn(hyper_util::client::legacy::Error) -> BoxError = |e| Box::new(e);
+    tower::timeout::Timeout::new(MapErr::new(client, boxed), REQUEST_TIMEOUT)
+}
+
+/// What the pipeline runs on until the tollgate layers land: at most `concurrency` requests in
+/// flight (tower's `ConcurrencyLimit`, shared by clones) and [`fixed_interval_pacing`] at `rate`,
+/// in front of [`base_client`].
+pub fn placeholder_stack(rate: NonZeroU32, concurrency: usize) -> PlaceholderStack {
+    let service = ServiceBuilder::new()
+        .layer(ConcurrencyLimitLayer::new(concurrency.max(1)))
+        .layer(fixed_interval_pacing(rate))
+        .service(base_client());
+    BoxCloneService::new(service)
+}
+
+/// The future [`fixed_interval_pacing`]'s predicate returns.
+pub type PacingFuture = Pin<Box<dyn Future<Output = Result<ApiRequest, BoxError>> + Send>>;
+
+/// Placeholder: sends requests one interval apart, `rate` per second with a 5% margin, all clones
+/// sharing one schedule; every attempt, retries included, takes a slot. **Replaced by
+/// tollgate-limiter when the layers land**: delete this function and put the limiter in its place
+/// in [`placeholder_stack`].
+pub fn fixed_interval_pacing(
+    rate: NonZeroU32,
+) -> AsyncFilterLayer<impl Fn(ApiRequest) -> PacingFuture + Clone + Send + Sync> {
+    // The margin keeps `rate + 1` sends from landing inside one second when the network
+    // bunches them up: the upstream counts arrivals, not sends.
+    let interval = Duration::from_secs_f64(1.05 / f64::from(rate.get()));
+    let next_slot = Arc::new(parking_lot::Mutex::new(Instant::now()));
+    AsyncFilterLayer::new(move |request: ApiRequest| -> PacingFuture {
+        let slot = {
+            let mut next = next_slot.lock();
+            let slot = (*next).max(Instant::now());
+            *next = slot + interval;
+            slot
+        };
+        Box::pin(async move {
+            tokio::time::sleep_until(slot).await;
+            Ok(request)
+        })
+    })
+}
+
+/// A followers request: `GET {base}/v2/user/followers?user_id=&page_id=` with the access key.
+pub fn followers_request(base_url: &str, key: &str, user_id: &str, page_id: &str) -> ApiRequest {
+    let uri = format!(
+        "{}/v2/user/followers?user_id={}&page_id={}",
+        base_url.trim_end_matches('/'),
+        encode(user_id),
+        encode(page_id)
+    );
+    get(&uri, key)
+}
+
+fn get(uri: &str, key: &str) -> ApiRequest {
+    Request::get(uri)
+        .header("x-access-key", key)
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| {
+            // `run` checks the base URL and the key before it sends anything, and query values
+            // are percent-encoded, so this is for other callers: a request without a URI, which
+            // the client refuses with an error, rather than a panic.
+            Request::new(Full::new(Bytes::new()))
+        })
+}
+
+/// Percent-encodes a query value (user ids and cursors are opaque to us).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A followers page as the API sends it.
+#[derive(Deserialize, Debug)]
+pub struct FollowersPage {
+    /// The page's content.
+    pub response: FollowersList,
+    /// The cursor of the next page; `null` on the last.
+    pub next_page_id: Option<String>,
+}
+
+/// The `response` object of a followers page.
+#[derive(Deserialize, Debug)]
+pub struct FollowersList {
+    /// The followers, kept as the API wrote them.
+    pub users: Vec<serde_json::Value>,
+}
+
+/// Reads a whole body.
+///
+/// # Errors
+///
+/// The body's own error, boxed.
+pub(crate) async fn read_body<B>(body: B) -> Result<Bytes, BoxError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    Ok(body.collect().await.map_err(Into::into)?.to_bytes())
+}
+
+/// The `detail` of an error body (`{"detail": "User not found"}`), if it has one.
+pub(crate) fn detail(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Detail {
+        detail: String,
+    }
+    serde_json::from_slice::<Detail>(body)
+        .ok()
+        .map(|d| d.detail)
+}
+
+/// Reads the account's `rate` from `GET {base}/sys/balance` (what `--rate auto` does), trying
+/// up to three times a second apart if the upstream is down.
+///
+/// # Errors
+///
+/// The last error: a transport error, a status other than 200, or a body without `rate`.
+pub async fn fetch_rate(base_url: &str, key: &str) -> Result<NonZeroU32, BoxError> {
+    #[derive(Deserialize)]
+    struct Balance {
+        rate: u32,
+    }
+    let uri = format!("{}/sys/balance", base_url.trim_end_matches('/'));
+    let mut client = base_client();
+    let mut last: BoxError = "no attempt".into();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let response = match client.ready().await?.call(get(&uri, key)).await {
+            Ok(response) => response,
+            Err(error) => {
+                last = error;
+                continue;
+            }
+        };
+        let status = response.status();
+        let body = read_body(response.into_body()).await?;
+        if status == StatusCode::OK {
+            let balance: Balance = serde_json::from_slice(&body)
+                .map_err(|e| format!("GET /sys/balance: unexpected body: {e}"))?;
+            return NonZeroU32::new(balance.rate)
+                .ok_or_else(|| "GET /sys/balance: rate is 0".into());
+        }
+        last = format!("GET /sys/balance answered {status}").into();
+        if !status.is_server_error() {
+            break;
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        let request = followers_request("http://h:1/", "k", "a b&c", "");
+        assert_eq!(
+            request.uri(),
+            "http://h:1/v2/user/followers?user_id=a%20b%26c&page_id="
+        );
+        assert_eq!(request.headers()["x-access-key"], "k");
+    }
+
+    #[test]
+    fn pages_and_details_parse() {
+        let page: FollowersPage = serde_json::from_slice(
+            br#"{"response": {"users": [{"pk": "1"}]}, "next_page_id": null}"#,
+        )
+        .unwrap();
+        assert_eq!(page.response.users.len(), 1);
+        assert_eq!(page.next_page_id, None);
+        assert_eq!(
+            detail(br#"{"detail": "User not found"}"#).as_deref(),
+            Some("User not found")
+        );
+        assert_eq!(detail(b"<html>"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_spaces_every_request_one_interval_apart() {
+        let start = tokio::time::Instant::now();
+        let sent = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let record = Arc::clone(&sent);
+        let inner = tower::service_fn(move |_: ApiRequest| {
+            record.lock().push(tokio::time::Instant::now() - start);
+            async { Ok::<_, BoxError>(Response::new(())) }
+        });
+        let service = ServiceBuilder::new()
+            .layer(fixed_interval_pacing(NonZeroU32::new(10).unwrap()))
+            .service(inner);
+        let call = || {
+            service
+                .clone()
+                .oneshot(Request::new(Full::new(Bytes::new())))
+        };
+        let (a, b, c, d) = tokio::join!(call(), call(), call(), call());
+        for result in [a, b, c, d] {
+            result.unwrap();
+        }
+        let sent = sent.lock().clone();
+        let expected: Vec<Duration> = (0..4)
+            .map(|i| Duration::from_secs_f64(0.105 * f64::from(i)))
+            .collect();
+        assert_eq!(sent.len(), 4);
+        for (got, want) in sent.iter().zip(&expected) {
+            let diff = got.abs_diff(*want);
+            assert!(diff < Duration::from_millis(2), "{sent:?} vs {expected:?}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! How a run ends early: [`StopReason`] and [`Stopped`].
+
+use std::fmt;
+use std::time::Duration;
+
+use super::report::Report;
+
+/// Why a run stopped before its work was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The API refused the key (401).
+    Unauthorized,
+    /// The account has no credit left (402).
+    InsufficientBalance,
+    /// This run's `--budget` is spent.
+    BudgetSpent {
+        /// The budget, in credits.
+        budget: u64,
+    },
+    /// A budget layer in the service refused a request.
+    BudgetExhausted(String),
+    /// The deadline passed first.
+    Deadline(Duration),
+    /// The journal could not be opened or written.
+    Journal(String),
+    /// The base URL or the key cannot be sent.
+    Config(String),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unauthorized => f.write_str("unauthorized: the API refused the access key (401)"),
+            Self::InsufficientBalance => f.write_str("insufficient balance: the API answered 402"),
+            Self::BudgetSpent { budget } => {
+                write!(f, "budget exhausted: this run's {budget} credits are spent")
+            }
+            Self::BudgetExhausted(why) => write!(f, "budget exhausted: {why}"),
+            Self::Deadline(after) => {
+                write!(
+                    f,
+                    "deadline: not finished after {:.1} s",
+                    after.as_secs_f64()
+                )
+            }
+            Self::Journal(why) => write!(f, "journal: {why}"),
+            Self::Config(why) => write!(f, "configuration: {why}"),
+        }
+    }
+}
+
+/// A run that had to stop, with what it did until then (pages fetched are in the journal: the
+/// next run with the same cache directory resumes from there).
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    /// Why it stopped.
+    pub reason: StopReason,
+    /// What it did.
+    pub report: Report,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stopped: {}", self.reason)
+    }
+}
+
+impl std::error::Error for Stopped {}
