@@ -1,5 +1,99 @@
-//! An idempotent disk cache for tower with atomic writes and request coalescing.
+//! An idempotent disk cache for tower: a response already paid for is never paid for again.
 //!
-//! **Not implemented yet.** This crate is a placeholder in the tollgate workspace; it exports
-//! nothing. Its design is tracked in the project's issue #7. Until then, see
-//! [`tollgate-core`](https://docs.rs/tollgate-core) for the pieces every layer shares.
+//! [`CacheLayer`] puts a [`Cache`] in front of an HTTP client (or an axum app). It stores
+//! responses to GET and HEAD requests (and, when asked, to other methods that carry an
+//! `Idempotency-Key`) on disk, one file per entry, and answers identical requests from there:
+//!
+//! - **Keys** hash the method, scheme, host, port, path, the query parameters in a normalised
+//!   order, selected `Vary` headers and the credential headers (`Authorization`,
+//!   `x-access-key`, `X-Api-Key` by default) with BLAKE3 keyed by a random per-folder secret,
+//!   so two API keys never share an entry and no credential reaches the disk.
+//! - **What is stored** is decided by [`tollgate_core::Classify`]: successes by default, `404`
+//!   too if [`CacheBuilder::cache_not_found`] is set, never a `Cache-Control: no-store` response
+//!   (unless [`CacheBuilder::respect_no_store`] says otherwise), never a body above
+//!   [`CacheBuilder::max_entry_bytes`] (it streams through). Lifetimes come from
+//!   [`CacheBuilder::ttl`], [`CacheBuilder::route_ttl`] and [`CacheBuilder::ttl_fn`].
+//! - **Files** are written to a temporary file (mode 0600), fsynced, renamed into place and the
+//!   folder fsynced; each carries a checksum, and a truncated or corrupt file is removed and
+//!   treated as a miss. The folder is kept under [`CacheBuilder::max_bytes`] by evicting the
+//!   least recently used entries as new ones arrive. File I/O runs on tokio's blocking pool;
+//!   a bounded memory tier ([`CacheBuilder::memory_bytes`]) of recently used entries, all also
+//!   on disk, answers most hits without touching a file.
+//! - **Coalescing**: concurrent identical requests send one upstream request; the others wait
+//!   and share its response. If it fails or its caller goes away, one waiter takes over (errors
+//!   are never shared); if its response cannot be stored (not cacheable, or too large), every
+//!   waiter sends its own request at once.
+//!   Processes sharing a folder coalesce too, through a lock file per key (best effort; see
+//!   [`CacheBuilder::cross_process_coalescing`]).
+//! - **stale-if-error**: with [`CacheBuilder::stale_if_error`], an expired entry stands in for
+//!   a failed upstream (5xx, transport error, 429/402, an open breaker, a spent budget).
+//! - Every response carries [`CACHE_STATUS_HEADER`] (`x-tollgate-cache`): `hit`, `miss`,
+//!   `stale` or `coalesced` (see [`CacheStatus`]). With the `metrics` feature, the counters
+//!   `tollgate_cache_{hits,misses,stale,coalesced,evictions}_total` follow the same outcomes.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tollgate_cache::{CacheLayer, CacheStatus};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tollgate_core::BoxError> {
+//! let dir = tempfile::tempdir()?;
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let counter = Arc::clone(&calls);
+//! let upstream = service_fn(move |_request: Request<()>| {
+//!     counter.fetch_add(1, Ordering::SeqCst);
+//!     async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("page 1")))) }
+//! });
+//!
+//! let cache = CacheLayer::builder(dir.path())
+//!     .ttl(Duration::from_secs(60))
+//!     .route_ttl("/sys/balance", Duration::ZERO) // never cache the balance
+//!     .build()?;
+//! let service = ServiceBuilder::new().layer(cache).service(upstream);
+//!
+//! let request = || {
+//!     Request::get("https://api.example/v2/user/followers?user_id=1&page_id=")
+//!         .header("x-access-key", "my-key")
+//!         .body(())
+//!         .unwrap()
+//! };
+//! let first = service.clone().oneshot(request()).await?;
+//! assert_eq!(CacheStatus::from_headers(first.headers()), Some(CacheStatus::Miss));
+//! let second = service.clone().oneshot(request()).await?;
+//! assert_eq!(CacheStatus::from_headers(second.headers()), Some(CacheStatus::Hit));
+//! assert_eq!(second.into_body().collect().await?.to_bytes(), "page 1");
+//! assert_eq!(calls.load(Ordering::SeqCst), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod body;
+mod buffer;
+mod coalesce;
+mod entry;
+mod future;
+mod index;
+mod key;
+mod layer;
+mod lock;
+mod memory;
+mod policy;
+mod service;
+mod status;
+mod store;
+
+pub use body::CacheBody;
+pub use future::ResponseFuture;
+pub use layer::{CacheBuilder, CacheLayer};
+pub use service::Cache;
+pub use status::{CACHE_STATUS_HEADER, CacheStatus};

@@ -1,0 +1,233 @@
+//! Cache keys: which requests share an entry.
+//!
+//! A key is a BLAKE3 hash, keyed with the cache's own random secret, of the method, scheme,
+//! host, port, path, query parameters sorted by name (values of one name keep their order), the
+//! selected `Vary` request headers, the credential headers, and, for methods cached only because
+//! they carry one, the `Idempotency-Key`. Two API keys therefore never share an entry, and what
+//! reaches the disk (file names, and the key inside each file) is a keyed hash from which no
+//! credential can be read back or guessed without the secret.
+
+use std::fmt;
+
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, Method};
+use tollgate_core::idempotency::IDEMPOTENCY_KEY;
+
+/// The 32-byte identity of a cache entry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey([u8; 32]);
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.hex())
+    }
+}
+
+impl CacheKey {
+    #[cfg(test)]
+    pub(crate) const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub(crate) const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hex: the entry's file name.
+    pub(crate) fn hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for byte in self.0 {
+            out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+        }
+        out
+    }
+
+    /// Parses a file name written by [`hex`](Self::hex).
+    pub(crate) fn from_hex(name: &str) -> Option<Self> {
+        let bytes = name.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let hi = char::from(pair[0]).to_digit(16)?;
+            let lo = char::from(pair[1]).to_digit(16)?;
+            if pair.iter().any(u8::is_ascii_uppercase) {
+                return None;
+            }
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(Self(out))
+    }
+}
+
+/// What goes into a key besides the URL and method.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyParts {
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) credentials: Vec<HeaderName>,
+}
+
+impl KeyParts {
+    /// The key of the request described by `parts`.
+    pub(crate) fn key(&self, secret: &[u8; 32], parts: &Parts) -> CacheKey {
+        let mut hasher = blake3::Hasher::new_keyed(secret);
+        let mut field = |bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        field(parts.method.as_str().as_bytes());
+
+        let uri = &parts.uri;
+        let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+        let (host, port) = match uri.authority() {
+            Some(authority) => (authority.host().to_ascii_lowercase(), authority.port_u16()),
+            // A server sees relative URIs: the Host header names the authority.
+            None => parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .and_then(|host| host.parse::<http::uri::Authority>().ok())
+                .map(|a| (a.host().to_ascii_lowercase(), a.port_u16()))
+                .unwrap_or_default(),
+        };
+        let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+        field(scheme.as_bytes());
+        field(host.as_bytes());
+        field(&port.to_le_bytes());
+        field(uri.path().as_bytes());
+
+        let mut query: Vec<(&str, &str)> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .collect();
+        // Stable: repeated parameters keep their order, which may matter to the server.
+        query.sort_by(|a, b| a.0.cmp(b.0));
+        field(&(query.len() as u64).to_le_bytes());
+        for (name, value) in query {
+            field(name.as_bytes());
+            field(value.as_bytes());
+        }
+
+        headers_field(&mut field, &parts.headers, &self.vary);
+        headers_field(&mut field, &parts.headers, &self.credentials);
+        // Any method cached beyond GET and HEAD is cached on the strength of its
+        // Idempotency-Key, which stands for its body: it must be part of the key (a PUT too,
+        // though PUT is idempotent: two PUTs to one URL may carry different bodies).
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            headers_field(&mut field, &parts.headers, &[IDEMPOTENCY_KEY]);
+        }
+        CacheKey(*hasher.finalize().as_bytes())
+    }
+}
+
+fn headers_field(field: &mut impl FnMut(&[u8]), headers: &HeaderMap, names: &[HeaderName]) {
+    for name in names {
+        field(name.as_str().as_bytes());
+        let values = headers.get_all(name);
+        field(&(values.iter().count() as u64).to_le_bytes());
+        for value in values {
+            field(value.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(builder: http::request::Builder) -> Parts {
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn key_parts() -> KeyParts {
+        KeyParts {
+            vary: vec![HeaderName::from_static("accept")],
+            credentials: vec![HeaderName::from_static("x-access-key")],
+        }
+    }
+
+    fn key(builder: http::request::Builder) -> CacheKey {
+        key_parts().key(&[1; 32], &parts(builder))
+    }
+
+    #[test]
+    fn query_order_does_not_matter_but_repeats_keep_theirs() {
+        let a = key(Request::get("http://api.test/f?user_id=1&page_id=2"));
+        let b = key(Request::get("http://api.test/f?page_id=2&user_id=1"));
+        assert_eq!(a, b);
+        let c = key(Request::get("http://api.test/f?a=1&a=2"));
+        let d = key(Request::get("http://api.test/f?a=2&a=1"));
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn every_part_counts() {
+        let base = key(Request::get("http://api.test/f?x=1"));
+        for other in [
+            Request::get("https://api.test/f?x=1"),
+            Request::get("http://api.test:8080/f?x=1"),
+            Request::get("http://other.test/f?x=1"),
+            Request::get("http://api.test/g?x=1"),
+            Request::get("http://api.test/f?x=2"),
+            Request::head("http://api.test/f?x=1"),
+            Request::get("http://api.test/f?x=1").header("accept", "text/csv"),
+            Request::get("http://api.test/f?x=1").header("x-access-key", "k1"),
+        ] {
+            assert_ne!(key(other), base);
+        }
+        // Default port and case of scheme and host do not.
+        assert_eq!(key(Request::get("http://API.test:80/f?x=1")), base);
+        // Headers neither varied on nor credentials do not.
+        assert_eq!(
+            key(Request::get("http://api.test/f?x=1").header("user-agent", "a")),
+            base
+        );
+    }
+
+    #[test]
+    fn credentials_separate_and_secret_matters() {
+        let a = key(Request::get("http://api.test/f").header("x-access-key", "k1"));
+        let b = key(Request::get("http://api.test/f").header("x-access-key", "k2"));
+        assert_ne!(a, b);
+        let other_secret = key_parts().key(
+            &[2; 32],
+            &parts(Request::get("http://api.test/f").header("x-access-key", "k1")),
+        );
+        assert_ne!(a, other_secret);
+    }
+
+    #[test]
+    fn host_header_stands_in_for_a_relative_uri() {
+        let absolute = key(Request::get("http://api.test:8080/f"));
+        let relative = key(Request::get("/f").header("host", "api.test:8080"));
+        assert_eq!(absolute, relative);
+    }
+
+    #[test]
+    fn idempotency_key_counts_for_every_method_but_get_and_head() {
+        let a = key(Request::post("http://api.test/o").header("idempotency-key", "1"));
+        let b = key(Request::post("http://api.test/o").header("idempotency-key", "2"));
+        assert_ne!(a, b);
+        let a = key(Request::put("http://api.test/o").header("idempotency-key", "1"));
+        let b = key(Request::put("http://api.test/o").header("idempotency-key", "2"));
+        assert_ne!(a, b);
+        let a = key(Request::get("http://api.test/o").header("idempotency-key", "1"));
+        let b = key(Request::get("http://api.test/o").header("idempotency-key", "2"));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let k = CacheKey([0xab; 32]);
+        assert_eq!(CacheKey::from_hex(&k.hex()), Some(k));
+        assert_eq!(CacheKey::from_hex("zz"), None);
+        assert_eq!(CacheKey::from_hex(&"AB".repeat(32)), None);
+    }
+}

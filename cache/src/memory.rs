@@ -1,0 +1,134 @@
+//! A small in-memory tier over the disk store: recently used entries, bounded in bytes.
+//!
+//! A hit from memory costs a hash lookup and a reference-count increment instead of a trip to
+//! the blocking pool and a file read. It only ever holds entries that are also on disk (every
+//! removal and eviction from disk removes them here too), so it changes how fast a hit is,
+//! never what is served. Another process sharing the folder may replace an entry on disk with
+//! a newer copy; until this one expires, this process may keep serving its own copy, which was
+//! an equally valid answer for the same key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::entry::StoredResponse;
+use crate::index::Index;
+use crate::key::CacheKey;
+
+/// Bytes an entry is counted as: body, headers, and a fixed allowance for the bookkeeping.
+fn footprint(entry: &StoredResponse) -> u64 {
+    let headers: usize = entry
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+        .sum();
+    (entry.body.len() + headers + 256) as u64
+}
+
+#[derive(Debug, Default)]
+struct Hot {
+    index: Index,
+    entries: HashMap<CacheKey, Arc<StoredResponse>>,
+}
+
+/// The memory tier. A cap of zero turns it off.
+#[derive(Debug)]
+pub(crate) struct MemoryTier {
+    cap: u64,
+    hot: Mutex<Hot>,
+}
+
+impl MemoryTier {
+    pub(crate) fn new(cap: u64) -> Self {
+        Self {
+            cap,
+            hot: Mutex::default(),
+        }
+    }
+
+    /// The entry for `key`, if held; marks it as just used.
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<StoredResponse>> {
+        if self.cap == 0 {
+            return None;
+        }
+        let mut hot = self.hot.lock();
+        let entry = Arc::clone(hot.entries.get(key)?);
+        hot.index.touch(*key, footprint(&entry));
+        Some(entry)
+    }
+
+    /// Holds `entry` for `key`, dropping the least recently used entries past the cap. An
+    /// entry larger than an eighth of the cap is not held: one large body must not flush
+    /// everything else.
+    pub(crate) fn insert(&self, key: CacheKey, entry: Arc<StoredResponse>) {
+        let size = footprint(&entry);
+        if size > self.cap / 8 {
+            self.remove(&key);
+            return;
+        }
+        let mut hot = self.hot.lock();
+        hot.index.touch(key, size);
+        hot.entries.insert(key, entry);
+        while let Some(victim) = hot.index.pop_victim(self.cap) {
+            hot.entries.remove(&victim);
+        }
+    }
+
+    /// Forgets `key`.
+    pub(crate) fn remove(&self, key: &CacheKey) {
+        if self.cap == 0 {
+            return;
+        }
+        let mut hot = self.hot.lock();
+        hot.index.remove(key);
+        hot.entries.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    use super::*;
+
+    fn entry(len: usize) -> Arc<StoredResponse> {
+        let now = SystemTime::now();
+        Arc::new(StoredResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(vec![0; len]),
+            stored_at: now,
+            expires_at: now,
+            stale_until: now,
+        })
+    }
+
+    fn k(n: u8) -> CacheKey {
+        CacheKey::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn bounded_lru_and_large_entries_skipped() {
+        let tier = MemoryTier::new(8 * 1256);
+        for n in 0..9 {
+            tier.insert(k(n), entry(1000));
+        }
+        assert!(tier.get(&k(0)).is_none(), "least recent went first");
+        assert!(tier.get(&k(8)).is_some());
+        tier.insert(k(100), entry(5000));
+        assert!(tier.get(&k(100)).is_none());
+        tier.remove(&k(8));
+        assert!(tier.get(&k(8)).is_none());
+    }
+
+    #[test]
+    fn zero_cap_holds_nothing() {
+        let tier = MemoryTier::new(0);
+        tier.insert(k(1), entry(0));
+        assert!(tier.get(&k(1)).is_none());
+    }
+}
