@@ -1,0 +1,199 @@
+//! What the retry layer tells the outside world: tracing events (with
+//! `http.request.resend_count`) and, with the `metrics` feature, counters.
+
+mod common;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Reply, Script};
+use http::Request;
+use http_body_util::Full;
+use parking_lot::Mutex;
+use tollgate_retry::backoff::{Backoff, Jitter};
+use tollgate_retry::{Retry, RetryBudget, RetryPolicy};
+use tower::ServiceExt;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// Records every event as `field=value` pairs.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<EventFields>>>);
+
+type EventFields = Vec<(String, String)>;
+
+struct Fields(Vec<(String, String)>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+}
+
+impl Subscriber for Events {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields(Vec::new());
+        event.record(&mut fields);
+        self.0.lock().push(fields.0);
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+impl Events {
+    fn with(&self, name: &str) -> Vec<EventFields> {
+        self.0
+            .lock()
+            .iter()
+            .filter(|fields| fields.iter().any(|(k, _)| k == name))
+            .cloned()
+            .collect()
+    }
+}
+
+fn value<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    &fields.iter().find(|(k, _)| k == name).expect(name).1
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("/").body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn resends_are_traced_with_their_resend_count() {
+    let events = Events::default();
+    let _guard = tracing::subscriber::set_default(events.clone());
+    let script = Script::new([Reply::Status(503), Reply::Status(503)]);
+    let policy = RetryPolicy::builder()
+        .backoff(
+            Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1))
+                .with_jitter(Jitter::None),
+        )
+        .no_budget()
+        .build()
+        .unwrap();
+    Retry::new(script.service(), policy)
+        .oneshot(get())
+        .await
+        .unwrap();
+    let counts: Vec<String> = events
+        .with("http.request.resend_count")
+        .iter()
+        .map(|fields| value(fields, "http.request.resend_count").to_owned())
+        .collect();
+    assert_eq!(counts, ["1", "2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_is_logged_with_its_reason() {
+    let events = Events::default();
+    let _guard = tracing::subscriber::set_default(events.clone());
+    let script = Script::new([Reply::Status(503)]);
+    let budget = RetryBudget::builder()
+        .min_per_second(0)
+        .retry_ratio(0.0)
+        .build()
+        .unwrap();
+    let policy = RetryPolicy::builder().budget(budget).build().unwrap();
+    Retry::new(script.service(), policy)
+        .oneshot(get())
+        .await
+        .unwrap();
+    let stops = events.with("reason");
+    assert_eq!(stops.len(), 1);
+    assert_eq!(value(&stops[0], "reason"), "\"budget_exhausted\"");
+    assert_eq!(value(&stops[0], "outcome"), "\"server_error\"");
+    assert_eq!(value(&stops[0], "attempts"), "1");
+}
+
+#[cfg(feature = "metrics")]
+mod counters {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Totals(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+
+    struct Cell(Arc<AtomicU64>);
+
+    impl CounterFn for Cell {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::Relaxed);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, Ordering::Relaxed);
+        }
+    }
+
+    impl Recorder for Totals {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut name = key.name().to_owned();
+            for label in key.labels() {
+                name.push_str(&format!("{{{}={}}}", label.key(), label.value()));
+            }
+            let cell = Arc::clone(self.0.lock().entry(name).or_default());
+            Counter::from_arc(Arc::new(Cell(cell)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    impl Totals {
+        fn get(&self, name: &str) -> u64 {
+            self.0
+                .lock()
+                .get(name)
+                .map_or(0, |cell| cell.load(Ordering::Relaxed))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_retries_and_give_ups_are_counted() {
+        let totals = Totals::default();
+        let _guard = metrics::set_default_local_recorder(&totals);
+        let script = Script::new([Reply::Status(503); 5]);
+        let policy = RetryPolicy::builder()
+            .max_attempts(3)
+            .backoff(Backoff::exponential(
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+            ))
+            .no_budget()
+            .build()
+            .unwrap();
+        Retry::new(script.service(), policy)
+            .oneshot(get())
+            .await
+            .unwrap();
+        assert_eq!(totals.get("tollgate_retry_attempts_total"), 3);
+        assert_eq!(totals.get("tollgate_retry_retries_total"), 2);
+        assert_eq!(
+            totals.get("tollgate_retry_give_ups_total{reason=max_attempts}"),
+            1
+        );
+    }
+}
