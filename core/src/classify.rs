@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Response, StatusCode};
 
-use crate::error::is_local_rejection;
+use crate::error::{RetryAfterTooLong, find_cause, is_local_rejection};
 use crate::headers::{RateLimitHint, RetryAfter};
 
 /// The class of an outcome.
@@ -270,13 +270,14 @@ impl Classify for Classifier {
     }
 
     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome {
-        let kind = self
-            .rules
-            .error_rule
-            .as_ref()
-            .and_then(|rule| rule(error))
-            .unwrap_or_else(|| default_error_kind(error));
-        Outcome::new(kind)
+        if let Some(kind) = self.rules.error_rule.as_ref().and_then(|rule| rule(error)) {
+            return Outcome::new(kind);
+        }
+        if let Some(too_long) = find_cause::<RetryAfterTooLong>(error) {
+            return Outcome::new(OutcomeKind::RateLimited)
+                .with_retry_after(Some(RetryAfter::Delay(too_long.retry_after())));
+        }
+        Outcome::new(default_error_kind(error))
     }
 }
 
@@ -447,6 +448,15 @@ mod tests {
         assert_eq!(c.classify_error(&refused).kind(), OutcomeKind::Transport);
         assert!(!c.classify_error(&rejected).is_retryable());
         assert!(c.classify_error(&refused).is_retryable());
+        let too_long =
+            RetryAfterTooLong::new(Duration::from_secs(3600), Duration::from_secs(60), 1);
+        let outcome = c.classify_error(&too_long);
+        assert_eq!(outcome.kind(), OutcomeKind::RateLimited);
+        assert!(!outcome.is_upstream_failure());
+        assert_eq!(
+            outcome.retry_delay(SystemTime::now()),
+            Some(Duration::from_secs(3600))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -129,6 +129,57 @@ impl fmt::Display for BudgetExhausted {
 
 impl Error for BudgetExhausted {}
 
+/// A retry layer stopped because the upstream asked it to wait longer than its policy allows.
+///
+/// It is returned in place of the last response so that callers see why no further attempt was
+/// made and can schedule the work for later themselves. [`Classifier`](crate::Classifier) reads it
+/// as [`RateLimited`](crate::OutcomeKind::RateLimited) with the upstream's hint: the upstream was
+/// throttling, not failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfterTooLong {
+    retry_after: Duration,
+    max: Duration,
+    attempts: u32,
+}
+
+impl RetryAfterTooLong {
+    /// The upstream asked to wait `retry_after`, more than `max`, after `attempts` sends.
+    pub const fn new(retry_after: Duration, max: Duration, attempts: u32) -> Self {
+        Self {
+            retry_after,
+            max,
+            attempts,
+        }
+    }
+
+    /// How long the upstream asked us to wait.
+    pub const fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// The longest wait the policy accepts.
+    pub const fn max(&self) -> Duration {
+        self.max
+    }
+
+    /// How many times the request was sent before retrying stopped.
+    pub const fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+impl fmt::Display for RetryAfterTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "upstream asked to retry after {:?}, longer than the {:?} this policy waits (after {} attempt(s))",
+            self.retry_after, self.max, self.attempts
+        )
+    }
+}
+
+impl Error for RetryAfterTooLong {}
+
 /// A header was present but could not be understood.
 ///
 /// Parsers return it instead of panicking; layers treat a malformed header as absent.
