@@ -1,0 +1,195 @@
+//! Following the upstream: [`Adaptive`] (pauses on 429s and used-up windows) and [`Aimd`]
+//! (lowers the rate on 429s and recovers it on successes).
+
+use std::time::Duration;
+
+use tollgate_core::Classifier;
+
+/// How a limiter adapts to what the upstream answers.
+///
+/// With it, every response that passes through a [`Limiter`](crate::Limiter) (or is handed to
+/// [`RateLimiter::observe_response`](crate::RateLimiter::observe_response)) is read with
+/// `tollgate-core`'s [`Classifier`] and rate-limit header parsers:
+///
+/// - a rate limit (429, or whatever the classifier calls one) pauses **every** caller of the
+///   limiter until its `Retry-After` (or [`default_pause`](Self::default_pause) without one),
+///   capped at [`max_pause`](Self::max_pause); a 503 with `Retry-After` does the same;
+/// - any response that says its window is used up (`X-RateLimit-Remaining: 0` with a reset, or
+///   IETF `RateLimit: ..;r=0;t=N`) pauses until the reset;
+/// - after a pause the bucket is empty: callers resume one at a time at the steady rate, in the
+///   order they queued, not all at once;
+/// - with [`aimd`](Self::aimd), a rate limit also lowers the rate, and successes raise it back
+///   towards the configured one.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate_limiter::{Adaptive, Aimd};
+///
+/// let adaptive = Adaptive::new()
+///     .default_pause(Duration::from_secs(2))
+///     .max_pause(Duration::from_secs(60))
+///     .aimd(Aimd::new());
+/// # let _ = adaptive;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    pub(crate) classifier: Classifier,
+    pub(crate) default_pause: Duration,
+    pub(crate) max_pause: Duration,
+    pub(crate) aimd: Option<Aimd>,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Adaptive {
+    /// Pauses on rate limits (1 s without a hint, at most 5 minutes), no AIMD, the standard
+    /// HTTP classifier.
+    pub fn new() -> Self {
+        Self {
+            classifier: Classifier::default(),
+            default_pause: Duration::from_secs(1),
+            max_pause: Duration::from_secs(300),
+            aimd: None,
+        }
+    }
+
+    /// Classifies responses with `classifier` (for APIs that signal rate limits their own way).
+    #[must_use]
+    pub fn classifier(mut self, classifier: Classifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// The pause after a rate limit that carries no hint (default 1 s).
+    #[must_use]
+    pub fn default_pause(mut self, pause: Duration) -> Self {
+        self.default_pause = pause;
+        self
+    }
+
+    /// The longest pause any hint may order (default 5 minutes): protects against a
+    /// `Retry-After` years away.
+    #[must_use]
+    pub fn max_pause(mut self, pause: Duration) -> Self {
+        self.max_pause = pause;
+        self
+    }
+
+    /// Also lowers the rate on rate limits and recovers it on successes.
+    #[must_use]
+    pub fn aimd(mut self, aimd: Aimd) -> Self {
+        self.aimd = Some(aimd);
+        self
+    }
+}
+
+/// Additive increase, multiplicative decrease of the first quota's rate.
+///
+/// On a rate limit the rate is multiplied by [`decrease`](Self::decrease) (once per pause: the
+/// other answers to requests already in flight do not count again); every success raises it so
+/// that, while requests succeed, it regains [`recovery`](Self::recovery) × the configured rate
+/// per second, up to the configured rate and never below [`floor`](Self::floor) × it. Within
+/// 10% of the rate that last drew a rate limit, it climbs eight times slower: it probes the
+/// server's limit gently instead of hitting it again at full speed. A client configured above
+/// the server's real limit thus settles just under it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aimd {
+    pub(crate) decrease: f64,
+    pub(crate) recovery: f64,
+    pub(crate) floor: f64,
+}
+
+impl Default for Aimd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Aimd {
+    /// Halve on a rate limit, regain 5% of the configured rate per second of successes, never
+    /// below 1% of it.
+    pub const fn new() -> Self {
+        Self {
+            decrease: 0.5,
+            recovery: 0.05,
+            floor: 0.01,
+        }
+    }
+
+    /// The factor applied to the rate on a rate limit, clamped to `0.01..=1.0`.
+    #[must_use]
+    pub fn decrease(mut self, factor: f64) -> Self {
+        self.decrease = clamp(factor, 0.01, 1.0);
+        self
+    }
+
+    /// The share of the configured rate regained per second of successes, clamped to
+    /// `0.0..=1.0`.
+    #[must_use]
+    pub fn recovery(mut self, share: f64) -> Self {
+        self.recovery = clamp(share, 0.0, 1.0);
+        self
+    }
+
+    /// The lowest rate, as a share of the configured one, clamped to `0.0001..=1.0`.
+    #[must_use]
+    pub fn floor(mut self, share: f64) -> Self {
+        self.floor = clamp(share, 0.0001, 1.0);
+        self
+    }
+
+    /// The rate after a rate limit, in requests per second.
+    pub(crate) fn decreased(&self, current: f64, configured: f64) -> f64 {
+        (current * self.decrease).max(configured * self.floor)
+    }
+
+    /// The rate after one success, in requests per second; `limited_at` is the rate that
+    /// drew the last rate limit.
+    pub(crate) fn increased(&self, current: f64, configured: f64, limited_at: f64) -> f64 {
+        let mut per_success = self.recovery * configured / current.max(f64::MIN_POSITIVE);
+        if current >= 0.9 * limited_at {
+            per_success /= 8.0;
+        }
+        (current + per_success).min(configured)
+    }
+}
+
+fn clamp(value: f64, low: f64, high: f64) -> f64 {
+    if value.is_nan() {
+        high
+    } else {
+        value.clamp(low, high)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aimd_steps() {
+        let aimd = Aimd::new();
+        assert!((aimd.decreased(60.0, 60.0) - 30.0).abs() < 1e-9);
+        assert!((aimd.decreased(0.5, 60.0) - 0.6).abs() < 1e-9, "floor");
+        // 30 successes at 30/s (one second) regain 5% of 60: 3 req/s, roughly.
+        let mut rate = 30.0;
+        for _ in 0..30 {
+            rate = aimd.increased(rate, 60.0, 60.0);
+        }
+        assert!((32.8..33.2).contains(&rate), "{rate}");
+        // Near the rate that drew the last 429, eight times slower.
+        let near = aimd.increased(30.0, 60.0, 32.0) - 30.0;
+        assert!((near - 0.1 / 8.0).abs() < 1e-9, "{near}");
+        assert!(
+            (aimd.increased(59.99, 60.0, 90.0) - 60.0).abs() < 1e-9,
+            "capped"
+        );
+        assert_eq!(Aimd::new().decrease(f64::NAN).decrease, 1.0);
+        assert_eq!(Aimd::new().recovery(7.0).recovery, 1.0);
+        assert_eq!(Aimd::new().floor(0.0).floor, 0.0001);
+    }
+}
