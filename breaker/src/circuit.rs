@@ -1,0 +1,602 @@
+//! The state machine every breaker service shares through an `Arc`.
+//!
+//! All state that decides admission lives in one packed [`Word`]; every change of it is a
+//! compare-and-swap, so exactly one caller wins each transition and does its side effects. The
+//! closed path loads the word, and on completion bumps the window's atomics: no lock anywhere.
+//! Open and probe deadlines live in their own atomics, tagged with the generation they belong to,
+//! so a reader never takes a deadline from another cycle for the current one.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A [`Ticket`] in one word (the kind in the low two bits), as response futures carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackedTicket(u64);
+
+impl PackedTicket {
+    pub(crate) const UNTRACKED: Self = Self(2);
+
+    #[inline]
+    pub(crate) const fn pack(ticket: Ticket) -> Self {
+        match ticket {
+            Ticket::Closed { generation } => Self(generation << 2),
+            Ticket::Probe { generation } => Self((generation << 2) | 1),
+            Ticket::Untracked => Self::UNTRACKED,
+        }
+    }
+
+    #[inline]
+    pub(crate) const fn unpack(self) -> Ticket {
+        let generation = self.0 >> 2;
+        match self.0 & 0b11 {
+            0 => Ticket::Closed { generation },
+            1 => Ticket::Probe { generation },
+            _ => Ticket::Untracked,
+        }
+    }
+}
+
+use tollgate_core::{CircuitOpen, Clock, Outcome, OutcomeKind};
+
+use crate::config::BreakerConfig;
+use crate::event::{Mode, Reason, State, StateChange};
+use crate::metrics::Metrics;
+use crate::window::{Tally, Totals};
+use crate::word::Word;
+
+/// Deadlines are microseconds since the breaker was made (56 bits: 2,284 years) under an 8-bit
+/// generation tag: enough to tell the deadline of the current generation from the one before.
+const TAG_SHIFT: u32 = 56;
+const TAG_MASK: u64 = 0xFF;
+const MICROS_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
+/// What admission granted; results are only counted for the generation they were admitted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ticket {
+    /// A call in the closed state (or in metrics-only mode).
+    Closed { generation: u64 },
+    /// A half-open probe holding one of the permits.
+    Probe { generation: u64 },
+    /// The breaker is disabled: nothing is counted.
+    Untracked,
+}
+
+/// What a finished call means to the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Success,
+    Failure {
+        hint: Option<Duration>,
+    },
+    /// Not a call the upstream answered (a local rejection below the breaker), or cancelled.
+    Ignored,
+}
+
+/// Counts read through a [`BreakerHandle`](crate::BreakerHandle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerCounts {
+    /// The current state.
+    pub state: State,
+    /// The current mode.
+    pub mode: Mode,
+    /// The current generation (it changes on every state change).
+    pub generation: u64,
+    /// Calls in the rate window (0 when no rate trip is configured).
+    pub window_calls: u64,
+    /// Failures in the rate window.
+    pub window_failures: u64,
+    /// Slow calls in the rate window.
+    pub window_slow_calls: u64,
+    /// Failures in a row, in the closed state.
+    pub consecutive_failures: u32,
+    /// Trips since the breaker last closed after probing (drives the growing open duration).
+    pub trips: u32,
+    /// Half-open probes in flight.
+    pub probes_in_flight: u32,
+    /// Successful probes in the current half-open cycle.
+    pub probe_successes: u32,
+    /// How long until the breaker admits a probe, when it is open.
+    pub open_remaining: Option<Duration>,
+}
+
+pub(crate) struct Circuit<C> {
+    word: AtomicU64,
+    open_until: AtomicU64,
+    probe_deadline: AtomicU64,
+    consecutive: AtomicU32,
+    trips: AtomicU32,
+    last_used_secs: AtomicU64,
+    tally: Option<Tally>,
+    /// The default classifier and failure predicate: every status below 400 is a success.
+    plain_statuses: bool,
+    clock: C,
+    origin: Instant,
+    config: BreakerConfig,
+    metrics: Metrics,
+}
+
+impl<C> std::fmt::Debug for Circuit<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = Word(self.word.load(Ordering::Relaxed));
+        f.debug_struct("Circuit")
+            .field("name", &self.config.name)
+            .field("state", &word.state())
+            .field("mode", &word.mode())
+            .field("generation", &word.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> Circuit<C> {
+    pub(crate) fn new(config: BreakerConfig, clock: C) -> Self {
+        let wants_window = config.failure_rate.is_some() || config.slow_call.is_some();
+        Self {
+            word: AtomicU64::new(Word::new(State::Closed, Mode::Normal, 0).0),
+            open_until: AtomicU64::new(0),
+            probe_deadline: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            trips: AtomicU32::new(0),
+            last_used_secs: AtomicU64::new(0),
+            tally: wants_window.then(|| Tally::new(config.window)),
+            plain_statuses: config.classifies_by_default(),
+            origin: clock.now(),
+            clock,
+            metrics: Metrics::new(&config.name),
+            config,
+        }
+    }
+
+    pub(crate) const fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    fn word(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    fn cas(&self, from: Word, to: Word) -> Result<(), Word> {
+        self.word
+            .compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(drop)
+            .map_err(Word)
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.clock.now().saturating_duration_since(self.origin)
+    }
+
+    fn now_micros(&self) -> u64 {
+        u64::try_from(self.elapsed().as_micros()).unwrap_or(MICROS_MASK)
+    }
+
+    /// Decides whether a call may go through. Closed: one atomic load.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Ticket, CircuitOpen> {
+        let word = self.word();
+        if word.is_closed_normal() {
+            return Ok(Ticket::Closed {
+                generation: word.generation(),
+            });
+        }
+        let verdict = self.admit_slow(word);
+        if verdict.is_err() {
+            self.metrics.rejected();
+        }
+        verdict
+    }
+
+    #[cold]
+    fn admit_slow(&self, mut word: Word) -> Result<Ticket, CircuitOpen> {
+        loop {
+            let generation = word.generation();
+            match (word.mode(), word.state()) {
+                (Mode::Disabled, _) => return Ok(Ticket::Untracked),
+                (Mode::MetricsOnly, _) | (Mode::Normal, State::Closed) => {
+                    return Ok(Ticket::Closed { generation });
+                }
+                (Mode::ForcedOpen, _) => {
+                    return Err(CircuitOpen::new(self.config.open_duration.base()));
+                }
+                (Mode::Normal, State::Open) => {
+                    let now = self.now_micros();
+                    let Some(until) = read_deadline(&self.open_until, generation) else {
+                        // The trip that opened this generation has not stored its deadline yet.
+                        return Err(CircuitOpen::new(self.config.open_duration.base()));
+                    };
+                    if now < until {
+                        return Err(CircuitOpen::new(Duration::from_micros(until - now)));
+                    }
+                    let next = Word::new(State::HalfOpen, Mode::Normal, word.next_generation())
+                        .with_probes(1);
+                    match self.cas(word, next) {
+                        Ok(()) => {
+                            self.set_probe_deadline(next.generation(), now);
+                            self.announce(word, next, Reason::OpenElapsed);
+                            return Ok(Ticket::Probe {
+                                generation: next.generation(),
+                            });
+                        }
+                        Err(actual) => word = actual,
+                    }
+                }
+                (Mode::Normal, State::HalfOpen) => {
+                    if word.probes() < self.config.max_probes {
+                        match self.cas(word, word.with_probes(word.probes() + 1)) {
+                            Ok(()) => {
+                                self.set_probe_deadline(generation, self.now_micros());
+                                return Ok(Ticket::Probe { generation });
+                            }
+                            Err(actual) => word = actual,
+                        }
+                        continue;
+                    }
+                    let now = self.now_micros();
+                    let deadline = read_deadline(&self.probe_deadline, generation);
+                    match deadline {
+                        Some(deadline) if now >= deadline => {
+                            // The probes in flight went quiet: re-open rather than wait forever.
+                            match self.trip(word, Reason::ProbeTimeout, None, now) {
+                                Ok(open_for) => return Err(CircuitOpen::new(open_for)),
+                                Err(actual) => word = actual,
+                            }
+                        }
+                        _ => {
+                            let base = self.config.open_duration.base();
+                            let left = deadline.map_or(base, |d| Duration::from_micros(d - now));
+                            return Err(CircuitOpen::new(left.min(base)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// When timing is needed for this call (slow-call detection), its start, as microseconds
+    /// since the breaker was made plus one; 0 when not timed. (A word, not an `Option<Instant>`:
+    /// it keeps the response future small.)
+    #[inline]
+    pub(crate) fn start(&self) -> u64 {
+        if self.config.slow_call.is_some() {
+            self.now_micros().saturating_add(1)
+        } else {
+            0
+        }
+    }
+
+    /// Whether a response with `status` is a success without classifying it (the common case,
+    /// decided with one comparison).
+    #[inline]
+    pub(crate) fn plainly_succeeded(&self, status: http::StatusCode) -> bool {
+        self.plain_statuses && status.as_u16() < 400
+    }
+
+    /// What `outcome` means: local rejections are ignored; failures per the configuration.
+    #[inline]
+    pub(crate) fn judge(&self, outcome: &Outcome) -> Verdict {
+        if outcome.kind() == OutcomeKind::Rejected {
+            Verdict::Ignored
+        } else if self.config.is_failure(outcome) {
+            let hint = outcome
+                .retry_after()
+                .map(|r| r.delay_from(self.clock.system_now()));
+            Verdict::Failure { hint }
+        } else {
+            Verdict::Success
+        }
+    }
+
+    /// Records the result of a call admitted with `ticket` that started at `start`.
+    #[inline]
+    pub(crate) fn finish(&self, ticket: Ticket, verdict: Verdict, start: u64) {
+        let slow = match (start, self.config.slow_call) {
+            (1.., Some((threshold, _))) => {
+                let took = self.now_micros().saturating_sub(start - 1);
+                Duration::from_micros(took) > threshold
+            }
+            _ => false,
+        };
+        if ticket != Ticket::Untracked {
+            self.metrics.call(match verdict {
+                Verdict::Success => Some(false),
+                Verdict::Failure { .. } => Some(true),
+                Verdict::Ignored => None,
+            });
+        }
+        match ticket {
+            Ticket::Closed { generation } => self.finish_closed(generation, verdict, slow),
+            Ticket::Probe { generation } => {
+                let verdict = match verdict {
+                    Verdict::Success if slow => Verdict::Failure { hint: None },
+                    other => other,
+                };
+                self.finish_probe(generation, verdict);
+            }
+            Ticket::Untracked => {}
+        }
+    }
+
+    /// A probe that will never report (its future or its service was dropped) gives its permit
+    /// back.
+    pub(crate) fn cancel_probe(&self, generation: u64) {
+        self.finish_probe(generation, Verdict::Ignored);
+    }
+
+    #[inline]
+    fn finish_closed(&self, generation: u64, verdict: Verdict, slow: bool) {
+        let word = self.word();
+        if word.state() != State::Closed || word.generation() != generation {
+            // A late result from an earlier cycle.
+            return;
+        }
+        let (failed, hint) = match verdict {
+            Verdict::Success => (false, None),
+            Verdict::Failure { hint } => (true, hint),
+            Verdict::Ignored => return,
+        };
+        let mut reason = None;
+        if failed {
+            let in_a_row = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+            if self
+                .config
+                .consecutive_failures
+                .is_some_and(|n| in_a_row >= n)
+            {
+                reason = Some(Reason::ConsecutiveFailures);
+            }
+        } else if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        if let Some(tally) = &self.tally {
+            let second = if tally.needs_time() {
+                self.elapsed().as_secs()
+            } else {
+                0
+            };
+            let totals = tally.record(failed, slow, second, failed || slow);
+            if reason.is_none() {
+                reason = totals.and_then(|t| self.rate_reason(t));
+            }
+        }
+        if let Some(reason) = reason {
+            if word.mode() == Mode::MetricsOnly {
+                tracing::debug!(
+                    breaker = %self.config.name,
+                    reason = reason.as_str(),
+                    "breaker would trip (metrics-only mode)"
+                );
+                return;
+            }
+            // Losing the race means another caller already tripped it.
+            let _ = self.trip(word, reason, hint, self.now_micros());
+        }
+    }
+
+    fn rate_reason(&self, totals: Totals) -> Option<Reason> {
+        if totals.calls < u64::from(self.config.minimum_calls) {
+            return None;
+        }
+        let calls = totals.calls as f64;
+        if self
+            .config
+            .failure_rate
+            .is_some_and(|rate| totals.failures as f64 >= rate * calls)
+        {
+            return Some(Reason::FailureRate);
+        }
+        if self
+            .config
+            .slow_call
+            .is_some_and(|(_, rate)| totals.slow as f64 >= rate * calls)
+        {
+            return Some(Reason::SlowCallRate);
+        }
+        None
+    }
+
+    fn finish_probe(&self, generation: u64, verdict: Verdict) {
+        let mut word = self.word();
+        loop {
+            if word.state() != State::HalfOpen
+                || word.mode() != Mode::Normal
+                || word.generation() != generation
+            {
+                return;
+            }
+            let probes = word.probes().saturating_sub(1);
+            let attempt = match verdict {
+                Verdict::Ignored => self.cas(word, word.with_probes(probes)),
+                Verdict::Failure { hint } => self
+                    .trip(word, Reason::ProbeFailed, hint, self.now_micros())
+                    .map(drop),
+                Verdict::Success => {
+                    let successes = word.successes() + 1;
+                    if successes >= self.config.probes_to_close {
+                        self.close(word, Reason::ProbesSucceeded, true)
+                    } else {
+                        self.cas(word, word.with_probes(probes).with_successes(successes))
+                    }
+                }
+            };
+            match attempt {
+                Ok(()) => return,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Opens the breaker from `from`; returns how long it stays open, or the word that won.
+    fn trip(
+        &self,
+        from: Word,
+        reason: Reason,
+        hint: Option<Duration>,
+        now: u64,
+    ) -> Result<Duration, Word> {
+        let to = Word::new(State::Open, Mode::Normal, from.next_generation());
+        self.cas(from, to)?;
+        let trips = self.trips.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let mut open_for = self.config.open_duration.for_trip(trips);
+        if let (Some(cap), Some(hint)) = (self.config.honor_retry_after, hint)
+            && !hint.is_zero()
+        {
+            open_for = hint.min(cap);
+        }
+        let micros = u64::try_from(open_for.as_micros()).unwrap_or(MICROS_MASK);
+        write_deadline(
+            &self.open_until,
+            to.generation(),
+            now.saturating_add(micros),
+        );
+        tracing::warn!(
+            breaker = %self.config.name,
+            reason = reason.as_str(),
+            open_for_ms = open_for.as_millis() as u64,
+            trips,
+            "circuit breaker opened"
+        );
+        self.announce(from, to, reason);
+        Ok(open_for)
+    }
+
+    /// Closes the breaker from `from`, clearing the window (and, if `forget_trips`, the trip
+    /// count that grows the open duration).
+    fn close(&self, from: Word, reason: Reason, forget_trips: bool) -> Result<(), Word> {
+        // Cleared before the swap: nothing records into the window until a closed ticket of the
+        // new generation exists.
+        self.clear_counts();
+        let to = Word::new(State::Closed, Mode::Normal, from.next_generation());
+        self.cas(from, to)?;
+        if forget_trips {
+            self.trips.store(0, Ordering::Relaxed);
+        }
+        self.announce(from, to, reason);
+        Ok(())
+    }
+
+    fn clear_counts(&self) {
+        if let Some(tally) = &self.tally {
+            tally.clear();
+        }
+        self.consecutive.store(0, Ordering::Relaxed);
+    }
+
+    fn set_probe_deadline(&self, generation: u64, now: u64) {
+        let micros = u64::try_from(self.config.probe_timeout.as_micros()).unwrap_or(MICROS_MASK);
+        write_deadline(&self.probe_deadline, generation, now.saturating_add(micros));
+    }
+
+    fn announce(&self, from: Word, to: Word, reason: Reason) {
+        if to.state() != State::Open || reason == Reason::Manual {
+            tracing::info!(
+                breaker = %self.config.name,
+                from = from.state().as_str(),
+                to = to.state().as_str(),
+                mode = ?to.mode(),
+                reason = reason.as_str(),
+                generation = to.generation(),
+                "circuit breaker state changed"
+            );
+        }
+        if from.state() != to.state() {
+            self.metrics.transition(from.state(), to.state());
+        }
+        if let Some(callback) = &self.config.on_state_change {
+            callback(&StateChange {
+                breaker: self.config.name.clone(),
+                from: from.state(),
+                to: to.state(),
+                mode: to.mode(),
+                reason,
+                generation: to.generation(),
+            });
+        }
+    }
+
+    /// Operator override: moves to `state` in `mode`, starting a new generation.
+    pub(crate) fn force(&self, state: State, mode: Mode, forget_trips: bool) {
+        if state == State::Closed {
+            self.clear_counts();
+        }
+        let mut word = self.word();
+        loop {
+            let to = Word::new(state, mode, word.next_generation());
+            match self.cas(word, to) {
+                Ok(()) => {
+                    if forget_trips {
+                        self.trips.store(0, Ordering::Relaxed);
+                    }
+                    self.announce(word, to, Reason::Manual);
+                    return;
+                }
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    pub(crate) fn counts(&self) -> BreakerCounts {
+        let word = self.word();
+        let elapsed = self.elapsed();
+        let totals = self
+            .tally
+            .as_ref()
+            .map(|t| t.totals(elapsed.as_secs()))
+            .unwrap_or_default();
+        let now = u64::try_from(elapsed.as_micros()).unwrap_or(MICROS_MASK);
+        let open_remaining = (word.state() == State::Open && word.mode() == Mode::Normal)
+            .then(|| read_deadline(&self.open_until, word.generation()))
+            .flatten()
+            .map(|until| Duration::from_micros(until.saturating_sub(now)));
+        BreakerCounts {
+            state: word.state(),
+            mode: word.mode(),
+            generation: word.generation(),
+            window_calls: totals.calls,
+            window_failures: totals.failures,
+            window_slow_calls: totals.slow,
+            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+            trips: self.trips.load(Ordering::Relaxed),
+            probes_in_flight: word.probes(),
+            probe_successes: word.successes(),
+            open_remaining,
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.word().state()
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        self.word().mode()
+    }
+
+    /// Marks the breaker used now (keyed registries evict idle ones first). Writes at most once
+    /// a second.
+    pub(crate) fn touch(&self) {
+        let now = self.elapsed().as_secs();
+        if self.last_used_secs.load(Ordering::Relaxed) != now {
+            self.last_used_secs.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds since the breaker was last used, per [`touch`](Self::touch).
+    pub(crate) fn idle_secs(&self) -> u64 {
+        self.elapsed()
+            .as_secs()
+            .saturating_sub(self.last_used_secs.load(Ordering::Relaxed))
+    }
+}
+
+fn write_deadline(slot: &AtomicU64, generation: u64, micros: u64) {
+    let tag = (generation & TAG_MASK) << TAG_SHIFT;
+    slot.store(tag | micros.min(MICROS_MASK), Ordering::Release);
+}
+
+fn read_deadline(slot: &AtomicU64, generation: u64) -> Option<u64> {
+    let value = slot.load(Ordering::Acquire);
+    (value >> TAG_SHIFT == generation & TAG_MASK).then_some(value & MICROS_MASK)
+}
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod race_tests;

@@ -1,0 +1,135 @@
+//! [`ResponseFuture`]: the inner call, reporting its outcome to the breaker when it completes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tollgate_core::{BoxError, CircuitOpen, Classify, Clock};
+
+use crate::circuit::{Circuit, PackedTicket, Ticket, Verdict};
+
+/// Reports a call's result to the breaker; a half-open probe dropped before it reports gives its
+/// permit back. Three words, so the response future stays small.
+#[derive(Debug)]
+pub(crate) struct Recorder<C: Clock> {
+    circuit: Arc<Circuit<C>>,
+    /// `UNTRACKED` once reported, so that dropping it does nothing more.
+    ticket: PackedTicket,
+    /// See [`Circuit::start`].
+    start: u64,
+}
+
+impl<C: Clock> Recorder<C> {
+    #[inline]
+    pub(crate) const fn new(circuit: Arc<Circuit<C>>, ticket: Ticket) -> Self {
+        Self {
+            circuit,
+            ticket: PackedTicket::pack(ticket),
+            start: 0,
+        }
+    }
+
+    /// Starts the call's clock (when slow calls are detected).
+    #[inline]
+    pub(crate) fn started(mut self) -> Self {
+        self.start = self.circuit.start();
+        self
+    }
+
+    #[inline]
+    fn finish<B>(mut self, result: &Result<Response<B>, BoxError>) {
+        let ticket = std::mem::replace(&mut self.ticket, PackedTicket::UNTRACKED).unpack();
+        let config = self.circuit.config();
+        let verdict = match result {
+            Ok(response) if self.circuit.plainly_succeeded(response.status()) => Verdict::Success,
+            Ok(response) => self.circuit.judge(
+                &config
+                    .classifier
+                    .classify_response(response.status(), response.headers()),
+            ),
+            Err(error) => self
+                .circuit
+                .judge(&config.classifier.classify_error(&**error)),
+        };
+        self.circuit.finish(ticket, verdict, self.start);
+    }
+}
+
+impl<C: Clock> Drop for Recorder<C> {
+    fn drop(&mut self) {
+        if let Ticket::Probe { generation } = self.ticket.unpack() {
+            self.circuit.cancel_probe(generation);
+        }
+    }
+}
+
+pin_project! {
+    /// The future a [`Breaker`](crate::Breaker) or [`KeyedBreaker`](crate::KeyedBreaker)
+    /// returns: the inner call, or an immediate [`CircuitOpen`] error.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C: Clock> {
+        #[pin]
+        state: FutureState<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = FutureStateProj]
+    #[derive(Debug)]
+    enum FutureState<F, C: Clock> {
+        Called {
+            #[pin]
+            future: F,
+            recorder: Option<Recorder<C>>,
+        },
+        Rejected {
+            error: Option<CircuitOpen>,
+        },
+    }
+}
+
+impl<F, C: Clock> ResponseFuture<F, C> {
+    #[inline]
+    pub(crate) const fn called(future: F, recorder: Option<Recorder<C>>) -> Self {
+        Self {
+            state: FutureState::Called { future, recorder },
+        }
+    }
+
+    pub(crate) const fn rejected(error: CircuitOpen) -> Self {
+        Self {
+            state: FutureState::Rejected { error: Some(error) },
+        }
+    }
+}
+
+impl<F, C, B, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    C: Clock,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            FutureStateProj::Called { future, recorder } => {
+                let result = ready!(future.poll(cx)).map_err(Into::into);
+                if let Some(recorder) = recorder.take() {
+                    recorder.finish(&result);
+                }
+                Poll::Ready(result)
+            }
+            FutureStateProj::Rejected { error } => {
+                let error = error
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                Poll::Ready(Err(Box::new(error)))
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! [`BreakerLayer`]: builds [`Breaker`]s that share one breaker.
+
+use std::sync::Arc;
+
+use tollgate_core::{Clock, TokioClock};
+use tower::Layer;
+
+use crate::circuit::Circuit;
+use crate::config::BreakerConfig;
+use crate::handle::BreakerHandle;
+use crate::service::Breaker;
+
+/// Wraps services in a [`Breaker`]. The breaker is created with the layer: every service the
+/// layer (or a clone of it) wraps shares it.
+#[derive(Debug)]
+pub struct BreakerLayer<C = TokioClock> {
+    circuit: Arc<Circuit<C>>,
+}
+
+impl<C> Clone for BreakerLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            circuit: Arc::clone(&self.circuit),
+        }
+    }
+}
+
+impl BreakerLayer {
+    /// A layer with one new breaker on tokio's clock.
+    pub fn new(config: BreakerConfig) -> Self {
+        Self::with_clock(config, TokioClock)
+    }
+}
+
+impl<C: Clock> BreakerLayer<C> {
+    /// A layer with one new breaker reading time from `clock`
+    /// ([`FakeClock`](tollgate_core::FakeClock) in tests).
+    pub fn with_clock(config: BreakerConfig, clock: C) -> Self {
+        Self {
+            circuit: Arc::new(Circuit::new(config, clock)),
+        }
+    }
+
+    /// A handle on the breaker's state.
+    pub fn handle(&self) -> BreakerHandle<C> {
+        BreakerHandle::new(Arc::clone(&self.circuit))
+    }
+}
+
+impl<S, C: Clock> Layer<S> for BreakerLayer<C> {
+    type Service = Breaker<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Breaker::from_circuit(inner, Arc::clone(&self.circuit))
+    }
+}
