@@ -9,8 +9,9 @@ use tollgate_core::{BoxError, BudgetExhausted};
 /// A [`Ledger::reserve`](crate::Ledger::reserve) that was refused.
 ///
 /// Either the budget is exhausted (the usual case: the core [`BudgetExhausted`] rejection), or a
-/// file-backed ledger could not make the reservation durable, in which case it refuses rather than
-/// grant credit that a crash could forget.
+/// file-backed ledger could not make the reservation durable, or a shared ledger could not reach
+/// its store: in both cases it refuses rather than grant credit it cannot account for (fail
+/// closed).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ReserveError {
@@ -18,6 +19,8 @@ pub enum ReserveError {
     Exhausted(BudgetExhausted),
     /// The journal could not be written or synced; nothing was reserved.
     Journal(io::Error),
+    /// The shared store (Redis) could not be reached or answered an error; nothing was reserved.
+    Store(StoreUnavailable),
 }
 
 impl ReserveError {
@@ -25,16 +28,17 @@ impl ReserveError {
     pub fn exhausted(&self) -> Option<&BudgetExhausted> {
         match self {
             Self::Exhausted(e) => Some(e),
-            Self::Journal(_) => None,
+            Self::Journal(_) | Self::Store(_) => None,
         }
     }
 
     /// The error a tollgate service returns: a bare [`BudgetExhausted`] (so callers can
-    /// `downcast_ref` it directly) or the I/O error.
+    /// `downcast_ref` it directly), the I/O error, or a [`StoreUnavailable`].
     pub fn into_box_error(self) -> BoxError {
         match self {
             Self::Exhausted(e) => Box::new(e),
             Self::Journal(e) => Box::new(e),
+            Self::Store(e) => Box::new(e),
         }
     }
 }
@@ -44,6 +48,7 @@ impl fmt::Display for ReserveError {
         match self {
             Self::Exhausted(e) => fmt::Display::fmt(e, f),
             Self::Journal(e) => write!(f, "budget journal failed: {e}"),
+            Self::Store(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -53,7 +58,55 @@ impl Error for ReserveError {
         match self {
             Self::Exhausted(e) => Some(e),
             Self::Journal(e) => Some(e),
+            Self::Store(e) => Some(e),
         }
+    }
+}
+
+impl From<StoreUnavailable> for ReserveError {
+    fn from(e: StoreUnavailable) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// A shared ledger's store (Redis) could not be reached, timed out or answered an error.
+///
+/// The budget fails closed: a request whose reservation meets this error is not sent, and
+/// [`Budget`](crate::Budget) returns this error (boxed) so callers can `downcast_ref` it.
+#[derive(Debug)]
+pub struct StoreUnavailable {
+    operation: &'static str,
+    source: BoxError,
+}
+
+impl StoreUnavailable {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn new(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self {
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// What the ledger was doing: `reserve`, `finish`, `latch`, `reset`, `sync` or `snapshot`.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+}
+
+impl fmt::Display for StoreUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "budget store unavailable during {}: {}",
+            self.operation, self.source
+        )
+    }
+}
+
+impl Error for StoreUnavailable {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
     }
 }
 

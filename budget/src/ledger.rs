@@ -10,11 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tollgate_core::{BudgetExhausted, Clock, ExhaustedReason, MonotonicClock};
 
-use crate::error::ReserveError;
+use crate::error::{ReserveError, StoreUnavailable};
 use crate::journal::{self, Event, Journal, Record};
 use crate::priority::Priority;
 use crate::reservation::Reservation;
 use crate::snapshot::{Snapshot, WindowUsage};
+#[cfg(feature = "redis")]
+use crate::store::{DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT, RedisStore};
 use crate::window::{Window, WindowState, millis_to_duration};
 
 /// Compact a file-backed journal after this many appended records, unless configured.
@@ -62,6 +64,9 @@ struct Shared {
     backfill_reserve: u64,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     name: String,
+    /// Fleet mode: the ledger lives in Redis and `state` is unused.
+    #[cfg(feature = "redis")]
+    remote: Option<RedisStore>,
 }
 
 #[derive(Debug)]
@@ -99,6 +104,15 @@ fn system_millis(t: SystemTime) -> i64 {
 
 impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            return f
+                .debug_struct("Ledger")
+                .field("store", remote)
+                .field("critical_reserve", &self.shared.critical_reserve)
+                .field("backfill_reserve", &self.shared.backfill_reserve)
+                .finish();
+        }
         let state = self.shared.state.lock();
         f.debug_struct("Ledger")
             .field("windows", &state.windows)
@@ -121,6 +135,10 @@ pub struct LedgerBuilder {
     clock: Box<dyn WallClock>,
     name: String,
     compact_every: u64,
+    #[cfg(feature = "redis")]
+    lease: Duration,
+    #[cfg(feature = "redis")]
+    store_timeout: Duration,
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -250,6 +268,100 @@ impl LedgerBuilder {
         Ok(self.finish(state))
     }
 
+    /// How long a [Redis](Self::redis) ledger's reservation holds credit (default 30 s). A
+    /// reservation neither settled nor refunded by then (its worker crashed or hung) expires and
+    /// **counts as spent** at its full cost; settling or refunding it later counts nothing twice
+    /// (only a charge above its cost is added). Make it longer than your slowest request.
+    ///
+    /// # Panics
+    ///
+    /// If `lease` is under a millisecond.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        assert!(
+            lease >= Duration::from_millis(1),
+            "a lease must be at least 1 ms"
+        );
+        self.lease = lease;
+        self
+    }
+
+    /// How long a [Redis](Self::redis) ledger waits for one answer, reconnection included
+    /// (default 1 s), before it fails closed with [`StoreUnavailable`]. A reservation that timed
+    /// out may still have been granted: its lease then expires and counts as spent.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "a store timeout must be above zero");
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// A ledger kept in Redis, shared by every process (on any machine) that builds it with the
+    /// same `prefix` and the same limits: fleet mode.
+    ///
+    /// Reserve, settle and refund are atomic Lua scripts (`EVALSHA`, reloaded on `NOSCRIPT`)
+    /// timed by Redis's clock; window keys expire by themselves; reservations are
+    /// [leases](Self::lease); the 402 latch is one key every process sees. Use the async
+    /// methods ([`Ledger::reserve_async`], [`Ledger::snapshot_async`], ...) directly, or put the
+    /// ledger in a [`BudgetLayer`](crate::BudgetLayer) as usual.
+    ///
+    /// When Redis cannot be reached the ledger **fails closed**: nothing is reserved and the
+    /// service returns [`StoreUnavailable`]. A [`balance`](Self::balance) given to the builder
+    /// is sent to Redis in the background (inside a tokio runtime); prefer
+    /// [`Ledger::sync_balance_async`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tollgate_budget::redis::{Client, aio::ConnectionManager};
+    /// use tollgate_budget::{BudgetLayer, Ledger, Priority, StoreUnavailable, Window};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let connection = ConnectionManager::new(Client::open("redis://127.0.0.1:6379/")?).await?;
+    /// let ledger = Ledger::builder()
+    ///     .limit(5_000, Window::day())
+    ///     .critical_reserve(500)
+    ///     .lease(Duration::from_secs(30))
+    ///     .redis(connection, "billing:acme"); // every process with this prefix shares it
+    /// let layer = BudgetLayer::new(ledger.clone()); // wraps a client as usual
+    ///
+    /// let reservation = ledger.reserve_async(1, Priority::Normal).await?;
+    /// reservation.settle_async(1).await?;
+    /// assert_eq!(ledger.snapshot_async().await?.reserved, 0);
+    /// # let _ = layer;
+    /// # let _: Option<StoreUnavailable> = None;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(
+        self,
+        connection: redis::aio::ConnectionManager,
+        prefix: impl AsRef<str>,
+    ) -> Ledger {
+        let now = self.clock.millis();
+        let mut state = self.initial_state(now);
+        state.balance = None;
+        let balance = self.balance;
+        let store = RedisStore::new(
+            connection,
+            prefix.as_ref(),
+            self.limits.clone(),
+            self.lease,
+            self.store_timeout,
+        );
+        let ledger = self.finish_with(state, Some(store));
+        if let Some(balance) = balance {
+            ledger.sync_balance(balance);
+        }
+        ledger
+    }
+
     fn initial_state(&self, now: i64) -> State {
         State {
             windows: self
@@ -266,6 +378,17 @@ impl LedgerBuilder {
     }
 
     fn finish(self, state: State) -> Ledger {
+        #[cfg(feature = "redis")]
+        return self.finish_with(state, None);
+        #[cfg(not(feature = "redis"))]
+        self.finish_with(state)
+    }
+
+    fn finish_with(
+        self,
+        state: State,
+        #[cfg(feature = "redis")] remote: Option<RedisStore>,
+    ) -> Ledger {
         let ledger = Ledger {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
@@ -273,6 +396,8 @@ impl LedgerBuilder {
                 critical_reserve: self.critical_reserve,
                 backfill_reserve: self.backfill_reserve.max(self.critical_reserve),
                 name: self.name,
+                #[cfg(feature = "redis")]
+                remote,
             }),
         };
         ledger.record_gauges(&ledger.shared.state.lock());
@@ -362,6 +487,10 @@ impl Ledger {
             clock: Box::new(MonotonicClock),
             name: String::from("default"),
             compact_every: DEFAULT_COMPACT_EVERY,
+            #[cfg(feature = "redis")]
+            lease: DEFAULT_LEASE,
+            #[cfg(feature = "redis")]
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
     }
 
@@ -382,7 +511,17 @@ impl Ledger {
     ///
     /// [`ReserveError::Exhausted`] with the reason and, when known, how long until credit is back;
     /// [`ReserveError::Journal`] if the journal could not be written.
+    ///
+    /// A [Redis](LedgerBuilder::redis) ledger cannot answer synchronously: it refuses with
+    /// [`ReserveError::Store`]; use [`reserve_async`](Self::reserve_async).
     pub fn reserve(&self, cost: u64, priority: Priority) -> Result<Reservation, ReserveError> {
+        #[cfg(feature = "redis")]
+        if self.shared.remote.is_some() {
+            return Err(ReserveError::Store(StoreUnavailable::new(
+                "reserve",
+                "a Redis ledger reserves asynchronously: use Ledger::reserve_async",
+            )));
+        }
         let now = self.shared.clock.millis();
         let mut state = self.shared.state.lock();
         state.roll(now);
@@ -391,11 +530,7 @@ impl Ledger {
             return Err(self.reject(ExhaustedReason::Upstream402, retry, cost, priority));
         }
         let (left, reason, binding) = state.headroom();
-        let floor = match priority {
-            Priority::Critical => 0,
-            Priority::Normal => self.shared.critical_reserve,
-            Priority::Backfill => self.shared.backfill_reserve,
-        };
+        let floor = self.floor(priority);
         if left < cost.saturating_add(floor) {
             let reason = if left < cost {
                 reason
@@ -419,6 +554,87 @@ impl Ledger {
         drop(state);
         tracing::trace!(id, cost, priority = priority.as_str(), "credit reserved");
         Ok(Reservation::new(self.clone(), id, cost))
+    }
+
+    /// The configured clock, in milliseconds since the epoch.
+    #[cfg(feature = "redis")]
+    pub(crate) fn clock_millis(&self) -> i64 {
+        self.shared.clock.millis()
+    }
+
+    /// Credit a request of `priority` must leave untouched.
+    fn floor(&self, priority: Priority) -> u64 {
+        match priority {
+            Priority::Critical => 0,
+            Priority::Normal => self.shared.critical_reserve,
+            Priority::Backfill => self.shared.backfill_reserve,
+        }
+    }
+
+    /// [`reserve`](Self::reserve) for every kind of ledger: an in-memory or file-backed ledger
+    /// answers at once, a [Redis](LedgerBuilder::redis) ledger after one round trip.
+    ///
+    /// # Errors
+    ///
+    /// As [`reserve`](Self::reserve); [`ReserveError::Store`] when Redis cannot be reached
+    /// (nothing is reserved: fail closed).
+    pub async fn reserve_async(
+        &self,
+        cost: u64,
+        priority: Priority,
+    ) -> Result<Reservation, ReserveError> {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            return match remote.reserve(self, cost, self.floor(priority)).await? {
+                Ok(reservation) => {
+                    tracing::trace!(
+                        cost,
+                        priority = priority.as_str(),
+                        "credit reserved in Redis"
+                    );
+                    Ok(reservation)
+                }
+                Err((reason, retry_after)) => Err(self.reject(reason, retry_after, cost, priority)),
+            };
+        }
+        self.reserve(cost, priority)
+    }
+
+    /// Whether this ledger lives in a shared store (Redis) rather than in this process.
+    pub fn is_shared(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.shared.remote.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
+    /// Waits until every settle, refund, latch or sync that synchronous code handed to the
+    /// shared store has been applied (a [Redis](LedgerBuilder::redis) ledger sends those in
+    /// background tasks so a response is never held up). Returns at once for other ledgers.
+    pub async fn flush(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            remote.flush().await;
+        }
+    }
+
+    /// Counts and logs a store failure; the caller fails closed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn store_failed(
+        &self,
+        operation: &'static str,
+        error: impl Into<tollgate_core::BoxError>,
+    ) -> StoreUnavailable {
+        let error = StoreUnavailable::new(operation, error);
+        tracing::error!(ledger = %self.shared.name, %error, "budget store unavailable");
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "tollgate_budget_store_errors_total",
+            "ledger" => self.shared.name.clone(),
+            "operation" => operation,
+        )
+        .increment(1);
+        error
     }
 
     fn reject(
@@ -446,6 +662,15 @@ impl Ledger {
     }
 
     pub(crate) fn finish_reservation(&self, id: u64, cost: u64, charge: Option<u64>) {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            let ledger = self.clone();
+            remote.spawn("finish", async move {
+                // Failures are logged and counted; the lease then expires and counts as spent.
+                let _ = ledger.finish_reservation_async(id, cost, charge).await;
+            });
+            return;
+        }
         let now = self.shared.clock.millis();
         let mut state = self.shared.state.lock();
         state.roll(now);
@@ -484,10 +709,129 @@ impl Ledger {
         }
     }
 
+    /// Settles or refunds, and waits until it is recorded: for a [Redis](LedgerBuilder::redis)
+    /// ledger, one round trip.
+    pub(crate) async fn finish_reservation_async(
+        &self,
+        id: u64,
+        cost: u64,
+        charge: Option<u64>,
+    ) -> Result<(), StoreUnavailable> {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            let live = remote.finish(self, id, cost, charge).await?;
+            #[cfg(feature = "metrics")]
+            self.count_finish(live, cost, charge);
+            #[cfg(not(feature = "metrics"))]
+            let _ = live;
+            return Ok(());
+        }
+        self.finish_reservation(id, cost, charge);
+        Ok(())
+    }
+
+    #[cfg(all(feature = "redis", feature = "metrics"))]
+    fn count_finish(&self, live: bool, cost: u64, charge: Option<u64>) {
+        if !live {
+            // Already counted as spent in full when the lease expired.
+            metrics::counter!(
+                "tollgate_budget_expired_leases_total",
+                "ledger" => self.shared.name.clone(),
+            )
+            .increment(1);
+            return;
+        }
+        match charge {
+            Some(charge) => metrics::counter!(
+                "tollgate_budget_charged_credits_total",
+                "ledger" => self.shared.name.clone(),
+            )
+            .increment(charge),
+            None => metrics::counter!(
+                "tollgate_budget_refunded_credits_total",
+                "ledger" => self.shared.name.clone(),
+            )
+            .increment(cost),
+        }
+    }
+
+    /// [`latch`](Self::latch), waiting for a [Redis](LedgerBuilder::redis) ledger to record it.
+    ///
+    /// # Errors
+    ///
+    /// If Redis cannot be reached.
+    pub async fn latch_async(&self) -> Result<(), StoreUnavailable> {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            let until = remote.latch(self).await?;
+            tracing::warn!(until_ms = ?until, "budget latched in Redis: the upstream answered 402");
+            return Ok(());
+        }
+        self.latch();
+        Ok(())
+    }
+
+    /// [`reset`](Self::reset), waiting for a [Redis](LedgerBuilder::redis) ledger to record it.
+    ///
+    /// # Errors
+    ///
+    /// If Redis cannot be reached.
+    pub async fn reset_async(&self) -> Result<(), StoreUnavailable> {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            remote.reset(self).await?;
+            tracing::info!("budget latch reset in Redis");
+            return Ok(());
+        }
+        self.reset();
+        Ok(())
+    }
+
+    /// [`sync_balance`](Self::sync_balance), waiting for a [Redis](LedgerBuilder::redis) ledger
+    /// to record it.
+    ///
+    /// # Errors
+    ///
+    /// If Redis cannot be reached.
+    pub async fn sync_balance_async(&self, remaining: u64) -> Result<(), StoreUnavailable> {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            remote.sync(self, remaining).await?;
+            tracing::debug!(remaining, "budget balance synced in Redis");
+            return Ok(());
+        }
+        self.sync_balance(remaining);
+        Ok(())
+    }
+
+    /// [`snapshot`](Self::snapshot), read from Redis for a [Redis](LedgerBuilder::redis) ledger.
+    ///
+    /// # Errors
+    ///
+    /// If Redis cannot be reached.
+    pub async fn snapshot_async(&self) -> Result<Snapshot, StoreUnavailable> {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            return remote.snapshot(self, self.shared.critical_reserve).await;
+        }
+        Ok(self.snapshot())
+    }
+
     /// Marks the account empty after an upstream `402`: every reservation is refused at once
     /// until the first window rolls over, the balance is [synced](Self::sync_balance) above zero,
     /// or the ledger is [`reset`](Self::reset).
+    ///
+    /// A [Redis](LedgerBuilder::redis) ledger sends it in a background task (see
+    /// [`flush`](Self::flush)); [`latch_async`](Self::latch_async) waits for it.
     pub fn latch(&self) {
+        #[cfg(feature = "redis")]
+        if self.shared.remote.is_some() {
+            let ledger = self.clone();
+            self.spawn_remote("latch", async move {
+                let _ = ledger.latch_async().await;
+            });
+            return;
+        }
         let now = self.shared.clock.millis();
         let mut state = self.shared.state.lock();
         state.roll(now);
@@ -507,6 +851,14 @@ impl Ledger {
 
     /// Lifts the 402 latch. Spend is kept: it was really charged.
     pub fn reset(&self) {
+        #[cfg(feature = "redis")]
+        if self.shared.remote.is_some() {
+            let ledger = self.clone();
+            self.spawn_remote("reset", async move {
+                let _ = ledger.reset_async().await;
+            });
+            return;
+        }
         let now = self.shared.clock.millis();
         let mut state = self.shared.state.lock();
         state.latch = None;
@@ -522,6 +874,14 @@ impl Ledger {
     /// by every charge. Above zero it lifts the 402 latch; at zero every request is refused with
     /// [`ExhaustedReason::Upstream402`] until a later sync.
     pub fn sync_balance(&self, remaining: u64) {
+        #[cfg(feature = "redis")]
+        if self.shared.remote.is_some() {
+            let ledger = self.clone();
+            self.spawn_remote("sync", async move {
+                let _ = ledger.sync_balance_async(remaining).await;
+            });
+            return;
+        }
         let now = self.shared.clock.millis();
         let mut state = self.shared.state.lock();
         state.balance = Some(remaining);
@@ -546,7 +906,14 @@ impl Ledger {
     /// Credit a normal-priority request could reserve now, ignoring the critical reserve:
     /// the least left across limits and balance, after reservations in flight. `u64::MAX` when
     /// nothing bounds spend; 0 while latched.
+    ///
+    /// A [Redis](LedgerBuilder::redis) ledger answers from the snapshot last read by
+    /// [`snapshot_async`](Self::snapshot_async).
     pub fn remaining(&self) -> u64 {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            return self.cached_snapshot(remote).remaining;
+        }
         let now = self.shared.clock.millis();
         let mut state = self.shared.state.lock();
         state.roll(now);
@@ -557,7 +924,14 @@ impl Ledger {
     }
 
     /// Whether a 402 latch is holding.
+    ///
+    /// A [Redis](LedgerBuilder::redis) ledger answers from the snapshot last read by
+    /// [`snapshot_async`](Self::snapshot_async).
     pub fn is_latched(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            return self.cached_snapshot(remote).latched;
+        }
         let now = self.shared.clock.millis();
         let mut state = self.shared.state.lock();
         state.roll(now);
@@ -565,7 +939,14 @@ impl Ledger {
     }
 
     /// Everything the ledger knows, at once.
+    ///
+    /// A [Redis](LedgerBuilder::redis) ledger answers with the snapshot last read by
+    /// [`snapshot_async`](Self::snapshot_async) (before the first: nothing spent).
     pub fn snapshot(&self) -> Snapshot {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            return self.cached_snapshot(remote);
+        }
         let now = self.shared.clock.millis();
         let mut state = self.shared.state.lock();
         state.roll(now);
@@ -595,6 +976,100 @@ impl Ledger {
             },
             critical_reserve: self.shared.critical_reserve,
         }
+    }
+
+    #[cfg(feature = "redis")]
+    fn cached_snapshot(&self, remote: &RedisStore) -> Snapshot {
+        remote.last_snapshot().unwrap_or_else(|| {
+            let now = self.shared.clock.millis();
+            let state = self.shared.state.lock();
+            Snapshot {
+                windows: state
+                    .windows
+                    .iter()
+                    .map(|w| WindowUsage {
+                        window: w.window,
+                        limit: w.limit,
+                        spent: 0,
+                        remaining: w.limit,
+                        resets_in: w.resets_in_duration(now),
+                    })
+                    .collect(),
+                reserved: 0,
+                balance: None,
+                latched: false,
+                latched_for: None,
+                remaining: state.headroom().0,
+                critical_reserve: self.shared.critical_reserve,
+            }
+        })
+    }
+
+    #[cfg(feature = "redis")]
+    fn spawn_remote(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        if let Some(remote) = &self.shared.remote {
+            let _ = remote.spawn(what, work);
+        }
+    }
+
+    /// What a response means for a shared ledger, sent in order in one background task: settle,
+    /// then sync the balance, then latch on a 402.
+    #[cfg(feature = "redis")]
+    pub(crate) fn settle_in_background(
+        &self,
+        reservation: Reservation,
+        charge: u64,
+        balance: Option<u64>,
+        latch: bool,
+    ) {
+        let ledger = self.clone();
+        self.spawn_remote("finish", async move {
+            // Failures are logged and counted where they happen; an unsettled lease expires and
+            // counts as spent.
+            let _ = reservation.settle_async(charge).await;
+            if let Some(balance) = balance {
+                let _ = ledger.sync_balance_async(balance).await;
+            }
+            if latch {
+                let _ = ledger.latch_async().await;
+            }
+        });
+    }
+
+    /// Starts a [`reserve_async`](Self::reserve_async) as a background task (counted by
+    /// [`flush`](Self::flush)), so a reservation granted after its caller gave up is still
+    /// seen, and refunded by its drop.
+    ///
+    /// # Errors
+    ///
+    /// Without a tokio runtime.
+    #[cfg(feature = "redis")]
+    pub(crate) fn spawn_reserve(
+        &self,
+        cost: u64,
+        priority: Priority,
+    ) -> Result<tokio::task::JoinHandle<Result<Reservation, ReserveError>>, StoreUnavailable> {
+        let ledger = self.clone();
+        let work = async move { ledger.reserve_async(cost, priority).await };
+        let spawned = match &self.shared.remote {
+            Some(remote) => remote.spawn("reserve", work),
+            None => tokio::runtime::Handle::try_current()
+                .ok()
+                .map(|runtime| runtime.spawn(work)),
+        };
+        spawned.ok_or_else(|| self.store_failed("reserve", "a Redis ledger needs a tokio runtime"))
+    }
+
+    /// The lease of a [Redis](LedgerBuilder::redis) ledger's reservations; `None` for others.
+    pub fn lease(&self) -> Option<Duration> {
+        #[cfg(feature = "redis")]
+        return self.shared.remote.as_ref().map(RedisStore::lease);
+        #[cfg(not(feature = "redis"))]
+        None
     }
 
     #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]

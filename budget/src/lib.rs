@@ -19,6 +19,10 @@
 //! - **Persistence**: [`LedgerBuilder::open`] journals to a file that survives `kill -9` at any
 //!   instant: after a restart spend is never lower than what was charged (in-flight reservations
 //!   count as spent) and never counted twice.
+//! - **Fleet mode** (feature `redis`): `LedgerBuilder::redis` keeps the ledger in Redis, shared
+//!   by every process on every machine: atomic Lua scripts on Redis's clock, reservations as
+//!   leases that count as spent if their worker dies, one 402 latch for all, and a typed
+//!   [`StoreUnavailable`] (fail closed) when Redis is down. See the README's "Fleet mode (Redis)".
 //! - **Server side**: [`QuotaLayer`] keeps a ledger per API key for an axum (or any tower) server,
 //!   answers 402 with a JSON body when a key's quota is used up and reports what is left.
 //!
@@ -71,10 +75,17 @@ pub mod quota;
 mod reservation;
 mod service;
 mod snapshot;
+#[cfg(feature = "redis")]
+mod store;
 mod window;
 
+/// The `redis` client this crate's fleet mode speaks, re-exported so that callers build their
+/// [`ConnectionManager`](redis::aio::ConnectionManager) from the very same version.
+#[cfg(feature = "redis")]
+pub use redis;
+
 pub use balance::Balance;
-pub use error::{BalanceParseError, ReserveError};
+pub use error::{BalanceParseError, ReserveError, StoreUnavailable};
 pub use layer::BudgetLayer;
 pub use ledger::{Ledger, LedgerBuilder};
 pub use policy::{ChargePolicy, Cost};

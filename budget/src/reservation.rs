@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::error::StoreUnavailable;
 use crate::ledger::Ledger;
 
 /// Credit held for one request. [`settle`](Self::settle) it with what the upstream charged;
@@ -53,8 +54,39 @@ impl Reservation {
     }
 
     /// Releases the hold and charges nothing (what dropping does, said out loud).
+    ///
+    /// A [Redis](crate::LedgerBuilder::redis) ledger's [`settle`](Self::settle) and refund
+    /// (including by drop) are sent in a background task (see [`Ledger::flush`]); if that task
+    /// never runs (no runtime) or fails, the lease expires and counts as spent.
     pub fn refund(self) {
         drop(self);
+    }
+
+    /// [`settle`](Self::settle), waiting until it is recorded (one round trip for a
+    /// [Redis](crate::LedgerBuilder::redis) ledger).
+    ///
+    /// # Errors
+    ///
+    /// If Redis cannot be reached: the lease then expires and counts as spent at its cost (as it
+    /// does if this future is dropped before it completes).
+    pub async fn settle_async(mut self, charge: u64) -> Result<(), StoreUnavailable> {
+        self.done = true;
+        self.ledger
+            .finish_reservation_async(self.id, self.cost, Some(charge))
+            .await
+    }
+
+    /// [`refund`](Self::refund), waiting until it is recorded.
+    ///
+    /// # Errors
+    ///
+    /// If Redis cannot be reached: the lease then expires and counts as spent at its cost (as it
+    /// does if this future is dropped before it completes).
+    pub async fn refund_async(mut self) -> Result<(), StoreUnavailable> {
+        self.done = true;
+        self.ledger
+            .finish_reservation_async(self.id, self.cost, None)
+            .await
     }
 }
 

@@ -72,6 +72,29 @@ impl<S: fmt::Debug> fmt::Debug for Budget<S> {
     }
 }
 
+impl<S> Budget<S> {
+    /// Reserves synchronously (in-memory and file-backed ledgers) and calls the inner service.
+    fn reserve_and_call<ReqBody, ResBody>(
+        &mut self,
+        request: http::Request<ReqBody>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    {
+        let cost = self.config.cost.of(&request);
+        let priority = Priority::of(&request);
+        match self.config.ledger.reserve(cost, priority) {
+            Ok(reservation) => ResponseFuture::called(
+                self.inner.call(request),
+                reservation,
+                Arc::clone(&self.config),
+            ),
+            Err(refused) => ResponseFuture::refused(refused.into_box_error()),
+        }
+    }
+}
+
+#[cfg(not(feature = "redis"))]
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Budget<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
@@ -86,15 +109,47 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        self.reserve_and_call(request)
+    }
+}
+
+/// With the `redis` feature, a [Redis](crate::LedgerBuilder::redis) ledger reserves before the
+/// inner service is called, so the request waits in the response future: the service that was
+/// made ready is moved into it (and a clone left in its place, as `tower`'s async filters do),
+/// hence the `Clone + Send + 'static` bounds. Other ledgers take the synchronous path.
+#[cfg(feature = "redis")]
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Budget<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqBody: Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if !self.config.ledger.is_shared() {
+            return self.reserve_and_call(request);
+        }
         let cost = self.config.cost.of(&request);
         let priority = Priority::of(&request);
-        match self.config.ledger.reserve(cost, priority) {
-            Ok(reservation) => ResponseFuture::called(
-                self.inner.call(request),
-                reservation,
-                Arc::clone(&self.config),
-            ),
-            Err(refused) => ResponseFuture::refused(refused.into_box_error()),
-        }
+        // A task, not an inline future: if the caller drops the response future mid-reserve,
+        // the task still sees the lease granted and its reservation's drop refunds it.
+        let reserve = match self.config.ledger.spawn_reserve(cost, priority) {
+            Ok(reserve) => reserve,
+            Err(error) => return ResponseFuture::refused(Box::new(error)),
+        };
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::reserving(
+            reserve,
+            Box::new(move || ready.call(request)),
+            Arc::clone(&self.config),
+        )
     }
 }

@@ -348,6 +348,36 @@ impl WindowState {
     }
 }
 
+/// How a window is described to a shared store: calendar bounds, or rolling length and width.
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WindowSpec {
+    /// The calendar period holding the time asked about.
+    Calendar { start: i64, end: i64 },
+    /// A rolling window kept as buckets of `width`.
+    Rolling { length: i64, width: i64 },
+    /// Spend counts forever.
+    Lifetime,
+}
+
+#[cfg(feature = "redis")]
+impl Window {
+    /// This window as a shared store keeps it, at `now`.
+    pub(crate) fn spec(&self, now: i64) -> WindowSpec {
+        match self.kind {
+            WindowKind::Calendar { period, offset } => {
+                let (start, end) = period_bounds(period, offset, now);
+                WindowSpec::Calendar { start, end }
+            }
+            WindowKind::Rolling { length_ms } => WindowSpec::Rolling {
+                length: length_ms,
+                width: (length_ms / ROLLING_BUCKETS).max(1),
+            },
+            WindowKind::Lifetime => WindowSpec::Lifetime,
+        }
+    }
+}
+
 pub(crate) fn millis_to_duration(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

@@ -1,0 +1,669 @@
+//! Fleet mode against a real `redis-server`: `TOLLGATE_REDIS_URL` if set, else a server this file
+//! starts on a free loopback port. Without either the tests print a notice and pass, unless
+//! `TOLLGATE_REQUIRE_REDIS=1`. Every test uses its own random key prefix. These run on real time,
+//! with margins a correct implementation never misses.
+#![cfg(feature = "redis")]
+#![allow(clippy::print_stderr)]
+
+use std::collections::hash_map::RandomState;
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tollgate_budget::{
+    BudgetLayer, Ledger, LedgerBuilder, Priority, ReserveError, StoreUnavailable, Window,
+};
+use tollgate_core::{BudgetExhausted, ExhaustedReason};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+/// A Redis server for one test: the shared one named by `TOLLGATE_REDIS_URL`, or one started here
+/// (stopped on drop).
+struct TestRedis {
+    url: String,
+    own: Option<(Child, tempfile::TempDir)>,
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some((child, _dir)) = &mut self.own {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn require() -> bool {
+    std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|v| v == "1")
+}
+
+fn skip(why: &str) -> Option<TestRedis> {
+    assert!(!require(), "TOLLGATE_REQUIRE_REDIS=1 but {why}");
+    eprintln!("skipping Redis test: {why} (set TOLLGATE_REDIS_URL or install redis-server)");
+    None
+}
+
+/// The shared server if configured, else a fresh one of our own.
+async fn redis_server() -> Option<TestRedis> {
+    if let Ok(url) = std::env::var("TOLLGATE_REDIS_URL") {
+        return Some(TestRedis { url, own: None });
+    }
+    own_redis_server().await
+}
+
+/// A server this test owns (it may stop it).
+async fn own_redis_server() -> Option<TestRedis> {
+    let Ok(dir) = tempfile::tempdir() else {
+        return skip("no temp dir");
+    };
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        return skip("redis-server could not be started");
+    };
+    let server = TestRedis {
+        url: format!("redis://127.0.0.1:{port}/"),
+        own: Some((child, dir)),
+    };
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(server);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(server);
+    skip("redis-server did not start listening")
+}
+
+async fn connect(server: &TestRedis) -> ConnectionManager {
+    let client = redis::Client::open(server.url.as_str()).expect("a valid Redis URL");
+    ConnectionManager::new(client).await.expect("connects")
+}
+
+fn prefix() -> String {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id().into());
+    format!("tollgate-test-{:016x}", hasher.finish())
+}
+
+fn exhausted(err: &ReserveError) -> ExhaustedReason {
+    err.exhausted()
+        .unwrap_or_else(|| panic!("expected an exhausted budget, got {err}"))
+        .reason()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_on_two_connections_charge_exactly_the_budget() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    let prefix = prefix();
+    let a = Ledger::builder()
+        .limit(1_000, Window::day())
+        .limit(50_000, Window::month())
+        .redis(connect(&server).await, &prefix);
+    let b = Ledger::builder()
+        .limit(1_000, Window::day())
+        .limit(50_000, Window::month())
+        .redis(connect(&server).await, &prefix);
+    let charged = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let ledger = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (charged, refused) = (Arc::clone(&charged), Arc::clone(&refused));
+            tokio::spawn(async move {
+                loop {
+                    match ledger.reserve_async(1, Priority::Normal).await {
+                        Ok(reservation) => {
+                            reservation.settle_async(1).await.expect("settled");
+                            charged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => {
+                            assert_eq!(exhausted(&err), ExhaustedReason::Window);
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_eq!(charged.load(Ordering::Relaxed), 1_000);
+    assert_eq!(refused.load(Ordering::Relaxed), 64);
+    let snapshot = b.snapshot_async().await.expect("snapshot");
+    assert_eq!(snapshot.windows[0].spent, 1_000);
+    assert_eq!(snapshot.windows[1].spent, 1_000);
+    assert_eq!(snapshot.reserved, 0);
+    assert_eq!(snapshot.remaining, 0);
+    // The synchronous reader answers from the last snapshot read.
+    assert_eq!(b.snapshot(), snapshot);
+}
+
+#[tokio::test]
+async fn an_expired_lease_counts_as_spent_and_never_twice() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    let prefix = prefix();
+    let ledger = Ledger::builder()
+        .limit(10, Window::lifetime())
+        .lease(Duration::from_millis(1_000))
+        .redis(connect(&server).await, &prefix);
+
+    let crashed = ledger.reserve_async(3, Priority::Normal).await.unwrap();
+    // A worker that dies holding a reservation never settles nor refunds it.
+    #[allow(clippy::mem_forget)]
+    std::mem::forget(crashed);
+    let late_settle = ledger.reserve_async(2, Priority::Normal).await.unwrap();
+    let late_refund = ledger.reserve_async(1, Priority::Normal).await.unwrap();
+    let settled = ledger.reserve_async(1, Priority::Normal).await.unwrap();
+    settled.settle_async(1).await.unwrap();
+
+    let before = ledger.snapshot_async().await.unwrap();
+    assert_eq!((before.windows[0].spent, before.reserved), (1, 6));
+    assert_eq!(before.remaining, 3);
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Every lease ran out: 3 + 2 + 1 count as spent at their full cost.
+    let expired = ledger.snapshot_async().await.unwrap();
+    assert_eq!((expired.windows[0].spent, expired.reserved), (7, 0));
+
+    // Settling or refunding an expired lease counts nothing twice; a charge above the cost adds
+    // only the difference.
+    late_settle.settle_async(4).await.unwrap();
+    late_refund.refund_async().await.unwrap();
+    let after = ledger.snapshot_async().await.unwrap();
+    assert_eq!((after.windows[0].spent, after.reserved), (9, 0));
+    assert_eq!(
+        exhausted(&ledger.reserve_async(2, Priority::Normal).await.unwrap_err()),
+        ExhaustedReason::Window
+    );
+}
+
+#[tokio::test]
+async fn the_402_latch_is_shared_by_every_ledger_instance() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    let prefix = prefix();
+    let build = || {
+        Ledger::builder()
+            .limit(100, Window::day())
+            .limit(1_000, Window::rolling(Duration::from_millis(1_500)))
+    };
+    let a = build().redis(connect(&server).await, &prefix);
+    let b = build().redis(connect(&server).await, &prefix);
+
+    a.latch_async().await.unwrap();
+    let err = b.reserve_async(1, Priority::Critical).await.unwrap_err();
+    assert_eq!(exhausted(&err), ExhaustedReason::Upstream402);
+    // The latch lifts by itself when the earliest window rolls over (the rolling one here).
+    let latched_for = err.exhausted().unwrap().retry_after().expect("a known end");
+    assert!(
+        latched_for <= Duration::from_millis(1_500),
+        "{latched_for:?}"
+    );
+    assert!(b.snapshot_async().await.unwrap().latched);
+    assert!(b.is_latched());
+
+    b.reset_async().await.unwrap();
+    assert!(a.reserve_async(1, Priority::Normal).await.is_ok());
+
+    // A balance synced above zero lifts it too; a balance of zero refuses everything.
+    b.latch_async().await.unwrap();
+    assert!(a.reserve_async(1, Priority::Normal).await.is_err());
+    a.sync_balance_async(0).await.unwrap();
+    let err = b.reserve_async(1, Priority::Critical).await.unwrap_err();
+    assert_eq!(exhausted(&err), ExhaustedReason::Upstream402);
+    a.sync_balance_async(5).await.unwrap();
+    let reservation = b.reserve_async(1, Priority::Normal).await.unwrap();
+    reservation.settle_async(1).await.unwrap();
+    assert_eq!(a.snapshot_async().await.unwrap().balance, Some(4));
+
+    // Latched again, it lifts at the rolling window's length without anyone's help.
+    a.latch_async().await.unwrap();
+    assert!(b.reserve_async(1, Priority::Normal).await.is_err());
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(b.reserve_async(1, Priority::Normal).await.is_ok());
+}
+
+#[tokio::test]
+async fn windows_roll_over_on_redis_time_and_their_keys_expire() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    let prefix = prefix();
+    let ledger = Ledger::builder()
+        .limit(3, Window::rolling(Duration::from_millis(2_000)))
+        .limit(1_000, Window::day())
+        .redis(connect(&server).await, &prefix);
+    for _ in 0..3 {
+        let r = ledger.reserve_async(1, Priority::Normal).await.unwrap();
+        r.settle_async(1).await.unwrap();
+    }
+    let err = ledger.reserve_async(1, Priority::Normal).await.unwrap_err();
+    assert_eq!(exhausted(&err), ExhaustedReason::Window);
+    let wait = err
+        .exhausted()
+        .unwrap()
+        .retry_after()
+        .expect("rolling spend leaves");
+    // At most one window plus one bucket (2,000 ms / 60) after the first charge.
+    assert!(wait <= Duration::from_millis(2_100), "{wait:?}");
+
+    // Every key of this ledger expires by itself.
+    let mut raw = connect(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}*"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}"); // the two window keys; no lease is live
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 86_400_000, "{key}: {ttl}");
+    }
+    // A live lease's bookkeeping expires too: after the lease plus the longest window (a day).
+    let held = ledger.reserve_async(0, Priority::Normal).await.unwrap();
+    for key in ["leases", "reserved"] {
+        let key = format!("{{{prefix}}}:{key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let most = 30_000 + 86_400_000;
+        assert!(ttl > most - 5_000 && ttl <= most, "{key}: {ttl}");
+    }
+    held.refund_async().await.unwrap();
+
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    let snapshot = ledger.snapshot_async().await.unwrap();
+    assert_eq!(snapshot.windows[0].spent, 0);
+    assert_eq!(snapshot.windows[1].spent, 3);
+    assert!(ledger.reserve_async(3, Priority::Normal).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_skewed_local_clock_still_counts_in_redis_time() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    // This process believes it is three days ago: its day, week and month are wrong. The script
+    // checks every calendar period against Redis's clock and has it recomputed.
+    let three_days_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+    let prefix = prefix();
+    let skewed = Ledger::builder()
+        .limit(10, Window::day())
+        .limit(100, Window::month())
+        .clock(tollgate_core::FakeClock::starting_at(three_days_ago))
+        .redis(connect(&server).await, &prefix);
+    let honest = Ledger::builder()
+        .limit(10, Window::day())
+        .limit(100, Window::month())
+        .redis(connect(&server).await, &prefix);
+    for _ in 0..4 {
+        let r = skewed.reserve_async(2, Priority::Normal).await.unwrap();
+        r.settle_async(2).await.unwrap();
+    }
+    let seen = honest.snapshot_async().await.unwrap();
+    assert_eq!(seen.windows[0].spent, 8);
+    let left = honest.reserve_async(3, Priority::Normal).await.unwrap_err();
+    assert_eq!(exhausted(&left), ExhaustedReason::Window);
+    // Today ends within a day, in Redis's time, not the skewed one.
+    let day_left = seen.windows[0].resets_in.expect("a calendar day ends");
+    assert!(day_left <= Duration::from_secs(86_400), "{day_left:?}");
+}
+
+#[tokio::test]
+async fn critical_reserve_decides_as_the_in_memory_ledger_does() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    let build = || {
+        Ledger::builder()
+            .limit(20, Window::day())
+            .critical_reserve(4)
+            .backfill_reserve(8)
+    };
+    let memory = build().build();
+    let shared: LedgerBuilder = build();
+    let shared = shared.redis(connect(&server).await, prefix());
+    let steps = [
+        (5, Priority::Backfill, true),
+        (9, Priority::Normal, true),
+        (3, Priority::Backfill, false),
+        (3, Priority::Normal, false),
+        (2, Priority::Normal, false),
+        (5, Priority::Critical, false),
+        (4, Priority::Critical, true),
+        (1, Priority::Critical, false),
+    ];
+    let mut held = Vec::new();
+    for (cost, priority, settle) in steps {
+        let local = memory.reserve(cost, priority);
+        let remote = shared.reserve_async(cost, priority).await;
+        match (local, remote) {
+            (Ok(l), Ok(r)) => {
+                if settle {
+                    l.settle(cost);
+                    r.settle_async(cost).await.unwrap();
+                } else {
+                    held.push((l, r));
+                }
+            }
+            (Err(l), Err(r)) => assert_eq!(exhausted(&l), exhausted(&r), "{cost} {priority:?}"),
+            (l, r) => panic!("{cost} {priority:?}: memory {l:?}, redis {r:?}"),
+        }
+    }
+    let remote = shared.snapshot_async().await.unwrap();
+    let local = memory.snapshot();
+    assert_eq!(remote.windows[0].spent, local.windows[0].spent);
+    assert_eq!(remote.reserved, local.reserved);
+    assert_eq!(remote.remaining, local.remaining);
+    assert_eq!(remote.reserved, 2);
+    assert_eq!(
+        exhausted(&shared.reserve_async(1, Priority::Normal).await.unwrap_err()),
+        exhausted(&memory.reserve(1, Priority::Normal).unwrap_err()),
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_flushed_script_cache_is_reloaded() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    let ledger = Ledger::builder()
+        .limit(100, Window::day())
+        .redis(connect(&server).await, prefix());
+    let mut raw = connect(&server).await;
+    for round in 0..3 {
+        let r = ledger.reserve_async(1, Priority::Normal).await.unwrap();
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        r.settle_async(1).await.unwrap();
+        let spent = ledger.snapshot_async().await.unwrap().windows[0].spent;
+        assert_eq!(spent, round + 1);
+    }
+}
+
+#[tokio::test]
+async fn the_service_spends_from_redis_and_a_dropped_call_is_refunded() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    let ledger = Ledger::builder()
+        .limit(5, Window::day())
+        .redis(connect(&server).await, prefix());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let mut service =
+        BudgetLayer::new(ledger.clone()).layer(service_fn(move |request: http::Request<()>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let hang = request.uri().path() == "/hang";
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Infallible>(http::Response::new(()))
+            }
+        }));
+
+    // A call dropped while its request hangs refunds its reservation...
+    let hung = service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::get("/hang").body(()).unwrap());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), hung)
+            .await
+            .is_err()
+    );
+    // ...and so does one dropped before its reservation came back.
+    drop(service.ready().await.unwrap().call(http::Request::new(())));
+    ledger.flush().await;
+    let snapshot = ledger.snapshot_async().await.unwrap();
+    assert_eq!((snapshot.windows[0].spent, snapshot.reserved), (0, 0));
+
+    let mut ok = 0;
+    for _ in 0..8 {
+        match service
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+        {
+            Ok(_) => ok += 1,
+            Err(err) => {
+                let exhausted = err
+                    .downcast_ref::<BudgetExhausted>()
+                    .expect("budget refusal");
+                assert_eq!(exhausted.reason(), ExhaustedReason::Window);
+            }
+        }
+    }
+    assert_eq!(ok, 5);
+    ledger.flush().await;
+    assert_eq!(ledger.snapshot_async().await.unwrap().windows[0].spent, 5);
+    // The hung call, the 5 that went through; never the refused ones nor the one dropped early.
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    // The synchronous reserve is refused with a typed error, not a panic.
+    assert!(matches!(
+        ledger.reserve(1, Priority::Normal),
+        Err(ReserveError::Store(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_402_response_latches_every_process() {
+    let Some(server) = redis_server().await else {
+        return;
+    };
+    let prefix = prefix();
+    let a = Ledger::builder()
+        .limit(100, Window::day())
+        .redis(connect(&server).await, &prefix);
+    let b = Ledger::builder()
+        .limit(100, Window::day())
+        .redis(connect(&server).await, &prefix);
+    let mut service = BudgetLayer::new(a.clone()).layer(service_fn(|_: http::Request<()>| async {
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::PAYMENT_REQUIRED;
+        Ok::<_, Infallible>(response)
+    }));
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 402);
+    a.flush().await;
+    let err = b.reserve_async(1, Priority::Critical).await.unwrap_err();
+    assert_eq!(exhausted(&err), ExhaustedReason::Upstream402);
+    // A 402 is not charged (success-only policy).
+    assert_eq!(b.snapshot_async().await.unwrap().windows[0].spent, 0);
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_with_a_typed_error() {
+    // This test stops its server, so it always runs its own.
+    let Some(server) = own_redis_server().await else {
+        return;
+    };
+    let ledger = Ledger::builder()
+        .limit(100, Window::day())
+        .redis(connect(&server).await, prefix());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let mut service =
+        BudgetLayer::new(ledger.clone()).layer(service_fn(move |_: http::Request<()>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(http::Response::new(())) }
+        }));
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    ledger.flush().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let mut raw = connect(&server).await;
+    let _ = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query_async::<()>(&mut raw)
+        .await;
+
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let err = service
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap_err();
+        let unavailable = err
+            .downcast_ref::<StoreUnavailable>()
+            .unwrap_or_else(|| panic!("expected StoreUnavailable, got {err}"));
+        assert_eq!(unavailable.operation(), "reserve");
+        // Within the ledger's store timeout (1 s by default), not the connection's retries.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // Fail closed: nothing reached the inner service.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(matches!(
+        ledger.reserve_async(1, Priority::Critical).await,
+        Err(ReserveError::Store(_))
+    ));
+    assert!(ledger.snapshot_async().await.is_err());
+}
+
+/// Counts every counter increment by name and labels (the `metrics` feature).
+#[cfg(feature = "metrics")]
+mod counted {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    #[derive(Default, Clone)]
+    pub(crate) struct Counters(Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>);
+
+    impl Counters {
+        pub(crate) fn get(&self, name: &str) -> u64 {
+            self.0
+                .lock()
+                .unwrap()
+                .get(name)
+                .map_or(0, |c| c.load(Ordering::SeqCst))
+        }
+    }
+
+    impl Recorder for Counters {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut name = key.name().to_owned();
+            for label in key.labels() {
+                name.push_str(&format!(",{}={}", label.key(), label.value()));
+            }
+            Counter::from_arc(Arc::clone(self.0.lock().unwrap().entry(name).or_default()))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn store_errors_are_counted() {
+    let counters = counted::Counters::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&counters, || {
+        runtime.block_on(async {
+            let Some(server) = own_redis_server().await else {
+                return;
+            };
+            let ledger = Ledger::builder()
+                .limit(10, Window::day())
+                .name("fleet")
+                .redis(connect(&server).await, prefix());
+            ledger
+                .reserve_async(1, Priority::Normal)
+                .await
+                .unwrap()
+                .settle_async(1)
+                .await
+                .unwrap();
+            drop(server); // kills the server
+            assert!(ledger.reserve_async(1, Priority::Normal).await.is_err());
+            assert!(ledger.snapshot_async().await.is_err());
+            assert_eq!(
+                counters.get("tollgate_budget_store_errors_total,ledger=fleet,operation=reserve"),
+                1
+            );
+            assert_eq!(
+                counters.get("tollgate_budget_store_errors_total,ledger=fleet,operation=snapshot"),
+                1
+            );
+            assert_eq!(
+                counters.get("tollgate_budget_charged_credits_total,ledger=fleet"),
+                1
+            );
+        });
+    });
+}

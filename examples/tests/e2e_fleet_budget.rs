@@ -1,0 +1,263 @@
+//! End-to-end fleet mode: 4 processes × 8 tasks share one Redis budget of `BUDGET` credits in
+//! front of the upstream simulator, over real sockets. The simulator, which runs no tollgate
+//! code, must have charged exactly `BUDGET` credits and answered no 402.
+//!
+//! The test re-executes its own binary as the workers (`TOLLGATE_FLEET_ROLE=worker`). Redis is
+//! `TOLLGATE_REDIS_URL`, or a `redis-server` started here on a free loopback port; without
+//! either the test prints a notice and passes, unless `TOLLGATE_REQUIRE_REDIS=1`.
+#![allow(clippy::print_stderr)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::task::JoinSet;
+use tollgate_budget::redis::aio::ConnectionManager;
+use tollgate_budget::{BudgetLayer, Ledger, Window};
+use tollgate_core::{BudgetExhausted, ExhaustedReason};
+use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
+use tower::{Layer, ServiceExt};
+
+const TEST_NAME: &str = "four_processes_share_one_redis_budget_and_spend_exactly_it";
+const PROCESSES: usize = 4;
+const TASKS: usize = 8;
+const BUDGET: u64 = 300;
+
+const ROLE: &str = "TOLLGATE_FLEET_ROLE";
+const REDIS: &str = "TOLLGATE_FLEET_REDIS";
+const UPSTREAM: &str = "TOLLGATE_FLEET_UPSTREAM";
+const PREFIX: &str = "TOLLGATE_FLEET_PREFIX";
+const REPORT: &str = "fleet-worker charged=";
+
+/// A `redis-server` this test started, stopped on drop.
+struct OwnRedis {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn skip(why: &str) -> Option<(String, Option<OwnRedis>)> {
+    assert!(
+        !std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|v| v == "1"),
+        "TOLLGATE_REQUIRE_REDIS=1 but {why}"
+    );
+    eprintln!("skipping fleet test: {why} (set TOLLGATE_REDIS_URL or install redis-server)");
+    None
+}
+
+async fn redis_server() -> Option<(String, Option<OwnRedis>)> {
+    if let Ok(url) = std::env::var("TOLLGATE_REDIS_URL") {
+        return Some((url, None));
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let dir = std::env::temp_dir().join(format!("tollgate-fleet-{}-{port}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return skip("no temp dir");
+    }
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        let _ = std::fs::remove_dir_all(&dir);
+        return skip("redis-server could not be started");
+    };
+    let own = OwnRedis { child, dir };
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((format!("redis://127.0.0.1:{port}/"), Some(own)));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(own);
+    skip("redis-server did not start listening")
+}
+
+async fn ledger(url: &str, prefix: &str) -> Ledger {
+    let client = tollgate_budget::redis::Client::open(url).expect("a valid Redis URL");
+    let connection = ConnectionManager::new(client).await.expect("Redis answers");
+    Ledger::builder()
+        .limit(BUDGET, Window::lifetime())
+        .limit(BUDGET * 10, Window::day())
+        .redis(connection, prefix)
+}
+
+fn followers(url: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!(
+        "{url}/v2/user/followers?user_id={}&page_id=",
+        SEED_USER_IDS[0]
+    ))
+    .header("x-access-key", DEFAULT_KEY)
+    .body(Empty::new())
+    .unwrap()
+}
+
+/// Waits until every worker process is up, so that they really compete for the budget.
+async fn start_together(url: &str, prefix: &str) {
+    let client = tollgate_budget::redis::Client::open(url).expect("a valid Redis URL");
+    let mut connection = ConnectionManager::new(client).await.expect("Redis answers");
+    let key = format!("{prefix}:ready");
+    let _: u64 = tollgate_budget::redis::cmd("INCR")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for _ in 0..1_000 {
+        let ready: u64 = tollgate_budget::redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if ready >= PROCESSES as u64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the other workers never started");
+}
+
+/// One worker process: `TASKS` tasks send requests through the shared budget until it refuses
+/// them. Reports how many responses it got.
+async fn worker() {
+    let redis = std::env::var(REDIS).expect("redis url");
+    let upstream = std::env::var(UPSTREAM).expect("upstream url");
+    let prefix = std::env::var(PREFIX).expect("prefix");
+    let ledger = ledger(&redis, &prefix).await;
+    start_together(&redis, &prefix).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let service = BudgetLayer::new(ledger.clone()).layer(client);
+    let mut tasks = JoinSet::new();
+    for _ in 0..TASKS {
+        let service = service.clone();
+        let upstream = upstream.clone();
+        tasks.spawn(async move {
+            let mut charged = 0u64;
+            loop {
+                match service.clone().oneshot(followers(&upstream)).await {
+                    Ok(response) => {
+                        assert_eq!(response.status(), 200, "the simulator refused a request");
+                        let _ = response.into_body().collect().await;
+                        charged += 1;
+                    }
+                    Err(err) => {
+                        let exhausted = err
+                            .downcast_ref::<BudgetExhausted>()
+                            .unwrap_or_else(|| panic!("unexpected error: {err}"));
+                        assert_eq!(exhausted.reason(), ExhaustedReason::Window);
+                        return charged;
+                    }
+                }
+            }
+        });
+    }
+    let charged: u64 = tasks.join_all().await.into_iter().sum();
+    // Settles run in background tasks: wait for them before the process exits.
+    ledger.flush().await;
+    eprintln!("{REPORT}{charged}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_share_one_redis_budget_and_spend_exactly_it() {
+    if std::env::var(ROLE).is_ok_and(|r| r == "worker") {
+        worker().await;
+        return;
+    }
+    let Some((redis, _own)) = redis_server().await else {
+        return;
+    };
+    let sim = Upstream::builder()
+        .rate(100_000)
+        .credits(BUDGET * 4)
+        .fault_every(0)
+        .latency(Duration::from_millis(2))
+        .spawn()
+        .await
+        .unwrap();
+    let prefix = format!(
+        "tollgate-fleet-{}-{}",
+        std::process::id(),
+        sim.addr().port()
+    );
+    let exe = std::env::current_exe().expect("the test binary");
+    let children: Vec<Child> = (0..PROCESSES)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+                .env(ROLE, "worker")
+                .env(REDIS, &redis)
+                .env(UPSTREAM, sim.url())
+                .env(PREFIX, &prefix)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("a worker process")
+        })
+        .collect();
+    let outputs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|child| child.wait_with_output().expect("worker output"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+
+    let mut by_worker = Vec::new();
+    for output in &outputs {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "a worker failed:\n{stderr}");
+        let charged: u64 = stderr
+            .lines()
+            .find_map(|line| line.strip_prefix(REPORT))
+            .unwrap_or_else(|| panic!("no report from a worker:\n{stderr}"))
+            .trim()
+            .parse()
+            .expect("a count");
+        by_worker.push(charged);
+    }
+    eprintln!("credits charged by each worker process: {by_worker:?}");
+    let charged_by_workers: u64 = by_worker.iter().sum();
+
+    let stats = sim.stats();
+    assert_eq!(stats.credits_charged, BUDGET, "{stats:?}");
+    assert_eq!(charged_by_workers, BUDGET);
+    assert_eq!(stats.status(402), 0, "{stats:?}");
+    assert_eq!(
+        stats.requests, BUDGET,
+        "no request beyond the budget was sent"
+    );
+
+    let snapshot = ledger(&redis, &prefix)
+        .await
+        .snapshot_async()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.windows[0].spent, BUDGET);
+    assert_eq!(snapshot.reserved, 0);
+}
