@@ -69,46 +69,7 @@ impl From<StoreUnavailable> for ReserveError {
     }
 }
 
-/// A shared ledger's store (Redis) could not be reached, timed out or answered an error.
-///
-/// The budget fails closed: a request whose reservation meets this error is not sent, and
-/// [`Budget`](crate::Budget) returns this error (boxed) so callers can `downcast_ref` it.
-#[derive(Debug)]
-pub struct StoreUnavailable {
-    operation: &'static str,
-    source: BoxError,
-}
-
-impl StoreUnavailable {
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn new(operation: &'static str, source: impl Into<BoxError>) -> Self {
-        Self {
-            operation,
-            source: source.into(),
-        }
-    }
-
-    /// What the ledger was doing: `reserve`, `finish`, `latch`, `reset`, `sync` or `snapshot`.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
-}
-
-impl fmt::Display for StoreUnavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "budget store unavailable during {}: {}",
-            self.operation, self.source
-        )
-    }
-}
-
-impl Error for StoreUnavailable {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+pub use tollgate_core::StoreUnavailable;
 
 impl From<BudgetExhausted> for ReserveError {
     fn from(e: BudgetExhausted) -> Self {

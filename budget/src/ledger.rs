@@ -518,6 +518,7 @@ impl Ledger {
         #[cfg(feature = "redis")]
         if self.shared.remote.is_some() {
             return Err(ReserveError::Store(StoreUnavailable::new(
+                "budget",
                 "reserve",
                 "a Redis ledger reserves asynchronously: use Ledger::reserve_async",
             )));
@@ -625,7 +626,7 @@ impl Ledger {
         operation: &'static str,
         error: impl Into<tollgate_core::BoxError>,
     ) -> StoreUnavailable {
-        let error = StoreUnavailable::new(operation, error);
+        let error = StoreUnavailable::new("budget", operation, error);
         tracing::error!(ledger = %self.shared.name, %error, "budget store unavailable");
         #[cfg(feature = "metrics")]
         metrics::counter!(

@@ -5,106 +5,17 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::print_stderr)]
 
-use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
-use std::hash::{BuildHasher, Hasher};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tollgate_budget::{
     BudgetLayer, Ledger, LedgerBuilder, Priority, ReserveError, StoreUnavailable, Window,
 };
 use tollgate_core::{BudgetExhausted, ExhaustedReason};
+use tollgate_test_support::{TestRedis, random_prefix};
 use tower::{Layer, Service, ServiceExt, service_fn};
-
-/// A Redis server for one test: the shared one named by `TOLLGATE_REDIS_URL`, or one started here
-/// (stopped on drop).
-struct TestRedis {
-    url: String,
-    own: Option<(Child, tempfile::TempDir)>,
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        if let Some((child, _dir)) = &mut self.own {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn require() -> bool {
-    std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|v| v == "1")
-}
-
-fn skip(why: &str) -> Option<TestRedis> {
-    assert!(!require(), "TOLLGATE_REQUIRE_REDIS=1 but {why}");
-    eprintln!("skipping Redis test: {why} (set TOLLGATE_REDIS_URL or install redis-server)");
-    None
-}
-
-/// The shared server if configured, else a fresh one of our own.
-async fn redis_server() -> Option<TestRedis> {
-    if let Ok(url) = std::env::var("TOLLGATE_REDIS_URL") {
-        return Some(TestRedis { url, own: None });
-    }
-    own_redis_server().await
-}
-
-/// A server this test owns (it may stop it).
-async fn own_redis_server() -> Option<TestRedis> {
-    let Ok(dir) = tempfile::tempdir() else {
-        return skip("no temp dir");
-    };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(child) = child else {
-        return skip("redis-server could not be started");
-    };
-    let server = TestRedis {
-        url: format!("redis://127.0.0.1:{port}/"),
-        own: Some((child, dir)),
-    };
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(server);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    drop(server);
-    skip("redis-server did not start listening")
-}
-
-async fn connect(server: &TestRedis) -> ConnectionManager {
-    let client = redis::Client::open(server.url.as_str()).expect("a valid Redis URL");
-    ConnectionManager::new(client).await.expect("connects")
-}
-
-fn prefix() -> String {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(std::process::id().into());
-    format!("tollgate-test-{:016x}", hasher.finish())
-}
 
 fn exhausted(err: &ReserveError) -> ExhaustedReason {
     err.exhausted()
@@ -114,18 +25,18 @@ fn exhausted(err: &ReserveError) -> ExhaustedReason {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_tasks_on_two_connections_charge_exactly_the_budget() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let prefix = prefix();
+    let prefix = random_prefix();
     let a = Ledger::builder()
         .limit(1_000, Window::day())
         .limit(50_000, Window::month())
-        .redis(connect(&server).await, &prefix);
+        .redis(server.connect().await, &prefix);
     let b = Ledger::builder()
         .limit(1_000, Window::day())
         .limit(50_000, Window::month())
-        .redis(connect(&server).await, &prefix);
+        .redis(server.connect().await, &prefix);
     let charged = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..64)
@@ -165,14 +76,14 @@ async fn sixty_four_tasks_on_two_connections_charge_exactly_the_budget() {
 
 #[tokio::test]
 async fn an_expired_lease_counts_as_spent_and_never_twice() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let prefix = prefix();
+    let prefix = random_prefix();
     let ledger = Ledger::builder()
         .limit(10, Window::lifetime())
         .lease(Duration::from_millis(1_000))
-        .redis(connect(&server).await, &prefix);
+        .redis(server.connect().await, &prefix);
 
     let crashed = ledger.reserve_async(3, Priority::Normal).await.unwrap();
     // A worker that dies holding a reservation never settles nor refunds it.
@@ -206,17 +117,17 @@ async fn an_expired_lease_counts_as_spent_and_never_twice() {
 
 #[tokio::test]
 async fn the_402_latch_is_shared_by_every_ledger_instance() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let prefix = prefix();
+    let prefix = random_prefix();
     let build = || {
         Ledger::builder()
             .limit(100, Window::day())
             .limit(1_000, Window::rolling(Duration::from_millis(1_500)))
     };
-    let a = build().redis(connect(&server).await, &prefix);
-    let b = build().redis(connect(&server).await, &prefix);
+    let a = build().redis(server.connect().await, &prefix);
+    let b = build().redis(server.connect().await, &prefix);
 
     a.latch_async().await.unwrap();
     let err = b.reserve_async(1, Priority::Critical).await.unwrap_err();
@@ -253,14 +164,14 @@ async fn the_402_latch_is_shared_by_every_ledger_instance() {
 
 #[tokio::test]
 async fn windows_roll_over_on_redis_time_and_their_keys_expire() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let prefix = prefix();
+    let prefix = random_prefix();
     let ledger = Ledger::builder()
         .limit(3, Window::rolling(Duration::from_millis(2_000)))
         .limit(1_000, Window::day())
-        .redis(connect(&server).await, &prefix);
+        .redis(server.connect().await, &prefix);
     for _ in 0..3 {
         let r = ledger.reserve_async(1, Priority::Normal).await.unwrap();
         r.settle_async(1).await.unwrap();
@@ -276,7 +187,7 @@ async fn windows_roll_over_on_redis_time_and_their_keys_expire() {
     assert!(wait <= Duration::from_millis(2_100), "{wait:?}");
 
     // Every key of this ledger expires by itself.
-    let mut raw = connect(&server).await;
+    let mut raw = server.connect().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{{{prefix}}}*"))
         .query_async(&mut raw)
@@ -314,22 +225,22 @@ async fn windows_roll_over_on_redis_time_and_their_keys_expire() {
 
 #[tokio::test]
 async fn a_skewed_local_clock_still_counts_in_redis_time() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
     // This process believes it is three days ago: its day, week and month are wrong. The script
     // checks every calendar period against Redis's clock and has it recomputed.
     let three_days_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
-    let prefix = prefix();
+    let prefix = random_prefix();
     let skewed = Ledger::builder()
         .limit(10, Window::day())
         .limit(100, Window::month())
         .clock(tollgate_core::FakeClock::starting_at(three_days_ago))
-        .redis(connect(&server).await, &prefix);
+        .redis(server.connect().await, &prefix);
     let honest = Ledger::builder()
         .limit(10, Window::day())
         .limit(100, Window::month())
-        .redis(connect(&server).await, &prefix);
+        .redis(server.connect().await, &prefix);
     for _ in 0..4 {
         let r = skewed.reserve_async(2, Priority::Normal).await.unwrap();
         r.settle_async(2).await.unwrap();
@@ -345,7 +256,7 @@ async fn a_skewed_local_clock_still_counts_in_redis_time() {
 
 #[tokio::test]
 async fn critical_reserve_decides_as_the_in_memory_ledger_does() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
     let build = || {
@@ -356,7 +267,7 @@ async fn critical_reserve_decides_as_the_in_memory_ledger_does() {
     };
     let memory = build().build();
     let shared: LedgerBuilder = build();
-    let shared = shared.redis(connect(&server).await, prefix());
+    let shared = shared.redis(server.connect().await, random_prefix());
     let steps = [
         (5, Priority::Backfill, true),
         (9, Priority::Normal, true),
@@ -399,13 +310,13 @@ async fn critical_reserve_decides_as_the_in_memory_ledger_does() {
 
 #[tokio::test]
 async fn a_flushed_script_cache_is_reloaded() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
     let ledger = Ledger::builder()
         .limit(100, Window::day())
-        .redis(connect(&server).await, prefix());
-    let mut raw = connect(&server).await;
+        .redis(server.connect().await, random_prefix());
+    let mut raw = server.connect().await;
     for round in 0..3 {
         let r = ledger.reserve_async(1, Priority::Normal).await.unwrap();
         let () = redis::cmd("SCRIPT")
@@ -421,12 +332,12 @@ async fn a_flushed_script_cache_is_reloaded() {
 
 #[tokio::test]
 async fn the_service_spends_from_redis_and_a_dropped_call_is_refunded() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
     let ledger = Ledger::builder()
         .limit(5, Window::day())
-        .redis(connect(&server).await, prefix());
+        .redis(server.connect().await, random_prefix());
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let mut service =
@@ -490,16 +401,16 @@ async fn the_service_spends_from_redis_and_a_dropped_call_is_refunded() {
 
 #[tokio::test]
 async fn a_402_response_latches_every_process() {
-    let Some(server) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let prefix = prefix();
+    let prefix = random_prefix();
     let a = Ledger::builder()
         .limit(100, Window::day())
-        .redis(connect(&server).await, &prefix);
+        .redis(server.connect().await, &prefix);
     let b = Ledger::builder()
         .limit(100, Window::day())
-        .redis(connect(&server).await, &prefix);
+        .redis(server.connect().await, &prefix);
     let mut service = BudgetLayer::new(a.clone()).layer(service_fn(|_: http::Request<()>| async {
         let mut response = http::Response::new(());
         *response.status_mut() = http::StatusCode::PAYMENT_REQUIRED;
@@ -523,12 +434,12 @@ async fn a_402_response_latches_every_process() {
 #[tokio::test]
 async fn redis_down_fails_closed_with_a_typed_error() {
     // This test stops its server, so it always runs its own.
-    let Some(server) = own_redis_server().await else {
+    let Some(server) = TestRedis::own().await else {
         return;
     };
     let ledger = Ledger::builder()
         .limit(100, Window::day())
-        .redis(connect(&server).await, prefix());
+        .redis(server.connect().await, random_prefix());
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let mut service =
@@ -546,7 +457,7 @@ async fn redis_down_fails_closed_with_a_typed_error() {
     ledger.flush().await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
-    let mut raw = connect(&server).await;
+    let mut raw = server.connect().await;
     let _ = redis::cmd("SHUTDOWN")
         .arg("NOSAVE")
         .query_async::<()>(&mut raw)
@@ -635,13 +546,13 @@ fn store_errors_are_counted() {
         .unwrap();
     metrics::with_local_recorder(&counters, || {
         runtime.block_on(async {
-            let Some(server) = own_redis_server().await else {
+            let Some(server) = TestRedis::own().await else {
                 return;
             };
             let ledger = Ledger::builder()
                 .limit(10, Window::day())
                 .name("fleet")
-                .redis(connect(&server).await, prefix());
+                .redis(server.connect().await, random_prefix());
             ledger
                 .reserve_async(1, Priority::Normal)
                 .await

@@ -180,6 +180,55 @@ impl fmt::Display for RetryAfterTooLong {
 
 impl Error for RetryAfterTooLong {}
 
+/// A layer's shared store (Redis, in fleet mode) could not be reached, timed out or answered an
+/// error, so the layer refused the request rather than guess: it was not sent.
+///
+/// [`is_local_rejection`] counts it: a breaker never reads it as an upstream failure and a retry
+/// layer never resends because of it.
+#[derive(Debug)]
+pub struct StoreUnavailable {
+    layer: &'static str,
+    operation: &'static str,
+    source: BoxError,
+}
+
+impl StoreUnavailable {
+    /// The store of `layer` (`"rate limiter"`, `"budget"`) failed during `operation`.
+    pub fn new(layer: &'static str, operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self {
+            layer,
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// Which layer's store failed.
+    pub fn layer(&self) -> &'static str {
+        self.layer
+    }
+
+    /// What the layer was doing (`acquire`, `reserve`, `settle`, ...).
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+}
+
+impl fmt::Display for StoreUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} store unavailable during {}: {}",
+            self.layer, self.operation, self.source
+        )
+    }
+}
+
+impl Error for StoreUnavailable {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
 /// A header was present but could not be understood.
 ///
 /// Parsers return it instead of panicking; layers treat a malformed header as absent.
@@ -214,11 +263,14 @@ impl fmt::Display for HeaderError {
 impl Error for HeaderError {}
 
 /// Whether `error`, or any error in its [`source`](Error::source) chain, is a rejection by a
-/// tollgate layer ([`RateLimited`], [`CircuitOpen`] or [`BudgetExhausted`]): the request never
-/// reached the upstream.
+/// tollgate layer ([`RateLimited`], [`CircuitOpen`], [`BudgetExhausted`] or
+/// [`StoreUnavailable`]): the request never reached the upstream.
 pub fn is_local_rejection(error: &(dyn Error + 'static)) -> bool {
     find_in_chain(error, |e| {
-        e.is::<RateLimited>() || e.is::<CircuitOpen>() || e.is::<BudgetExhausted>()
+        e.is::<RateLimited>()
+            || e.is::<CircuitOpen>()
+            || e.is::<BudgetExhausted>()
+            || e.is::<StoreUnavailable>()
     })
     .is_some()
 }
@@ -265,6 +317,12 @@ mod tests {
         assert!(is_local_rejection(&*err));
         let open = find_cause::<CircuitOpen>(&*err).expect("found");
         assert_eq!(open.retry_after(), Duration::from_secs(3));
+        let store = StoreUnavailable::new("budget", "reserve", std::io::Error::other("down"));
+        assert!(is_local_rejection(&store));
+        assert_eq!(
+            store.to_string(),
+            "budget store unavailable during reserve: down"
+        );
         let io: BoxError = Box::new(std::io::Error::other("boom"));
         assert!(!is_local_rejection(&*io));
     }

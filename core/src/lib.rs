@@ -39,5 +39,5 @@ pub use classify::{Classifier, Classify, Outcome, OutcomeKind};
 pub use clock::{Clock, FakeClock, MonotonicClock, TokioClock};
 pub use error::{
     BoxError, BudgetExhausted, CircuitOpen, ExhaustedReason, HeaderError, RateLimited,
-    RetryAfterTooLong,
+    RetryAfterTooLong, StoreUnavailable,
 };

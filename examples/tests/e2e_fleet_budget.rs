@@ -7,8 +7,6 @@
 //! either the test prints a notice and passes, unless `TOLLGATE_REQUIRE_REDIS=1`.
 #![allow(clippy::print_stderr)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,6 +20,7 @@ use tollgate_budget::redis::aio::ConnectionManager;
 use tollgate_budget::{BudgetLayer, Ledger, Window};
 use tollgate_core::{BudgetExhausted, ExhaustedReason};
 use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
+use tollgate_test_support::TestRedis;
 use tower::{Layer, ServiceExt};
 
 const TEST_NAME: &str = "four_processes_share_one_redis_budget_and_spend_exactly_it";
@@ -35,73 +34,8 @@ const UPSTREAM: &str = "TOLLGATE_FLEET_UPSTREAM";
 const PREFIX: &str = "TOLLGATE_FLEET_PREFIX";
 const REPORT: &str = "fleet-worker charged=";
 
-/// A `redis-server` this test started, stopped on drop.
-struct OwnRedis {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn skip(why: &str) -> Option<(String, Option<OwnRedis>)> {
-    assert!(
-        !std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|v| v == "1"),
-        "TOLLGATE_REQUIRE_REDIS=1 but {why}"
-    );
-    eprintln!("skipping fleet test: {why} (set TOLLGATE_REDIS_URL or install redis-server)");
-    None
-}
-
-async fn redis_server() -> Option<(String, Option<OwnRedis>)> {
-    if let Ok(url) = std::env::var("TOLLGATE_REDIS_URL") {
-        return Some((url, None));
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let dir = std::env::temp_dir().join(format!("tollgate-fleet-{}-{port}", std::process::id()));
-    if std::fs::create_dir_all(&dir).is_err() {
-        return skip("no temp dir");
-    }
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--dir"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(child) = child else {
-        let _ = std::fs::remove_dir_all(&dir);
-        return skip("redis-server could not be started");
-    };
-    let own = OwnRedis { child, dir };
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((format!("redis://127.0.0.1:{port}/"), Some(own)));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    drop(own);
-    skip("redis-server did not start listening")
-}
-
 async fn ledger(url: &str, prefix: &str) -> Ledger {
-    let client = tollgate_budget::redis::Client::open(url).expect("a valid Redis URL");
-    let connection = ConnectionManager::new(client).await.expect("Redis answers");
+    let connection = tollgate_test_support::connect(url).await;
     Ledger::builder()
         .limit(BUDGET, Window::lifetime())
         .limit(BUDGET * 10, Window::day())
@@ -188,9 +122,10 @@ async fn four_processes_share_one_redis_budget_and_spend_exactly_it() {
         worker().await;
         return;
     }
-    let Some((redis, _own)) = redis_server().await else {
+    let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
+    let redis = server.url().to_owned();
     let sim = Upstream::builder()
         .rate(100_000)
         .credits(BUDGET * 4)

@@ -1,0 +1,151 @@
+//! Test helpers shared by the tollgate crates. Not published; used as a dev-dependency only.
+//!
+//! [`TestRedis`] gives a fleet-mode test a real `redis-server`: the shared one named by
+//! `TOLLGATE_REDIS_URL` (which `.ci/run` starts), or one started here on a free loopback port and
+//! stopped on drop. Without either, the test prints a notice and passes, unless
+//! `TOLLGATE_REQUIRE_REDIS=1`, under which a missing server fails the test.
+//!
+//! ```no_run
+//! # async fn test() {
+//! use tollgate_test_support::TestRedis;
+//!
+//! let Some(server) = TestRedis::shared_or_own().await else {
+//!     return; // no Redis here: the notice is printed
+//! };
+//! let connection = server.connect().await;
+//! let prefix = tollgate_test_support::random_prefix();
+//! # drop((connection, prefix));
+//! # }
+//! ```
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+/// The variable naming a shared Redis server (`redis://127.0.0.1:PORT/`).
+pub const REDIS_URL_VAR: &str = "TOLLGATE_REDIS_URL";
+/// The variable that turns a missing Redis server into a failure (`1`).
+pub const REQUIRE_REDIS_VAR: &str = "TOLLGATE_REQUIRE_REDIS";
+
+/// A Redis server for one test.
+#[derive(Debug)]
+pub struct TestRedis {
+    url: String,
+    own: Option<OwnServer>,
+}
+
+#[derive(Debug)]
+struct OwnServer {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl TestRedis {
+    /// The shared server if `TOLLGATE_REDIS_URL` is set, else one of this test's own.
+    /// `None` (after a printed notice) when neither can be had.
+    pub async fn shared_or_own() -> Option<Self> {
+        if let Ok(url) = std::env::var(REDIS_URL_VAR) {
+            return Some(Self { url, own: None });
+        }
+        Self::own().await
+    }
+
+    /// A server this test owns, so it may stop it (`SHUTDOWN NOSAVE`) to test failures.
+    pub async fn own() -> Option<Self> {
+        let port = match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(addr) => addr.port(),
+            Err(_) => return skip("no free loopback port"),
+        };
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-test-redis-{}-{port}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_err() {
+            return skip("no temp dir");
+        }
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            let _ = std::fs::remove_dir_all(&dir);
+            return skip("redis-server could not be started");
+        };
+        let server = Self {
+            url: format!("redis://127.0.0.1:{port}/"),
+            own: Some(OwnServer { child, dir }),
+        };
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        drop(server);
+        skip("redis-server did not start listening")
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this test started the server (and so may stop it).
+    pub fn is_own(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// A connection manager to the server.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not answer: a test cannot go on without it.
+    pub async fn connect(&self) -> ConnectionManager {
+        connect(&self.url).await
+    }
+}
+
+/// A connection manager to `url`.
+///
+/// # Panics
+///
+/// If the URL is invalid or the server does not answer.
+pub async fn connect(url: &str) -> ConnectionManager {
+    let client = redis::Client::open(url).expect("a valid Redis URL");
+    ConnectionManager::new(client)
+        .await
+        .expect("the Redis server answers")
+}
+
+/// Whether a missing Redis server must fail the test (`TOLLGATE_REQUIRE_REDIS=1`).
+pub fn redis_required() -> bool {
+    std::env::var(REQUIRE_REDIS_VAR).is_ok_and(|v| v == "1")
+}
+
+/// A key prefix no other test (or test process) uses.
+pub fn random_prefix() -> String {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id().into());
+    format!("tollgate-test-{:016x}", hasher.finish())
+}
+
+#[allow(clippy::print_stderr)]
+fn skip(why: &str) -> Option<TestRedis> {
+    assert!(!redis_required(), "{REQUIRE_REDIS_VAR}=1 but {why}");
+    eprintln!("skipping Redis test: {why} (set {REDIS_URL_VAR} or install redis-server)");
+    None
+}
