@@ -56,6 +56,13 @@ impl<B> CacheBody<B> {
         }
     }
 
+    /// The inner service's body passed through untouched, as the cache returns responses it
+    /// does not store: for stacks that switch the cache off yet keep one response type (such
+    /// as the `tollgate` crate's client stack).
+    pub fn uncached(body: B) -> Self {
+        Self::inner(body)
+    }
+
     /// Whether this body is held in memory whole (served from or stored in the cache).
     pub fn is_buffered(&self) -> bool {
         matches!(self.kind, Kind::Full { .. })

@@ -56,6 +56,11 @@ async fn drive(args: &Args) -> Result<ExitCode, String> {
             .await
             .map_err(|e| format!("--rate auto: {e}"))?,
     };
+    if let Some(addr) = &args.metrics {
+        // Before the stack is built: layers register some metrics when they are made.
+        let addr = pipeline::serve_metrics(addr)?;
+        eprintln!("pipeline: metrics on http://{addr}/metrics");
+    }
     let config = args.config(&base_url, rate);
     let cache_dir = config.cache_dir.clone();
     let what = if simulator.is_some() {
@@ -72,8 +77,7 @@ async fn drive(args: &Args) -> Result<ExitCode, String> {
     let result = if args.naive {
         pipeline::naive::run(config).await
     } else {
-        let service = pipeline::placeholder_stack(rate, config.concurrency);
-        pipeline::run(config, service).await
+        pipeline::crawl(config).await
     };
     drop(line);
 

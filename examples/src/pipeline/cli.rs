@@ -53,7 +53,7 @@ pub struct Args {
     /// Run seed 000's own client instead, for comparison.
     #[arg(long)]
     pub naive: bool,
-    /// Serve Prometheus metrics on ADDR.
+    /// Serve every layer's metrics for Prometheus on http://ADDR/metrics (e.g. 127.0.0.1:9000).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
     /// Stop with an error if not finished after SECS.
@@ -116,7 +116,7 @@ impl Args {
     ///
     /// # Errors
     ///
-    /// The reason, for `--redis`, `--metrics`, and an `--upstream` that is not `http://`.
+    /// The reason, for `--redis` and for an `--upstream` that is not `http://`.
     pub fn check_available(&self) -> Result<(), String> {
         if let Some(url) = &self.upstream
             && !url.starts_with("http://")
@@ -127,12 +127,6 @@ impl Args {
         }
         if self.redis.is_some() {
             return Err("--redis: fleet mode is not available yet".to_owned());
-        }
-        if self.metrics.is_some() {
-            return Err(
-                "--metrics: the Prometheus endpoint comes with the tollgate layers; not available yet"
-                    .to_owned(),
-            );
         }
         Ok(())
     }
@@ -275,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn fleet_mode_and_metrics_say_they_are_not_there_yet() {
+    fn fleet_mode_says_it_is_not_there_yet() {
         let args = Args::try_parse_from(["pipeline", "--redis", "redis://x"]).unwrap();
         assert_eq!(
             args.check_available().unwrap_err(),
@@ -284,10 +278,7 @@ mod tests {
         let args = Args::try_parse_from(["pipeline", "--upstream", "https://x"]).unwrap();
         assert!(args.check_available().unwrap_err().contains("http://"));
         let args = Args::try_parse_from(["pipeline", "--metrics", "127.0.0.1:9000"]).unwrap();
-        assert!(
-            args.check_available()
-                .unwrap_err()
-                .contains("not available yet")
-        );
+        assert!(args.check_available().is_ok());
+        assert_eq!(args.metrics.as_deref(), Some("127.0.0.1:9000"));
     }
 }

@@ -1,29 +1,22 @@
-//! The HTTP side: the base client, the stack the pipeline runs on until the tollgate layers land,
-//! and the followers API's requests and answers.
+//! The HTTP side: the base client and the followers API's requests and answers.
 //!
-//! The run loop takes any tower service of the shape [`run`](super::run) names, so the tollgate
-//! stack goes in front of [`base_client`] in place of [`placeholder_stack`].
+//! The run loop takes any tower service of the shape [`run`](super::run) names; the tollgate
+//! stack ([`tollgate_stack`](super::tollgate_stack)) goes in front of [`base_client`].
 
-use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use tokio::time::Instant;
 use tollgate_core::BoxError;
-use tower::filter::AsyncFilterLayer;
-use tower::limit::ConcurrencyLimitLayer;
-use tower::util::{BoxCloneService, MapErr};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::util::MapErr;
+use tower::{Service, ServiceExt};
 
 /// How long one attempt may take, as the seed's client (`httpx.AsyncClient(timeout=20)`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -31,59 +24,23 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// The request type every service in the pipeline takes.
 pub type ApiRequest = Request<Full<Bytes>>;
 
-/// The base client: hyper-util's pooled HTTP/1 client, its errors boxed, each attempt limited to
-/// [`REQUEST_TIMEOUT`].
-pub type BaseClient = tower::timeout::Timeout<
-    MapErr<Client<HttpConnector, Full<Bytes>>, fn(hyper_util::client::legacy::Error) -> BoxError>,
+/// The base client: hyper-util's pooled HTTP/1 client sending bodies of type `B`, its errors
+/// boxed, each attempt limited to [`REQUEST_TIMEOUT`]. The tollgate stack goes in front of it
+/// with `B = ReplayBody<Full<Bytes>>` (see [`tollgate_stack`](super::tollgate_stack)).
+pub type BaseClient<B = Full<Bytes>> = tower::timeout::Timeout<
+    MapErr<Client<HttpConnector, B>, fn(hyper_util::client::legacy::Error) -> BoxError>,
 >;
 
-/// The stack [`placeholder_stack`] returns.
-pub type PlaceholderStack = BoxCloneService<ApiRequest, Response<hyper::body::Incoming>, BoxError>;
-
 /// The base client; clones share one connection pool.
-pub fn base_client() -> BaseClient {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+pub fn base_client<B>() -> BaseClient<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let client = Client::builder(TokioExecutor::new()).build_http::<B>();
     let boxed: fn(hyper_util::client::legacy::Error) -> BoxError = |e| Box::new(e);
     tower::timeout::Timeout::new(MapErr::new(client, boxed), REQUEST_TIMEOUT)
-}
-
-/// What the pipeline runs on until the tollgate layers land: at most `concurrency` requests in
-/// flight (tower's `ConcurrencyLimit`, shared by clones) and [`fixed_interval_pacing`] at `rate`,
-/// in front of [`base_client`].
-pub fn placeholder_stack(rate: NonZeroU32, concurrency: usize) -> PlaceholderStack {
-    let service = ServiceBuilder::new()
-        .layer(ConcurrencyLimitLayer::new(concurrency.max(1)))
-        .layer(fixed_interval_pacing(rate))
-        .service(base_client());
-    BoxCloneService::new(service)
-}
-
-/// The future [`fixed_interval_pacing`]'s predicate returns.
-pub type PacingFuture = Pin<Box<dyn Future<Output = Result<ApiRequest, BoxError>> + Send>>;
-
-/// Placeholder: sends requests one interval apart, `rate` per second with a 5% margin, all clones
-/// sharing one schedule; every attempt, retries included, takes a slot. **Replaced by
-/// tollgate-limiter when the layers land**: delete this function and put the limiter in its place
-/// in [`placeholder_stack`].
-pub fn fixed_interval_pacing(
-    rate: NonZeroU32,
-) -> AsyncFilterLayer<impl Fn(ApiRequest) -> PacingFuture + Clone + Send + Sync> {
-    // The margin keeps `rate + 1` sends from landing inside one second when the network
-    // bunches them up: the upstream counts arrivals, not sends.
-    let interval = Duration::from_secs_f64(1.05 / f64::from(rate.get()));
-    let next_slot = Arc::new(parking_lot::Mutex::new(Instant::now()));
-    AsyncFilterLayer::new(move |request: ApiRequest| -> PacingFuture {
-        let slot = {
-            let mut next = next_slot.lock();
-            let slot = (*next).max(Instant::now());
-            *next = slot + interval;
-            slot
-        };
-        Box::pin(async move {
-            tokio::time::sleep_until(slot).await;
-            Ok(request)
-        })
-    })
 }
 
 /// A followers request: `GET {base}/v2/user/followers?user_id=&page_id=` with the access key.
@@ -175,7 +132,7 @@ pub async fn fetch_rate(base_url: &str, key: &str) -> Result<NonZeroU32, BoxErro
         rate: u32,
     }
     let uri = format!("{}/sys/balance", base_url.trim_end_matches('/'));
-    let mut client = base_client();
+    let mut client = base_client::<Full<Bytes>>();
     let mut last: BoxError = "no attempt".into();
     for attempt in 0..3 {
         if attempt > 0 {
@@ -231,37 +188,5 @@ mod tests {
             Some("User not found")
         );
         assert_eq!(detail(b"<html>"), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pacing_spaces_every_request_one_interval_apart() {
-        let start = tokio::time::Instant::now();
-        let sent = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let record = Arc::clone(&sent);
-        let inner = tower::service_fn(move |_: ApiRequest| {
-            record.lock().push(tokio::time::Instant::now() - start);
-            async { Ok::<_, BoxError>(Response::new(())) }
-        });
-        let service = ServiceBuilder::new()
-            .layer(fixed_interval_pacing(NonZeroU32::new(10).unwrap()))
-            .service(inner);
-        let call = || {
-            service
-                .clone()
-                .oneshot(Request::new(Full::new(Bytes::new())))
-        };
-        let (a, b, c, d) = tokio::join!(call(), call(), call(), call());
-        for result in [a, b, c, d] {
-            result.unwrap();
-        }
-        let sent = sent.lock().clone();
-        let expected: Vec<Duration> = (0..4)
-            .map(|i| Duration::from_secs_f64(0.105 * f64::from(i)))
-            .collect();
-        assert_eq!(sent.len(), 4);
-        for (got, want) in sent.iter().zip(&expected) {
-            let diff = got.abs_diff(*want);
-            assert!(diff < Duration::from_millis(2), "{sent:?} vs {expected:?}");
-        }
     }
 }

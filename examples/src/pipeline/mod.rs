@@ -1,10 +1,10 @@
 //! The `pipeline` demo: fetch every follower page of a list of users from the followers API of
 //! seed 000, the production way, and report what it cost.
 //!
-//! - [`run`] crawls [`Config::users`] through any tower service of the shape
-//!   `Service<Request<Full<Bytes>>, Response = Response<B>, Error = BoxError>`: today
-//!   [`placeholder_stack`] (a concurrency limit and fixed-interval pacing around
-//!   [`base_client`]), tomorrow the tollgate stack around the same client.
+//! - [`crawl`] crawls [`Config::users`] through the tollgate stack ([`tollgate_stack`]: cache →
+//!   retry → breaker → budget → limiter, in front of [`base_client`]); [`run`] does the same
+//!   through any tower service of the shape
+//!   `Service<Request<Full<Bytes>>, Response = Response<B>, Error = BoxError>`.
 //! - The work queue is durable ([`queue`]): an append-only journal in [`Config::cache_dir`].
 //!   A run killed at any moment resumes where it stopped, and pages already fetched are never
 //!   paid for again. A page that keeps failing goes to the dead letters after
@@ -26,9 +26,7 @@
 //! let mut config = Config::new(sim.url(), &dir);
 //! config.users = vec!["1553030189".into(), "12345".into()];
 //! config.rate = std::num::NonZeroU32::new(50).unwrap();
-//! let service = pipeline::placeholder_stack(config.rate, config.concurrency);
-//!
-//! let report = pipeline::run(config, service).await?;
+//! let report = pipeline::crawl(config).await?;
 //! assert_eq!(report.users_completed, 1);
 //! assert_eq!(report.users_failed[0].reason, "not found");
 //! assert_eq!(report.credits_spent, report.pages_fetched);
@@ -41,21 +39,29 @@
 pub mod cli;
 mod config;
 mod http;
+mod metrics;
 pub mod naive;
 mod progress;
 pub mod queue;
 mod report;
 mod run;
 mod scheduler;
+mod stack;
 mod stop;
+mod wire;
 
 pub use config::{Config, DEFAULT_CONCURRENCY, DEFAULT_MAX_TRIES};
 pub use http::{
-    ApiRequest, BaseClient, FollowersList, FollowersPage, PacingFuture, PlaceholderStack,
-    REQUEST_TIMEOUT, base_client, fetch_rate, fixed_interval_pacing, followers_request,
-    placeholder_stack,
+    ApiRequest, BaseClient, FollowersList, FollowersPage, REQUEST_TIMEOUT, base_client, fetch_rate,
+    followers_request,
 };
+pub use metrics::{BUCKETS, serve_metrics};
 pub use progress::{Progress, ProgressLine, Snapshot};
 pub use report::{DeadLetter, Mode, Report, Table, UserFailure};
 pub use run::{NOT_FOUND, run};
+pub use stack::{
+    CACHE_SUBDIR, MAX_PERMIT_WAIT, PipelineService, PipelineStack, STACK_ATTEMPTS, crawl,
+    pacing_interval, tollgate_stack,
+};
 pub use stop::{StopReason, Stopped};
+pub use wire::{WireLog, WireLogLayer, WireLogged};

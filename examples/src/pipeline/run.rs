@@ -8,15 +8,18 @@ use http::Response;
 use http_body::Body;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tollgate_core::{BoxError, Classify};
+use tollgate::cache::CacheStatus;
+use tollgate::retry::Attempts;
+use tollgate_core::{BoxError, Classify, OutcomeKind};
 use tower::{Service, ServiceExt};
 
 use super::config::Config;
 use super::http::{ApiRequest, followers_request, read_body};
 use super::queue::{Journal, UserFailure, UserState};
 use super::report::{Mode, Report};
-use super::scheduler::{Attempt, Run, Task};
+use super::scheduler::{Attempt, Run, Task, Traffic};
 use super::stop::{StopReason, Stopped};
+use super::wire::WireLog;
 
 /// The reason recorded for a user the API does not know (404): a permanent failure.
 pub const NOT_FOUND: &str = "not found";
@@ -24,9 +27,13 @@ pub const NOT_FOUND: &str = "not found";
 /// Crawls every user of `config` through `service`, resuming from the journal in
 /// `config.cache_dir`.
 ///
-/// `service` is cloned once per worker (`config.concurrency` of them); put the tollgate stack
-/// (or [`placeholder_stack`](super::placeholder_stack)) in front of
-/// [`base_client`](super::base_client) and pass it here.
+/// `service` is cloned once per worker (`config.concurrency` of them): the tollgate stack
+/// ([`tollgate_stack`](super::tollgate_stack), or [`crawl`](super::crawl) that builds it) in
+/// front of [`base_client`](super::base_client), or any service of this shape. Each request carries a
+/// [`WireLog`] that the pipeline's stack fills below every layer, so every attempt is counted
+/// with its status; for other services, a response's [`Attempts`] extension (the retry
+/// layer's) counts as that many requests, and one the cache's `x-tollgate-cache` header marks
+/// as a hit costs no request and no credit.
 ///
 /// # Errors
 ///
@@ -178,24 +185,87 @@ where
                 return;
             }
         };
-        let request = followers_request(&run.base_url, &run.key, &task.user_id, &task.page_id);
+        let mut request = followers_request(&run.base_url, &run.key, &task.user_id, &task.page_id);
+        let wire = WireLog::new();
+        request.extensions_mut().insert(wire.clone());
         let attempt = match ready {
             Ok(service) => match service.call(request).await {
                 Ok(response) => {
                     let outcome = run.classifier.classify(&response);
+                    let traffic = traffic(&wire, Some(&response), false);
                     let body = read_body(response.into_body()).await;
-                    Attempt::Answered { outcome, body }
+                    Attempt::Answered {
+                        outcome,
+                        body,
+                        traffic,
+                    }
                 }
-                Err(error) => Attempt::Failed {
-                    outcome: run.classifier.classify_error(&*error),
+                Err(error) => {
+                    let outcome = run.classifier.classify_error(&*error);
+                    let traffic =
+                        traffic::<B>(&wire, None, outcome.kind() == OutcomeKind::Rejected);
+                    Attempt::Failed {
+                        outcome,
+                        error,
+                        traffic,
+                    }
+                }
+            },
+            Err(error) => {
+                let outcome = run.classifier.classify_error(&*error);
+                let traffic = traffic::<B>(&wire, None, outcome.kind() == OutcomeKind::Rejected);
+                Attempt::Failed {
+                    outcome,
                     error,
-                },
-            },
-            Err(error) => Attempt::Failed {
-                outcome: run.classifier.classify_error(&*error),
-                error,
-            },
+                    traffic,
+                }
+            }
         };
         run.settle(task, attempt);
+    }
+}
+
+/// What a try put on the wire: the [`WireLog`] when the service keeps one (the pipeline's
+/// stack does, below every layer); otherwise what the response says (the retry layer's
+/// [`Attempts`], the cache's `x-tollgate-cache`), and one request for an error that is not a
+/// layer's refusal.
+fn traffic<B>(wire: &WireLog, response: Option<&Response<B>>, refused: bool) -> Traffic {
+    let cached = response.is_some_and(|response| {
+        matches!(
+            CacheStatus::from_headers(response.headers()),
+            Some(CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Coalesced)
+        )
+    });
+    let entries = wire.entries();
+    if !entries.is_empty() {
+        return Traffic {
+            sent: entries.len() as u64,
+            statuses: entries.iter().flatten().copied().collect(),
+            resends: entries.len() as u64 - 1,
+            cached,
+        };
+    }
+    match response {
+        Some(_) if cached => Traffic {
+            cached,
+            ..Traffic::default()
+        },
+        Some(response) => {
+            let resends = response
+                .extensions()
+                .get::<Attempts>()
+                .map_or(0, |attempts| u64::from(attempts.resends()));
+            Traffic {
+                sent: 1 + resends,
+                statuses: vec![response.status()],
+                resends,
+                cached,
+            }
+        }
+        None if refused => Traffic::default(),
+        None => Traffic {
+            sent: 1,
+            ..Traffic::default()
+        },
     }
 }

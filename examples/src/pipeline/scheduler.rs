@@ -10,8 +10,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tollgate_core::error::find_cause;
 use tollgate_core::{
-    BoxError, BudgetExhausted, CircuitOpen, Classifier, ExhaustedReason, Outcome, OutcomeKind,
-    RateLimited,
+    BoxError, BudgetExhausted, CircuitOpen, Classifier, Classify, ExhaustedReason, Outcome,
+    OutcomeKind, RateLimited,
 };
 
 use super::config::Config;
@@ -61,15 +61,33 @@ pub(super) struct State {
     breaker_open_until: Option<Instant>,
 }
 
-/// What one attempt came back with.
+/// What one try of a page came back with.
 pub(super) enum Attempt {
     /// A response, its body read.
     Answered {
         outcome: Outcome,
         body: Result<bytes::Bytes, BoxError>,
+        traffic: Traffic,
     },
     /// An error from the service.
-    Failed { outcome: Outcome, error: BoxError },
+    Failed {
+        outcome: Outcome,
+        error: BoxError,
+        traffic: Traffic,
+    },
+}
+
+/// What one try of a page put on the wire: the stack may send several attempts for it.
+#[derive(Debug, Default)]
+pub(super) struct Traffic {
+    /// Requests sent.
+    pub(super) sent: u64,
+    /// Their answers' statuses (transport errors have none).
+    pub(super) statuses: Vec<StatusCode>,
+    /// Requests sent again by the stack after a failed attempt.
+    pub(super) resends: u64,
+    /// The answer came from the cache: it cost no credit.
+    pub(super) cached: bool,
 }
 
 #[derive(Debug)]
@@ -207,9 +225,32 @@ impl Run {
     /// Records an attempt's outcome: the journal first (so a kill loses nothing paid for), then
     /// the next task, a retry, a dead letter, a failed user, or a stop.
     pub(super) fn settle(&self, mut task: Task, attempt: Attempt) {
+        let mut refused_for = None;
         let attempt = match attempt {
-            Attempt::Failed { outcome, error } if outcome.kind() == OutcomeKind::Rejected => {
-                return self.rejected(task, &*error);
+            Attempt::Failed {
+                outcome,
+                error,
+                traffic,
+            } if outcome.kind() == OutcomeKind::Rejected => {
+                if traffic.sent == 0 {
+                    return self.rejected(task, &*error);
+                }
+                // A layer refused a resend (the breaker opened meanwhile, say) after attempts
+                // that did reach the API: this try failed as its last answer did.
+                refused_for = find_cause::<CircuitOpen>(&*error).map(CircuitOpen::retry_after);
+                let (outcome, error): (Outcome, BoxError) = match traffic.statuses.last() {
+                    Some(&status) => (
+                        self.classifier
+                            .classify_response(status, &http::HeaderMap::new()),
+                        format!("{status}; then {error}").into(),
+                    ),
+                    None => (Outcome::new(OutcomeKind::Transport), error),
+                };
+                Attempt::Failed {
+                    outcome,
+                    error,
+                    traffic,
+                }
             }
             attempt => attempt,
         };
@@ -222,18 +263,13 @@ impl Run {
         }
         let now = Instant::now();
         let (outcome, failure) = match attempt {
-            Attempt::Answered { outcome, body } => {
+            Attempt::Answered {
+                outcome,
+                body,
+                traffic,
+            } => {
                 let status = outcome.status().unwrap_or(StatusCode::OK);
-                state.report.requests_sent += 1;
-                *state
-                    .report
-                    .responses
-                    .entry(status.as_str().to_owned())
-                    .or_default() += 1;
-                self.progress.request();
-                if status == StatusCode::OK {
-                    state.report.credits_spent += 1;
-                }
+                self.account(&mut state, &traffic);
                 match body {
                     Ok(body) if outcome.is_success() => {
                         match serde_json::from_slice::<FollowersPage>(&body) {
@@ -259,9 +295,12 @@ impl Run {
                     ),
                 }
             }
-            Attempt::Failed { outcome, error } => {
-                state.report.requests_sent += 1;
-                self.progress.request();
+            Attempt::Failed {
+                outcome,
+                error,
+                traffic,
+            } => {
+                self.account(&mut state, &traffic);
                 (outcome, error.to_string())
             }
         };
@@ -312,9 +351,16 @@ impl Run {
                     }
                     state.report.dead_letters.push(letter);
                 } else {
-                    let wait = outcome
+                    let mut wait = outcome
                         .retry_delay(SystemTime::now())
                         .unwrap_or_else(|| backoff(task.tries));
+                    if let Some(open_for) = refused_for {
+                        if state.breaker_open_until.is_none_or(|until| now >= until) {
+                            state.report.breaker_opens += 1;
+                        }
+                        state.breaker_open_until = Some(now + open_for);
+                        wait = wait.max(open_for);
+                    }
                     task.not_before = Some(now + wait);
                     state.report.retries += 1;
                     self.progress.retry();
@@ -324,6 +370,31 @@ impl Run {
         }
         drop(state);
         self.changed.notify_waiters();
+    }
+
+    /// Counts what a try put on the wire.
+    fn account(&self, state: &mut State, traffic: &Traffic) {
+        if traffic.cached {
+            state.report.cache_hits += 1;
+        }
+        state.report.requests_sent += traffic.sent;
+        state.report.retries += traffic.resends;
+        for status in &traffic.statuses {
+            *state
+                .report
+                .responses
+                .entry(status.as_str().to_owned())
+                .or_default() += 1;
+            if *status == StatusCode::OK {
+                state.report.credits_spent += 1;
+            }
+        }
+        for _ in 0..traffic.sent {
+            self.progress.request();
+        }
+        for _ in 0..traffic.resends {
+            self.progress.retry();
+        }
     }
 
     fn page_fetched(&self, state: &mut State, task: Task, page: FollowersPage) {

@@ -1,0 +1,208 @@
+//! The tollgate stack the pipeline runs on: [`tollgate_stack`], and [`crawl`] that runs a
+//! [`Config`] through it.
+
+use std::io;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tollgate::ClientStackLayer;
+use tollgate::breaker::{BreakerConfig, BreakerLayer, OpenDuration};
+use tollgate::budget::{BudgetLayer, Ledger, Window};
+use tollgate::cache::{CacheBody, CacheLayer};
+use tollgate::core::BoxError;
+use tollgate::limiter::{Adaptive, Quota, RateLimiter};
+use tollgate::retry::backoff::{Backoff, Jitter};
+use tollgate::retry::{ReplayBody, RetryBudget, RetryPolicy};
+use tower::Layer;
+use tower::util::BoxCloneSyncService;
+
+use super::config::Config;
+use super::http::{ApiRequest, base_client};
+use super::report::Report;
+use super::run::run;
+use super::stop::{StopReason, Stopped};
+use super::wire::WireLogLayer;
+
+/// The pipeline's service: the tollgate stack over [`base_client`], boxed.
+pub type PipelineService = BoxCloneSyncService<ApiRequest, Response<CacheBody<Incoming>>, BoxError>;
+
+/// Where the response cache lives inside [`Config::cache_dir`], beside the journal.
+pub const CACHE_SUBDIR: &str = "http-cache";
+
+/// Attempts the stack makes for one page before the run loop sees a failure (the first send
+/// included); the run loop's own tries ([`Config::max_tries`]) come on top.
+pub const STACK_ATTEMPTS: u32 = 3;
+
+/// The longest a request waits for a rate permit inside the stack; see [`tollgate_stack`].
+pub const MAX_PERMIT_WAIT: Duration = Duration::from_secs(2);
+
+/// The stack and the layer that made it (for its handles: limiter, breaker, ledger, cache).
+#[derive(Debug)]
+pub struct PipelineStack {
+    /// The service to pass to [`run`](super::run).
+    pub service: PipelineService,
+    /// The layer: `layer.breaker()`, `layer.ledger()`, `layer.limiter()`.
+    pub layer: ClientStackLayer,
+}
+
+/// The tollgate stack for `config`, in front of [`base_client`] (with a
+/// [`WireLogLayer`](super::WireLogLayer) that counts every attempt for the report):
+///
+/// - **cache** in `config.cache_dir/http-cache`, beside the journal: a page paid for is never
+///   paid for again, even if the run is killed between the answer and the journal write;
+/// - **retry**: up to [`STACK_ATTEMPTS`] attempts per page, full-jitter backoff from 200 ms,
+///   `Retry-After` honoured up to 10 s, a retry budget (20% of requests, 10/s floor);
+/// - **breaker**: opens after 5 failures in a row, for 500 ms doubling to 5 s (or for the
+///   tripping failure's `Retry-After`, at most 10 s);
+/// - **budget**: a ledger of `config.budget` credits for this run (no limit without one), which
+///   latches on a `402`;
+/// - **limiter**: a little under `config.rate` requests per second ([`pacing_interval`]),
+///   adaptive to `429`s, `503`s with `Retry-After`
+///   and rate-limit headers; a permit more than [`MAX_PERMIT_WAIT`] away is refused with
+///   `RateLimited`, which the run loop waits out without using a try.
+///
+/// # Errors
+///
+/// The cache folder cannot be created or opened.
+pub fn tollgate_stack(config: &Config) -> io::Result<PipelineStack> {
+    let interval = pacing_interval(config.rate);
+    let quota = Quota::with_period(interval).unwrap_or(Quota::per_second(config.rate));
+    let limiter = RateLimiter::builder(quota)
+        .adaptive(Adaptive::new().max_pause(Duration::from_secs(30)))
+        // A permit further away than this is refused (`RateLimited` with the wait), so that a
+        // long pause is waited out by the run loop, which a deadline can stop, rather than
+        // inside a request.
+        .max_wait(MAX_PERMIT_WAIT)
+        .build();
+    let retry = RetryPolicy::builder()
+        .max_attempts(STACK_ATTEMPTS)
+        .backoff(
+            Backoff::exponential(Duration::from_millis(200), Duration::from_secs(5))
+                .with_jitter(Jitter::Full),
+        )
+        .max_retry_after(Duration::from_secs(10))
+        .budget(RetryBudget::default())
+        .build()
+        .map_err(io::Error::other)?;
+    let breaker = BreakerConfig::builder()
+        .name("pipeline")
+        .consecutive_failures(5)
+        .open_duration(OpenDuration::exponential(
+            Duration::from_millis(500),
+            Duration::from_secs(5),
+        ))
+        .honor_retry_after(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(io::Error::other)?;
+    let mut ledger = Ledger::builder().name("pipeline");
+    if let Some(budget) = config.budget {
+        ledger = ledger.limit(budget, Window::lifetime());
+    }
+    let cache = CacheLayer::builder(config.cache_dir.join(CACHE_SUBDIR))
+        .ttl(Duration::from_secs(7 * 24 * 3600))
+        .route_ttl("/sys/", Duration::ZERO)
+        .build()?;
+    let layer = ClientStackLayer::builder(limiter)
+        .retry(retry)
+        .breaker(BreakerLayer::new(breaker))
+        .budget(BudgetLayer::new(ledger.build()))
+        .cache(cache)
+        .build();
+    let client = WireLogLayer.layer(base_client::<ReplayBody<Full<Bytes>>>());
+    let service = layer.layer(client).boxed();
+    Ok(PipelineStack { service, layer })
+}
+
+/// The limiter's interval for an account allowed `rate` requests per second.
+///
+/// The upstream counts arrivals in a sliding second and says `X-RateLimit-Remaining: 0` once it
+/// holds `rate` of them, which (rightly) pauses the adaptive limiter until the reset, a whole
+/// second. Pacing so that no sliding second ever holds more than `rate - 1` arrivals, with 2%
+/// to spare for network jitter, never meets that pause and is faster than pacing at the rate.
+pub fn pacing_interval(rate: NonZeroU32) -> Duration {
+    let rate = f64::from(rate.get());
+    if rate >= 2.0 {
+        Duration::from_secs_f64(1.02 / (rate - 1.0))
+    } else {
+        Duration::from_secs_f64(1.05 / rate)
+    }
+}
+
+/// Crawls `config` through [`tollgate_stack`]: [`run`](super::run) with the stack, and the
+/// breaker's trips in the report.
+///
+/// # Errors
+///
+/// As [`run`](super::run); [`StopReason::Config`] when the cache cannot be opened.
+pub async fn crawl(config: Config) -> Result<Report, Stopped> {
+    let stack = match tollgate_stack(&config) {
+        Ok(stack) => stack,
+        Err(error) => {
+            return Err(Stopped {
+                reason: StopReason::Config(format!(
+                    "cache in {}: {error}",
+                    config.cache_dir.join(CACHE_SUBDIR).display()
+                )),
+                report: Report::new(super::report::Mode::Pipeline),
+            });
+        }
+    };
+    let breaker = stack.layer.breaker();
+    let trips = |report: &mut Report| {
+        if let Some(breaker) = &breaker {
+            report.breaker_opens = report.breaker_opens.max(u64::from(breaker.counts().trips));
+        }
+    };
+    match run(config, stack.service).await {
+        Ok(mut report) => {
+            trips(&mut report);
+            Ok(report)
+        }
+        Err(mut stopped) => {
+            trips(&mut stopped.report);
+            Err(stopped)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_sliding_second_holds_the_whole_rate() {
+        for rate in [2_u32, 10, 11, 20, 50, 1000] {
+            let interval = pacing_interval(NonZeroU32::new(rate).unwrap());
+            // Arrivals at 0, I, 2I, ...: a closed one-second window holds floor(1/I) + 1.
+            let most = (1.0 / interval.as_secs_f64()).floor() as u32 + 1;
+            assert!(most < rate, "rate {rate}: {interval:?}");
+            // And not much slower than that: within the 2% margin.
+            assert!(
+                f64::from(most) >= f64::from(rate - 1) * 0.97,
+                "rate {rate}: {most}"
+            );
+        }
+        let one = pacing_interval(NonZeroU32::MIN);
+        assert!(one > Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn the_stack_has_every_layer_and_the_budget_of_the_run() {
+        let dir = std::env::temp_dir().join(format!("tollgate-stack-unit-{}", std::process::id()));
+        let mut config = Config::new("http://127.0.0.1:9", &dir);
+        config.budget = Some(7);
+        let stack = tollgate_stack(&config).unwrap();
+        assert!(stack.layer.breaker().is_some());
+        assert_eq!(stack.layer.ledger().unwrap().remaining(), 7);
+        assert_eq!(
+            stack.layer.cache().unwrap().dir(),
+            dir.join(CACHE_SUBDIR).as_path()
+        );
+        assert_eq!(stack.layer.retry_policy().max_attempts(), STACK_ATTEMPTS);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,214 @@
+//! End-to-end fleet mode: 4 processes × 8 tasks share one Redis rate limit of `RATE` requests
+//! per second in front of the upstream simulator, over real sockets, for about three seconds.
+//! The simulator, which runs no tollgate code, must never have seen more than `RATE` requests
+//! in any one-second window, must have answered no 429, and must have served at least 90% of
+//! `RATE` per second. Two of the workers lease up to 4 requests per round trip (they take
+//! larger shares: a lease reserves the next due times of the shared schedule); the simulator
+//! must see the same bound.
+//!
+//! The test re-executes its own binary as the workers (`TOLLGATE_FLEET_ROLE=worker`). Redis is
+//! `TOLLGATE_REDIS_URL`, or a `redis-server` started here on a free loopback port; without
+//! either the test prints a notice and passes, unless `TOLLGATE_REQUIRE_REDIS=1`.
+#![allow(clippy::print_stderr)]
+
+use std::num::NonZeroU32;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::task::JoinSet;
+use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
+use tollgate_limiter::redis::aio::ConnectionManager;
+use tollgate_limiter::{LimiterLayer, Quota, RateLimiter};
+use tollgate_test_support::TestRedis;
+use tower::{Layer, ServiceExt};
+
+const TEST_NAME: &str = "four_processes_share_one_redis_rate_limit_and_never_exceed_it";
+const PROCESSES: usize = 4;
+const TASKS: usize = 8;
+const RATE: u32 = 20;
+const RUN: Duration = Duration::from_secs(3);
+
+const ROLE: &str = "TOLLGATE_FLEET_ROLE";
+const REDIS: &str = "TOLLGATE_FLEET_REDIS";
+const UPSTREAM: &str = "TOLLGATE_FLEET_UPSTREAM";
+const PREFIX: &str = "TOLLGATE_FLEET_PREFIX";
+const LEASED: &str = "TOLLGATE_FLEET_LEASED";
+const REPORT: &str = "fleet-worker sent=";
+const IN_TIME: &str = " in_time=";
+
+/// The fleet's limit: `RATE` per 1.04 s. Redis admits on its own clock, exactly; the 40 ms are
+/// room for the spread of delivery times between processes (a request admitted first may reach
+/// the server a little after one admitted later), which a fleet must leave. Half the workers
+/// lease up to 4 requests per round trip, due within 200 ms.
+fn limiter(connection: ConnectionManager, prefix: &str, leased: bool) -> RateLimiter {
+    let quota = Quota::per(Duration::from_millis(1_040), NonZeroU32::new(RATE).unwrap())
+        .expect("a valid period");
+    let builder = RateLimiter::builder(quota);
+    let builder = if leased {
+        builder.lease(NonZeroU32::new(4).unwrap(), Duration::from_millis(200))
+    } else {
+        builder
+    };
+    builder.redis(connection, prefix)
+}
+
+fn followers(url: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!(
+        "{url}/v2/user/followers?user_id={}&page_id=",
+        SEED_USER_IDS[0]
+    ))
+    .header("x-access-key", DEFAULT_KEY)
+    .body(Empty::new())
+    .unwrap()
+}
+
+/// Waits until every worker process is up, so that they really compete for the limit.
+async fn start_together(url: &str, prefix: &str) {
+    let mut connection = tollgate_test_support::connect(url).await;
+    let key = format!("{prefix}:ready");
+    let _: u64 = tollgate_limiter::redis::cmd("INCR")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for _ in 0..1_000 {
+        let ready: u64 = tollgate_limiter::redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if ready >= PROCESSES as u64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the other workers never started");
+}
+
+/// One worker process: `TASKS` tasks send requests through the shared limit for `RUN`.
+/// Reports how many answers it got, and how many of them within `RUN` (callers still queued
+/// at the deadline are served after it).
+async fn worker() {
+    let redis = std::env::var(REDIS).expect("redis url");
+    let upstream = std::env::var(UPSTREAM).expect("upstream url");
+    let prefix = std::env::var(PREFIX).expect("prefix");
+    let leased = std::env::var(LEASED).is_ok_and(|v| v == "1");
+    let limiter = limiter(
+        tollgate_test_support::connect(&redis).await,
+        &prefix,
+        leased,
+    );
+    start_together(&redis, &prefix).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let service = LimiterLayer::from_limiter(limiter).layer(client);
+    let deadline = Instant::now() + RUN;
+    let mut tasks = JoinSet::new();
+    for _ in 0..TASKS {
+        let service = service.clone();
+        let upstream = upstream.clone();
+        tasks.spawn(async move {
+            let (mut sent, mut in_time) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let response = service
+                    .clone()
+                    .oneshot(followers(&upstream))
+                    .await
+                    .expect("no bound on waiting: every request goes through");
+                assert_eq!(response.status(), 200, "the simulator refused a request");
+                let _ = response.into_body().collect().await;
+                sent += 1;
+                in_time += u64::from(Instant::now() <= deadline);
+            }
+            (sent, in_time)
+        });
+    }
+    let counts = tasks.join_all().await;
+    let sent: u64 = counts.iter().map(|c| c.0).sum();
+    let in_time: u64 = counts.iter().map(|c| c.1).sum();
+    eprintln!("{REPORT}{sent}{IN_TIME}{in_time}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_share_one_redis_rate_limit_and_never_exceed_it() {
+    if std::env::var(ROLE).is_ok_and(|r| r == "worker") {
+        worker().await;
+        return;
+    }
+    let Some(server) = TestRedis::shared_or_own().await else {
+        return;
+    };
+    let redis = server.url().to_owned();
+    let sim = Upstream::builder()
+        .rate(RATE)
+        .credits(1_000_000)
+        .fault_every(0)
+        .latency(Duration::from_millis(2))
+        .spawn()
+        .await
+        .unwrap();
+    let prefix = format!(
+        "tollgate-fleet-limiter-{}-{}",
+        std::process::id(),
+        sim.addr().port()
+    );
+    let exe = std::env::current_exe().expect("the test binary");
+    let children: Vec<Child> = (0..PROCESSES)
+        .map(|worker| {
+            Command::new(&exe)
+                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+                .env(ROLE, "worker")
+                .env(REDIS, &redis)
+                .env(UPSTREAM, sim.url())
+                .env(PREFIX, &prefix)
+                .env(LEASED, if worker % 2 == 0 { "1" } else { "0" })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("a worker process")
+        })
+        .collect();
+    let outputs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|child| child.wait_with_output().expect("worker output"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+
+    let mut by_worker = Vec::new();
+    for output in &outputs {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "a worker failed:\n{stderr}");
+        let report = stderr
+            .lines()
+            .find_map(|line| line.strip_prefix(REPORT))
+            .unwrap_or_else(|| panic!("no report from a worker:\n{stderr}"));
+        let (sent, in_time) = report.split_once(IN_TIME).expect("two counts");
+        let count = |n: &str| n.trim().parse::<u64>().expect("a count");
+        by_worker.push((count(sent), count(in_time)));
+    }
+    let stats = sim.stats();
+    eprintln!("(sent, sent within {RUN:?}) by each worker process: {by_worker:?}; {stats:?}");
+    let sent: u64 = by_worker.iter().map(|w| w.0).sum();
+    let in_time: u64 = by_worker.iter().map(|w| w.1).sum();
+
+    assert_eq!(stats.status(429), 0, "{stats:?}");
+    assert!(stats.max_in_any_1s_window <= u64::from(RATE), "{stats:?}");
+    assert!(
+        stats.max_in_any_1s_window_all_keys <= u64::from(RATE),
+        "{stats:?}"
+    );
+    assert_eq!(stats.status(200), sent, "{stats:?}");
+    // At least 90% of the limit over the run, shared by all four processes.
+    let floor = u64::from(RATE) * RUN.as_secs() * 9 / 10;
+    assert!(
+        in_time >= floor,
+        "{in_time} requests in {RUN:?}, fewer than {floor}"
+    );
+}

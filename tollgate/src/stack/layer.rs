@@ -1,0 +1,162 @@
+//! [`ClientStackLayer`] and its builder.
+
+use std::fmt;
+
+use tollgate_breaker::{BreakerHandle, BreakerLayer};
+use tollgate_budget::{BudgetLayer, Ledger};
+use tollgate_cache::CacheLayer;
+use tollgate_limiter::{Limiter, LimiterClock, QuantaClock, RateLimiter};
+use tollgate_retry::{RetryLayer, RetryPolicy};
+use tower::Layer;
+use tower::util::Either;
+
+use super::service::ClientStack;
+use super::uncached::Uncached;
+
+/// The whole client stack as one tower [`Layer`], outermost to innermost
+/// **cache → retry → breaker → budget → limiter**, in front of the service it wraps (see the
+/// [module docs](crate::stack) for why this order).
+///
+/// The limiter and the retry layer are always there; the cache, the breaker and the budget are
+/// there when given to the [builder](ClientStackLayer::builder). Cloning the layer (or a
+/// service it made) never creates a second limiter, breaker, ledger or cache: they are shared.
+pub struct ClientStackLayer<C: LimiterClock = QuantaClock> {
+    limiter: RateLimiter<C>,
+    retry: RetryLayer,
+    breaker: Option<BreakerLayer>,
+    budget: Option<BudgetLayer>,
+    cache: Option<CacheLayer>,
+}
+
+impl<C: LimiterClock> ClientStackLayer<C> {
+    /// A builder over `limiter`, with [`RetryPolicy::default`] and no cache, breaker or budget.
+    pub fn builder(limiter: RateLimiter<C>) -> ClientStackBuilder<C> {
+        ClientStackBuilder {
+            layer: Self {
+                limiter,
+                retry: RetryLayer::new(RetryPolicy::default()),
+                breaker: None,
+                budget: None,
+                cache: None,
+            },
+        }
+    }
+
+    /// The shared rate limiter (read it, or change its rate at runtime).
+    pub const fn limiter(&self) -> &RateLimiter<C> {
+        &self.limiter
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        self.retry.policy()
+    }
+
+    /// A handle on the breaker, if the stack has one.
+    pub fn breaker(&self) -> Option<BreakerHandle> {
+        self.breaker.as_ref().map(BreakerLayer::handle)
+    }
+
+    /// The budget's ledger, if the stack has one.
+    pub fn ledger(&self) -> Option<&Ledger> {
+        self.budget.as_ref().map(BudgetLayer::ledger)
+    }
+
+    /// The cache, if the stack has one.
+    pub const fn cache(&self) -> Option<&CacheLayer> {
+        self.cache.as_ref()
+    }
+}
+
+impl<C: LimiterClock> Clone for ClientStackLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            limiter: self.limiter.clone(),
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
+            budget: self.budget.clone(),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl<C: LimiterClock + fmt::Debug> fmt::Debug for ClientStackLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientStackLayer")
+            .field("cache", &self.cache)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("budget", &self.budget)
+            .field("limiter", &self.limiter)
+            .finish()
+    }
+}
+
+impl<S, C: LimiterClock> Layer<S> for ClientStackLayer<C> {
+    type Service = ClientStack<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let limited = Limiter::new(inner, self.limiter.clone());
+        let budgeted = match &self.budget {
+            Some(budget) => Either::Left(budget.layer(limited)),
+            None => Either::Right(limited),
+        };
+        let guarded = match &self.breaker {
+            Some(breaker) => Either::Left(breaker.layer(budgeted)),
+            None => Either::Right(budgeted),
+        };
+        let retried = self.retry.layer(guarded);
+        let cached = match &self.cache {
+            Some(cache) => Either::Left(cache.layer(retried)),
+            None => Either::Right(Uncached::new(retried)),
+        };
+        ClientStack::from_parts(cached)
+    }
+}
+
+/// Builds a [`ClientStackLayer`]; see [`ClientStackLayer::builder`]. The order of the calls
+/// does not matter: the layers always go in the documented order.
+pub struct ClientStackBuilder<C: LimiterClock = QuantaClock> {
+    layer: ClientStackLayer<C>,
+}
+
+impl<C: LimiterClock + fmt::Debug> fmt::Debug for ClientStackBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClientStackBuilder")
+            .field(&self.layer)
+            .finish()
+    }
+}
+
+impl<C: LimiterClock> ClientStackBuilder<C> {
+    /// Retries with `policy` (default: [`RetryPolicy::default`]). Use
+    /// `RetryPolicy::builder().max_attempts(1)` for no retries.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.layer.retry = RetryLayer::new(policy);
+        self
+    }
+
+    /// A circuit breaker between the retry layer and the budget.
+    pub fn breaker(mut self, breaker: BreakerLayer) -> Self {
+        self.layer.breaker = Some(breaker);
+        self
+    }
+
+    /// A credit budget between the breaker and the limiter: every attempt reserves its cost and
+    /// is settled when its response arrives.
+    pub fn budget(mut self, budget: BudgetLayer) -> Self {
+        self.layer.budget = Some(budget);
+        self
+    }
+
+    /// A response cache in front of everything.
+    pub fn cache(mut self, cache: CacheLayer) -> Self {
+        self.layer.cache = Some(cache);
+        self
+    }
+
+    /// The layer.
+    pub fn build(self) -> ClientStackLayer<C> {
+        self.layer
+    }
+}
