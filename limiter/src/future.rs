@@ -29,7 +29,7 @@ pin_project! {
             observer: Option<RateLimiter<C>>,
         },
         Rejected {
-            error: Option<RateLimited>,
+            error: Option<BoxError>,
         },
     }
 }
@@ -41,7 +41,7 @@ impl<F, C: LimiterClock> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn rejected(error: RateLimited) -> Self {
+    pub(crate) fn rejected(error: BoxError) -> Self {
         Self {
             kind: Kind::Rejected { error: Some(error) },
         }
@@ -77,11 +77,9 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(Box::new(
-                error
-                    .take()
-                    .unwrap_or(RateLimited::new(std::time::Duration::ZERO)),
-            ))),
+            KindProj::Rejected { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| Box::new(RateLimited::new(std::time::Duration::ZERO))))),
         }
     }
 }

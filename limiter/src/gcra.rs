@@ -263,6 +263,54 @@ pub(crate) fn rescale(tat: &AtomicU64, old_interval: u64, new_interval: u64, now
     });
 }
 
+/// One quota's state as the server side reports it in response headers.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotView {
+    pub(crate) quota: Quota,
+    /// Cost-1 requests admitted now.
+    pub(crate) available: u64,
+    /// Nanoseconds until the bucket is full again.
+    pub(crate) full_in: u64,
+    /// Nanoseconds until one more request is admitted (0: now).
+    pub(crate) wait: u64,
+}
+
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+impl Slot {
+    /// This quota's state on `tat_cell` (its own TAT, or a key's bare one).
+    pub(crate) fn view_on(&self, tat_cell: &AtomicU64, now: u64) -> SlotView {
+        let interval = self.interval.load(Relaxed).max(1);
+        let capacity = self.capacity.load(Relaxed);
+        let tat = tat_cell.load(Relaxed);
+        let room = now.saturating_add(capacity).saturating_sub(tat.max(now));
+        let wait = tat
+            .max(now)
+            .saturating_add(interval)
+            .saturating_sub(now.saturating_add(capacity));
+        SlotView {
+            quota: self.quota(),
+            available: room / interval,
+            full_in: tat.saturating_sub(now),
+            wait,
+        }
+    }
+
+    /// Gives `n` requests back to `tat_cell` (a key's bare TAT).
+    pub(crate) fn take_back_on(&self, tat_cell: &AtomicU64, n: u64) {
+        let increment = self.interval.load(Relaxed).saturating_mul(n);
+        let _ = tat_cell.fetch_update(Relaxed, Relaxed, |tat| Some(tat.saturating_sub(increment)));
+    }
+}
+
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+impl Gcra {
+    /// Every quota's state at `now`, first one first.
+    pub(crate) fn views(&self, now: u64) -> impl Iterator<Item = SlotView> + '_ {
+        self.slots().map(move |s| s.view_on(&s.tat, now))
+    }
+}
+
 impl Slot {
     pub(crate) fn interval_nanos(&self) -> u64 {
         self.interval.load(Relaxed)

@@ -25,12 +25,22 @@ use tollgate_core::RateLimited;
 
 use crate::clock::{LimiterClock, QuantaClock};
 use crate::error::{ExceedsBurst, NoSuchQuota};
-use crate::gcra::{Gcra, rescale};
+use crate::gcra::{Gcra, SlotView, rescale};
 use crate::limiter::{RateLimiter, RateLimiterBuilder};
 use crate::queue::Acquire;
 use crate::quota::Quota;
 
-const SHARDS: usize = 32;
+/// Shards of the key map: at most this many, and fewer for a small key bound, so that every
+/// shard holds enough keys that two busy keys rarely evict each other.
+const MAX_SHARDS: usize = 32;
+const MIN_KEYS_PER_SHARD: usize = 64;
+
+/// A power of two from 1 to [`MAX_SHARDS`].
+fn shard_count(max_keys: usize) -> usize {
+    (max_keys / MIN_KEYS_PER_SHARD)
+        .clamp(1, MAX_SHARDS)
+        .next_power_of_two()
+}
 
 /// A map from hashed key to its entries; the hash is computed once per lookup.
 type Shard<K, C> = HashMap<u64, Entry<K, C>, PassThrough>;
@@ -156,7 +166,8 @@ impl<K, C: LimiterClock> fmt::Debug for KeyedRateLimiter<K, C> {
 
 impl<C: LimiterClock + Default> RateLimiterBuilder<C> {
     /// A limiter per key, each with this builder's quotas, bounds, adaptation and clock, and at
-    /// most `max_keys` keys remembered at once (rounded up to a multiple of 32).
+    /// most `max_keys` keys remembered at once (rounded up to a multiple of the shard count: up to
+    /// 32 shards, each of at least 64 keys where `max_keys` allows).
     pub fn build_keyed<K: Hash + Eq + Clone>(
         self,
         max_keys: NonZeroUsize,
@@ -165,9 +176,10 @@ impl<C: LimiterClock + Default> RateLimiterBuilder<C> {
         let origin = clock.origin();
         let plain = self.is_plain().then(|| Gcra::new(&[self.first_quota()]));
         let adaptive = self.has_adaptive();
+        let shards = shard_count(max_keys.get());
         KeyedRateLimiter {
             shared: Arc::new(KeyedShared {
-                shards: (0..SHARDS)
+                shards: (0..shards)
                     .map(|_| RwLock::new(HashMap::with_hasher(PassThrough)))
                     .collect(),
                 hasher: RandomState::new(),
@@ -176,7 +188,7 @@ impl<C: LimiterClock + Default> RateLimiterBuilder<C> {
                 adaptive,
                 clock,
                 origin,
-                shard_capacity: max_keys.get().div_ceil(SHARDS),
+                shard_capacity: max_keys.get().div_ceil(shards),
                 max_keys: max_keys.get(),
             }),
         }
@@ -330,6 +342,116 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
     pub(crate) fn is_adaptive(&self) -> bool {
         self.shared.adaptive
     }
+}
+
+/// What the server side needs: a check that reports every quota's state, a view that takes
+/// nothing, a refund, and incremental forgetting.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
+    /// Takes `cost` from `key` under every quota, or nothing; on refusal, the wait in
+    /// nanoseconds. With `views`, fills it with each quota's state after the decision.
+    #[inline]
+    pub(crate) fn check_detailed(
+        &self,
+        key: &K,
+        cost: u32,
+        views: Option<&mut Vec<SlotView>>,
+    ) -> Result<(), u64> {
+        let shared = &*self.shared;
+        let hash = shared.hasher.hash_one(key);
+        let now = self.now();
+        let run = |state: &KeyState<C>, views: Option<&mut Vec<SlotView>>| {
+            let outcome = self.try_acquire_n(state, now, cost);
+            if let Some(views) = views {
+                self.view_state(state, now, views);
+            }
+            outcome
+        };
+        let shard = self.shard(hash).read();
+        if let Some(state) = shard.get(&hash).and_then(|e| e.get(key)) {
+            return run(state, views);
+        }
+        drop(shard);
+        let shard = self.insert(hash, key);
+        match shard.get(&hash).and_then(|e| e.get(key)) {
+            Some(state) => run(state, views),
+            None => Ok(()),
+        }
+    }
+
+    /// Fills `views` with `key`'s state, taking nothing (a key never seen is full).
+    pub(crate) fn view(&self, key: &K, views: &mut Vec<SlotView>) {
+        let hash = self.shared.hasher.hash_one(key);
+        let now = self.now();
+        let shard = self.shard(hash).read();
+        match shard.get(&hash).and_then(|e| e.get(key)) {
+            Some(state) => self.view_state(state, now, views),
+            None => {
+                drop(shard);
+                views.clear();
+                match &self.shared.plain {
+                    Some(plain) => views.push(plain.first().view_on(&AtomicU64::new(0), now)),
+                    None => views.extend(self.build_one().shared.gcra.views(now)),
+                }
+            }
+        }
+    }
+
+    /// Gives `cost` back to `key` (a request admitted here but refused by another limit).
+    pub(crate) fn refund_key(&self, key: &K, cost: u32) {
+        let hash = self.shared.hasher.hash_one(key);
+        let shard = self.shard(hash).read();
+        let Some(state) = shard.get(&hash).and_then(|e| e.get(key)) else {
+            return;
+        };
+        match (state.limiter.get(), &self.shared.plain) {
+            (Some(limiter), _) => limiter.shared.gcra.refund(cost),
+            (None, Some(plain)) => plain.first().take_back_on(&state.tat, u64::from(cost)),
+            (None, None) => {}
+        }
+    }
+
+    /// Forgets the idle keys of one shard (`index` modulo the shard count), without waiting
+    /// for its lock: a slice of [`forget_idle`](Self::forget_idle) cheap enough for the
+    /// request path.
+    pub(crate) fn forget_idle_in(&self, index: usize) {
+        if let Some(mut shard) = self.shared.shards[index % self.shared.shards.len()].try_write() {
+            let now = self.now();
+            shard.retain(|_, entry| entry.retain_busy(now));
+        }
+    }
+
+    /// The number of entries the maps can hold without growing (what their memory is sized
+    /// for).
+    pub(crate) fn map_capacity(&self) -> usize {
+        self.shared.shards.iter().map(|s| s.read().capacity()).sum()
+    }
+
+    /// The bound on remembered keys: `max_keys` rounded up to a multiple of the shard count.
+    pub(crate) fn key_bound(&self) -> usize {
+        self.shared.shard_capacity * self.shared.shards.len()
+    }
+
+    fn view_state(&self, state: &KeyState<C>, now: u64, views: &mut Vec<SlotView>) {
+        views.clear();
+        match (state.limiter.get(), &self.shared.plain) {
+            (Some(limiter), _) => views.extend(limiter.shared.gcra.views(now)),
+            (None, Some(plain)) => views.push(plain.first().view_on(&state.tat, now)),
+            (None, None) => {}
+        }
+    }
+
+    #[inline]
+    fn try_acquire_n(&self, state: &KeyState<C>, now: u64, cost: u32) -> Result<(), u64> {
+        match (state.limiter.get(), &self.shared.plain) {
+            (None, Some(plain)) => plain
+                .first()
+                .try_commit_on(&state.tat, now, u64::from(cost))
+                .map(drop),
+            (Some(limiter), _) => limiter.shared.try_acquire_at(now, cost),
+            (None, None) => Err(u64::MAX),
+        }
+    }
 
     fn now(&self) -> u64 {
         self.shared.clock.nanos_since(self.shared.origin)
@@ -349,7 +471,7 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
 
     fn shard(&self, hash: u64) -> &RwLock<Shard<K, C>> {
         // Middle bits: the map uses the low bits for its index and the top ones for its tags.
-        &self.shared.shards[(hash >> 32) as usize % SHARDS]
+        &self.shared.shards[(hash >> 32) as usize & (self.shared.shards.len() - 1)]
     }
 
     /// Makes sure `key` is in its shard (a full limiter too, unless the limiter is plain);
@@ -359,7 +481,9 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         let fresh = self.shared.plain.is_none().then(|| self.build_one());
         let mut shard = self.shard(hash).write();
         if shard.get(&hash).and_then(|e| e.get(key)).is_none() {
-            if shard.values().map(Entry::len).sum::<usize>() >= self.shared.shard_capacity {
+            // Distinct hashes, not keys: O(1) on every new key (counting the keys walked the
+            // whole shard); 64-bit hash collisions are too rare to matter to the bound.
+            if shard.len() >= self.shared.shard_capacity {
                 evict(&mut shard, self.now());
             }
             let state = KeyState::new();

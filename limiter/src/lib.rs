@@ -81,6 +81,22 @@
 //! dropped. `call` without `poll_ready` takes a free permit or fails with
 //! [`RateLimited`](tollgate_core::RateLimited); it never panics.
 //!
+//! # Server side
+//!
+//! With the `server` feature, [`server`] protects an axum API: per-key limits (peer IP behind
+//! trusted proxies, API key, global, closure), several quotas checked all-or-nothing, 429 with
+//! `Retry-After` rounded up and IETF / legacy rate-limit headers, bounded key memory, per-key
+//! concurrency, priority admission and shadow mode. It is built on the same
+//! [`KeyedRateLimiter`] and GCRA as the client side.
+//!
+//! # Fleet mode (Redis)
+//!
+//! With the `redis` feature, [`RateLimiterBuilder::redis`] builds the same limiter with its
+//! quotas kept in Redis and shared by every process that uses the same key prefix: one atomic
+//! GCRA script per decision on Redis's clock, fair local waiting on the retry-after it returns,
+//! and an explicit choice when Redis fails (closed with `StoreUnavailable` by default, or open
+//! to a local quota). See the `fleet` module.
+//!
 //! # Metrics
 //!
 //! With the `metrics` feature: counters `tollgate_limiter_admitted`, `tollgate_limiter_waited`,
@@ -90,6 +106,9 @@
 mod adaptive;
 mod clock;
 mod error;
+#[cfg(feature = "redis")]
+#[path = "redis/mod.rs"]
+pub mod fleet;
 mod future;
 mod gcra;
 mod keyed;
@@ -99,6 +118,8 @@ mod limiter;
 mod metrics;
 mod queue;
 mod quota;
+#[cfg(feature = "server")]
+pub mod server;
 mod service;
 
 pub use adaptive::{Adaptive, Aimd};
@@ -112,3 +133,10 @@ pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use queue::Acquire;
 pub use quota::Quota;
 pub use service::Limiter;
+
+#[cfg(feature = "redis")]
+pub use fleet::StoreUnavailable;
+/// The `redis` client fleet mode speaks, re-exported so that callers build their
+/// [`ConnectionManager`](redis::aio::ConnectionManager) from the very same version.
+#[cfg(feature = "redis")]
+pub use redis;

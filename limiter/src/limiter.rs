@@ -77,7 +77,15 @@ pub(crate) struct Shared<C> {
     paused_until: AtomicU64,
     /// Serialises quota changes; holds what the user configured and what AIMD runs at.
     rates: Mutex<Rates>,
+    /// Fleet mode: the Redis store that decides instead of `gcra`.
+    #[cfg(feature = "redis")]
+    pub(crate) remote: Option<crate::fleet::Remote<C>>,
 }
+
+/// Set in `queued` for the life of a fleet limiter: the lock-free fast path, which admits only
+/// while `queued` is zero, then always falls through to the cold path that defers to Redis.
+/// The in-memory hot path thus pays nothing for fleet mode: not even a branch.
+pub(crate) const FLEET: usize = 1 << (usize::BITS - 1);
 
 struct Rates {
     /// The first quota as configured (AIMD's ceiling).
@@ -106,6 +114,11 @@ impl<C: LimiterClock> Shared<C> {
     #[inline]
     pub(crate) fn try_acquire_at(&self, now: u64, cost: u32) -> Result<(), u64> {
         if self.queued.load(Relaxed) != 0 {
+            #[cfg(feature = "redis")]
+            if let Some(remote) = &self.remote {
+                let queue_empty = self.queued.load(Relaxed) & !FLEET == 0;
+                return remote.try_now(cost, self.gcra.first().interval_nanos(), queue_empty);
+            }
             let queued_cost = self.queue.lock().queued_cost();
             return Err(self.gcra.wait(now, queued_cost + u64::from(cost)).max(1));
         }
@@ -131,6 +144,8 @@ impl RateLimiter<QuantaClock> {
             max_wait: None,
             max_queue: usize::MAX,
             adaptive: None,
+            #[cfg(feature = "redis")]
+            fleet: crate::fleet::FleetOptions::default(),
         }
     }
 }
@@ -177,6 +192,11 @@ impl<C: LimiterClock> RateLimiter<C> {
         let queued = if shared.queued.load(Relaxed) == 0 {
             0
         } else {
+            #[cfg(feature = "redis")]
+            if let Some(remote) = &shared.remote {
+                let interval = shared.gcra.first().interval_nanos();
+                return remote.peek(cost, interval);
+            }
             shared.queue.lock().queued_cost()
         };
         match shared
@@ -189,7 +209,13 @@ impl<C: LimiterClock> RateLimiter<C> {
     }
 
     /// How many cost-1 requests every quota would admit right now.
+    /// On a fleet limiter: 0 (the count lives in Redis), or the local fallback's count while
+    /// the store is down and the limiter fails open.
     pub fn available(&self) -> u64 {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote {
+            return remote.available();
+        }
         self.shared.gcra.available(self.shared.now())
     }
 
@@ -229,7 +255,7 @@ impl<C: LimiterClock> RateLimiter<C> {
 
     /// How many callers are waiting in [`acquire`](Self::acquire).
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Relaxed)
+        self.shared.queued.load(Relaxed) & !FLEET
     }
 
     /// Replaces quota `index` (0 is the first) at runtime, keeping its debt: requests already
@@ -393,6 +419,8 @@ pub struct RateLimiterBuilder<C> {
     max_wait: Option<Duration>,
     max_queue: usize,
     adaptive: Option<Adaptive>,
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: crate::fleet::FleetOptions,
 }
 
 impl<C: LimiterClock> RateLimiterBuilder<C> {
@@ -438,6 +466,8 @@ impl<C: LimiterClock> RateLimiterBuilder<C> {
             max_wait: self.max_wait,
             max_queue: self.max_queue,
             adaptive: self.adaptive,
+            #[cfg(feature = "redis")]
+            fleet: self.fleet,
         }
     }
 }
@@ -477,8 +507,27 @@ impl<C: LimiterClock> RateLimiterBuilder<C> {
                     decrease_guard_until: 0,
                     limited_at: f64::INFINITY,
                 }),
+                #[cfg(feature = "redis")]
+                remote: None,
             }),
         }
+    }
+
+    /// A fleet limiter: `remote` decides, and `queued` carries [`FLEET`] so that the fast path
+    /// always defers to it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn build_remote(&self, clock: C, remote: crate::fleet::Remote<C>) -> RateLimiter<C> {
+        let mut limiter = self.build_with(clock);
+        let shared = Arc::get_mut(&mut limiter.shared).expect("a limiter just built is not shared");
+        *shared.queued.get_mut() = FLEET;
+        shared.remote = Some(remote);
+        limiter
+    }
+
+    /// Keeps `quota` as the only quota (a fleet limiter's local fallback).
+    #[cfg(feature = "redis")]
+    pub(crate) fn keep_only(&mut self, quota: Quota) {
+        self.quotas = vec![quota];
     }
 
     pub(crate) fn replace_quota(&mut self, index: usize, quota: Quota) -> Result<(), NoSuchQuota> {

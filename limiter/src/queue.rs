@@ -13,6 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+#[cfg(feature = "redis")]
+use std::task::ready;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -111,6 +113,9 @@ pub struct Acquire<C: LimiterClock> {
     queued_at: u64,
     sleep: Option<Pin<Box<Sleep>>>,
     done: bool,
+    /// Fleet mode: the head's round trips to Redis.
+    #[cfg(feature = "redis")]
+    remote: Option<crate::fleet::RemoteWait<C>>,
 }
 
 impl<C: LimiterClock> fmt::Debug for Acquire<C> {
@@ -132,7 +137,27 @@ impl<C: LimiterClock> Acquire<C> {
             queued_at: 0,
             sleep: None,
             done: false,
+            #[cfg(feature = "redis")]
+            remote: None,
         }
+    }
+
+    /// Fleet mode: the store error behind an `Err` this future resolved to, if the limiter
+    /// failed closed because Redis was unavailable (the [`Limiter`](crate::Limiter) service
+    /// returns it instead of the `RateLimited`). Poll the future by reference to read it:
+    /// `(&mut acquire).await`.
+    #[cfg(feature = "redis")]
+    pub fn take_store_error(&mut self) -> Option<crate::fleet::StoreUnavailable> {
+        self.remote.as_mut().and_then(|r| r.store_error.take())
+    }
+
+    /// The error to report instead of the `RateLimited` this future resolved to, if any.
+    pub(crate) fn take_failure(&mut self) -> Option<tollgate_core::BoxError> {
+        #[cfg(feature = "redis")]
+        if let Some(error) = self.take_store_error() {
+            return Some(Box::new(error));
+        }
+        None
     }
 
     fn reject(&mut self, wait: u64) -> Poll<Result<(), RateLimited>> {
@@ -153,6 +178,18 @@ impl<C: LimiterClock> Acquire<C> {
         }
         let mut queue = shared.queue.lock();
         let now = shared.now();
+        #[cfg(feature = "redis")]
+        if shared.remote.is_some() {
+            // Only Redis knows the wait: the head asks it in `poll`.
+            if queue.waiters.len() >= shared.max_queue {
+                drop(queue);
+                return Some(self.reject(shared.gcra.first().interval_nanos()));
+            }
+            self.ticket = Some(queue.push(cost));
+            shared.queued.fetch_add(1, Relaxed);
+            self.queued_at = now;
+            return None;
+        }
         if queue.waiters.is_empty() && shared.gcra.try_acquire(now, cost).is_ok() {
             drop(queue);
             self.done = true;
@@ -199,6 +236,30 @@ impl<C: LimiterClock> Future for Acquire<C> {
             queue.set_waker(ticket, cx.waker());
             if !queue.is_head(ticket) {
                 return Poll::Pending;
+            }
+            #[cfg(feature = "redis")]
+            if let Some(remote) = &shared.remote {
+                drop(queue);
+                let wait = this.remote.get_or_insert_with(Default::default);
+                let outcome =
+                    ready!(wait.poll(cx, &this.limiter, remote, this.cost, this.queued_at));
+                let mut queue = shared.queue.lock();
+                queue.remove(ticket);
+                shared.queued.fetch_sub(1, Relaxed);
+                drop(queue);
+                this.ticket = None;
+                this.done = true;
+                return match outcome {
+                    crate::fleet::Outcome::Admitted => {
+                        let waited = shared.now().saturating_sub(this.queued_at);
+                        metrics::waited(Duration::from_nanos(waited));
+                        Poll::Ready(Ok(()))
+                    }
+                    crate::fleet::Outcome::Refused(refused) => {
+                        metrics::rejected();
+                        Poll::Ready(Err(refused))
+                    }
+                };
             }
             let now = shared.now();
             match shared.gcra.try_acquire(now, this.cost) {

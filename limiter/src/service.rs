@@ -44,7 +44,8 @@ enum State<C: LimiterClock> {
     Idle,
     Waiting(Acquire<C>),
     Permit,
-    Rejected(RateLimited),
+    /// A refusal (`RateLimited`), or in fleet mode the store's error.
+    Rejected(BoxError),
 }
 
 impl<C: LimiterClock> Drop for Gate<C> {
@@ -135,9 +136,11 @@ where
                     Err(_) => gate.state = State::Waiting(gate.limiter.acquire()),
                 },
                 State::Waiting(acquire) => {
-                    gate.state = match ready!(Pin::new(acquire).poll(cx)) {
+                    gate.state = match ready!(Pin::new(&mut *acquire).poll(cx)) {
                         Ok(()) => State::Permit,
-                        Err(refused) => State::Rejected(refused),
+                        Err(refused) => State::Rejected(
+                            acquire.take_failure().unwrap_or_else(|| Box::new(refused)),
+                        ),
                     };
                 }
             }
@@ -158,7 +161,7 @@ where
                 }
                 Err(wait) => {
                     metrics::rejected();
-                    Err(RateLimited::new(Duration::from_nanos(wait)))
+                    Err(Box::new(RateLimited::new(Duration::from_nanos(wait))) as BoxError)
                 }
             },
         };

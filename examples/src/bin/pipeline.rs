@@ -63,6 +63,11 @@ async fn drive(args: &Args) -> Result<ExitCode, String> {
     }
     let config = args.config(&base_url, rate);
     let cache_dir = config.cache_dir.clone();
+    let run_dir = args.uses_run_cache_dir().then(|| cache_dir.clone());
+    if let Some(dir) = &run_dir {
+        // A folder left by a killed run that had our process id.
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let what = if simulator.is_some() {
         "the in-process simulator at "
     } else {
@@ -97,7 +102,10 @@ async fn drive(args: &Args) -> Result<ExitCode, String> {
             stats.max_in_any_1s_window
         );
     }
-    if report.cache_hits > 0 && !args.naive {
+    if let Some(dir) = &run_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if report.cache_hits > 0 && !args.naive && run_dir.is_none() {
         eprintln!(
             "pipeline: {} page(s) came from the journal; delete {} (or pass another --cache-dir) to crawl again",
             report.cache_hits,

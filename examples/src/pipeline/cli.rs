@@ -146,11 +146,22 @@ impl Args {
             .unwrap_or_else(|| SEED_USER_IDS.iter().map(|&id| id.to_owned()).collect())
     }
 
-    /// `--cache-dir`, else [`default_cache_dir`] for `--upstream`.
+    /// `--cache-dir`, else [`default_cache_dir`] for `--upstream`, else (the embedded simulator,
+    /// which starts afresh every run) a folder for this run alone: see
+    /// [`uses_run_cache_dir`](Self::uses_run_cache_dir).
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(|| default_cache_dir(self.upstream.as_deref()))
+        match (&self.cache_dir, &self.upstream) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(url)) => default_cache_dir(Some(url)),
+            (None, None) => default_cache_dir(None).join(format!("run-{}", std::process::id())),
+        }
+    }
+
+    /// Whether the journal and cache live in a folder of this run's own, removed when it ends:
+    /// with no `--cache-dir` and no `--upstream`. Every run of the embedded simulator serves a
+    /// new account, so what an earlier run fetched is worth nothing to it.
+    pub fn uses_run_cache_dir(&self) -> bool {
+        self.cache_dir.is_none() && self.upstream.is_none()
     }
 
     /// The run's configuration against `base_url` at `rate`.
@@ -213,7 +224,11 @@ mod tests {
         assert_eq!(args.users().len(), 20);
         assert_eq!(args.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(args.max_tries, DEFAULT_MAX_TRIES);
-        assert!(args.cache_dir().ends_with("tollgate-pipeline/simulator"));
+        assert!(args.cache_dir().ends_with(format!(
+            "tollgate-pipeline/simulator/run-{}",
+            std::process::id()
+        )));
+        assert!(args.uses_run_cache_dir());
         assert!(args.check_available().is_ok());
     }
 

@@ -1,0 +1,68 @@
+//! Server-side metrics through the `metrics` facade (feature `metrics`); no-ops without it.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `tollgate_limiter_tracked_keys` | gauge | | keys remembered by the rate limits |
+//! | `tollgate_limiter_server_rejected` | counter | `reason` | requests refused (`rate`, `concurrency`, `queue`) |
+//! | `tollgate_limiter_shadow_would_reject` | counter | `reason` | refusals shadow mode let through |
+//! | `tollgate_limiter_near_limit` | counter | `policy` | admitted requests that left a policy at or below 10% |
+
+use super::rejection::RejectionKind;
+
+#[cfg(feature = "metrics")]
+pub(crate) const ENABLED: bool = true;
+#[cfg(not(feature = "metrics"))]
+pub(crate) const ENABLED: bool = false;
+
+fn reason(kind: RejectionKind) -> &'static str {
+    match kind {
+        RejectionKind::RateLimited => "rate",
+        RejectionKind::Concurrency => "concurrency",
+        RejectionKind::QueueFull => "queue",
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod imp {
+    use super::{RejectionKind, reason};
+
+    pub(crate) fn tracked_keys(keys: usize) {
+        metrics::gauge!("tollgate_limiter_tracked_keys").set(keys as f64);
+    }
+
+    pub(crate) fn rejected(kind: RejectionKind) {
+        metrics::counter!("tollgate_limiter_server_rejected", "reason" => reason(kind))
+            .increment(1);
+    }
+
+    pub(crate) fn would_reject(kind: RejectionKind) {
+        metrics::counter!("tollgate_limiter_shadow_would_reject", "reason" => reason(kind))
+            .increment(1);
+    }
+
+    pub(crate) fn near_limit(policy: &str) {
+        metrics::counter!("tollgate_limiter_near_limit", "policy" => policy.to_owned())
+            .increment(1);
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod imp {
+    use super::{RejectionKind, reason};
+
+    #[inline(always)]
+    pub(crate) fn tracked_keys(_keys: usize) {}
+
+    #[inline(always)]
+    pub(crate) fn rejected(kind: RejectionKind) {
+        let _ = reason(kind);
+    }
+
+    #[inline(always)]
+    pub(crate) fn would_reject(_kind: RejectionKind) {}
+
+    #[inline(always)]
+    pub(crate) fn near_limit(_policy: &str) {}
+}
+
+pub(crate) use imp::{near_limit, rejected, tracked_keys, would_reject};

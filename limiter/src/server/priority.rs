@@ -1,0 +1,431 @@
+//! Priority admission (seed 003): a fixed number of requests are processed at once; the rest
+//! wait in one bounded queue shared by every priority. When the queue is full, an arrival of
+//! higher priority than the lowest waiter takes that waiter's place (the evicted one is
+//! answered 503); any other arrival is answered 503. Waiters are served highest priority
+//! first, first come first served within a priority.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+
+use super::key::RequestHead;
+use tokio::sync::oneshot;
+
+type TierFn = dyn Fn(&RequestHead<'_>) -> u8 + Send + Sync;
+
+/// Priority admission: `slots` requests in progress at once, up to `max_queue` waiting.
+///
+/// A request's priority (0 lowest, 255 highest) comes from its tier, computed from its head
+/// (typically from the API key: seed 003's free tier is 0 and its $100 tier 6).
+#[derive(Clone)]
+pub struct PriorityAdmission {
+    pub(crate) slots: usize,
+    pub(crate) max_queue: usize,
+    pub(crate) tier: Arc<TierFn>,
+}
+
+impl fmt::Debug for PriorityAdmission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PriorityAdmission")
+            .field("slots", &self.slots)
+            .field("max_queue", &self.max_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PriorityAdmission {
+    /// `slots` requests processed at once (at least one), `max_queue` waiting; every request
+    /// has priority 0 until [`tier`](Self::tier) says otherwise.
+    pub fn new(slots: usize, max_queue: usize) -> Self {
+        Self {
+            slots: slots.max(1),
+            max_queue,
+            tier: Arc::new(|_: &RequestHead<'_>| 0),
+        }
+    }
+
+    /// How a request's priority is found.
+    #[must_use]
+    pub fn tier<F>(mut self, tier: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> u8 + Send + Sync + 'static,
+    {
+        self.tier = Arc::new(tier);
+        self
+    }
+}
+
+/// What became of an arrival.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Arrival<W> {
+    /// A slot was free and nobody waits: go.
+    Admitted,
+    /// Waiting with this ticket; the waiter it displaced, if the queue was full.
+    Queued(u64, Option<(u64, W)>),
+    /// The queue is full of waiters of at least this priority.
+    Rejected(W),
+}
+
+/// The admission state, without any async machinery (what the reference model checks).
+#[derive(Debug)]
+pub(crate) struct AdmissionQueue<W> {
+    slots: usize,
+    max_queue: usize,
+    busy: usize,
+    /// Highest priority first, then oldest first; the last entry is the next to be evicted.
+    waiting: BTreeMap<(Reverse<u8>, u64), W>,
+    next_ticket: u64,
+}
+
+impl<W> AdmissionQueue<W> {
+    pub(crate) fn new(slots: usize, max_queue: usize) -> Self {
+        Self {
+            slots,
+            max_queue,
+            busy: 0,
+            waiting: BTreeMap::new(),
+            next_ticket: 0,
+        }
+    }
+
+    pub(crate) fn arrive(&mut self, priority: u8, waiter: W) -> Arrival<W> {
+        if self.busy < self.slots && self.waiting.is_empty() {
+            self.busy += 1;
+            return Arrival::Admitted;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        if self.waiting.len() < self.max_queue {
+            self.waiting.insert((Reverse(priority), ticket), waiter);
+            return Arrival::Queued(ticket, None);
+        }
+        // Full: the newest waiter of the lowest priority goes, if it is below the arrival.
+        match self.waiting.last_key_value() {
+            Some((&(Reverse(lowest), _), _)) if lowest < priority => {
+                let ((_, evicted_ticket), evicted) =
+                    self.waiting.pop_last().expect("the queue has a last entry");
+                self.waiting.insert((Reverse(priority), ticket), waiter);
+                Arrival::Queued(ticket, Some((evicted_ticket, evicted)))
+            }
+            _ => Arrival::Rejected(waiter),
+        }
+    }
+
+    /// A request finished: its slot goes to the first waiter, which is returned.
+    pub(crate) fn release(&mut self) -> Option<(u64, W)> {
+        self.busy = self.busy.saturating_sub(1);
+        let ((_, ticket), waiter) = self.waiting.pop_first()?;
+        self.busy += 1;
+        Some((ticket, waiter))
+    }
+
+    /// A waiter gave up; whether it was still waiting.
+    pub(crate) fn cancel(&mut self, priority: u8, ticket: u64) -> bool {
+        self.waiting.remove(&(Reverse(priority), ticket)).is_some()
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub(crate) fn busy(&self) -> usize {
+        self.busy
+    }
+}
+
+/// The shared admission state of a layer.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    queue: Mutex<AdmissionQueue<oneshot::Sender<()>>>,
+}
+
+/// What the service does with a request.
+#[derive(Debug)]
+pub(crate) enum Admit {
+    Now(Permit),
+    Wait(Waiting),
+    Rejected,
+}
+
+impl Admission {
+    pub(crate) fn new(config: &PriorityAdmission) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(AdmissionQueue::new(config.slots, config.max_queue)),
+        })
+    }
+
+    pub(crate) fn arrive(self: &Arc<Self>, priority: u8) -> Admit {
+        let (sender, receiver) = oneshot::channel();
+        let mut queue = self.queue.lock();
+        match queue.arrive(priority, sender) {
+            Arrival::Admitted => Admit::Now(Permit {
+                admission: Arc::clone(self),
+            }),
+            // Dropping the evicted waiter's sender tells it it was evicted.
+            Arrival::Queued(ticket, _evicted) => Admit::Wait(Waiting {
+                admission: Some(Arc::clone(self)),
+                receiver,
+                priority,
+                ticket,
+            }),
+            Arrival::Rejected(_) => Admit::Rejected,
+        }
+    }
+
+    fn release(&self) {
+        let mut queue = self.queue.lock();
+        // A waiter whose receiver is gone has already left; give the slot to the next.
+        while let Some((_, sender)) = queue.release() {
+            if sender.send(()).is_ok() {
+                return;
+            }
+        }
+    }
+
+    /// Requests in progress and waiting.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let queue = self.queue.lock();
+        (queue.busy(), queue.waiting())
+    }
+}
+
+/// A processing slot, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    admission: Arc<Admission>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.admission.release();
+    }
+}
+
+/// A queued request: resolves to its permit, or to `None` when it was evicted.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    admission: Option<Arc<Admission>>,
+    receiver: oneshot::Receiver<()>,
+    priority: u8,
+    ticket: u64,
+}
+
+impl Future for Waiting {
+    type Output = Option<Permit>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = std::task::ready!(Pin::new(&mut self.receiver).poll(cx));
+        let admission = self.admission.take();
+        Poll::Ready(match (outcome, admission) {
+            (Ok(()), Some(admission)) => Some(Permit { admission }),
+            _ => None,
+        })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(admission) = self.admission.take() else {
+            return;
+        };
+        let mut queue = admission.queue.lock();
+        if queue.cancel(self.priority, self.ticket) {
+            return;
+        }
+        drop(queue);
+        // Admitted while being dropped: the slot was ours, pass it on.
+        if self.receiver.try_recv().is_ok() {
+            admission.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The seed's rules written as plainly as possible: a list of waiters in arrival order.
+    #[derive(Debug, Default)]
+    struct Model {
+        slots: usize,
+        max_queue: usize,
+        busy: usize,
+        waiting: Vec<(u8, u64)>,
+        next: u64,
+    }
+
+    impl Model {
+        fn arrive(&mut self, priority: u8) -> (Option<u64>, Option<u64>, bool) {
+            // (queued ticket, evicted ticket, admitted at once)
+            if self.busy < self.slots && self.waiting.is_empty() {
+                self.busy += 1;
+                return (None, None, true);
+            }
+            let ticket = self.next;
+            self.next += 1;
+            if self.waiting.len() < self.max_queue {
+                self.waiting.push((priority, ticket));
+                return (Some(ticket), None, false);
+            }
+            let lowest = self.waiting.iter().map(|w| w.0).min().unwrap_or(u8::MAX);
+            if self.waiting.is_empty() || lowest >= priority {
+                return (None, None, false);
+            }
+            // The newest of the lowest priority.
+            let index = self.waiting.iter().rposition(|w| w.0 == lowest).unwrap();
+            let evicted = self.waiting.remove(index).1;
+            self.waiting.push((priority, ticket));
+            (Some(ticket), Some(evicted), false)
+        }
+
+        fn release(&mut self) -> Option<u64> {
+            self.busy = self.busy.saturating_sub(1);
+            let top = self.waiting.iter().map(|w| w.0).max()?;
+            let index = self.waiting.iter().position(|w| w.0 == top).unwrap();
+            self.busy += 1;
+            Some(self.waiting.remove(index).1)
+        }
+
+        fn cancel(&mut self, ticket: u64) -> bool {
+            let before = self.waiting.len();
+            self.waiting.retain(|w| w.1 != ticket);
+            before != self.waiting.len()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Arrive(u8),
+        Release,
+        Cancel(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..7).prop_map(Op::Arrive),
+            2 => Just(Op::Release),
+            1 => (0usize..64).prop_map(Op::Cancel),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_reference_model(
+            slots in 1usize..4,
+            max_queue in 0usize..9,
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let mut real = AdmissionQueue::<u8>::new(slots, max_queue);
+            let mut model = Model { slots, max_queue, ..Model::default() };
+            let mut priorities = std::collections::HashMap::new();
+            let mut tickets = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Arrive(p) => {
+                        let expected = model.arrive(p);
+                        let got = match real.arrive(p, p) {
+                            Arrival::Admitted => (None, None, true),
+                            Arrival::Queued(t, evicted) => (Some(t), evicted.map(|e| e.0), false),
+                            Arrival::Rejected(_) => (None, None, false),
+                        };
+                        prop_assert_eq!(got, expected);
+                        if let Some(t) = got.0 {
+                            priorities.insert(t, p);
+                            tickets.push(t);
+                        }
+                    }
+                    Op::Release => {
+                        prop_assert_eq!(real.release().map(|r| r.0), model.release());
+                    }
+                    Op::Cancel(i) => {
+                        if let Some(&t) = tickets.get(i % tickets.len().max(1)) {
+                            prop_assert_eq!(real.cancel(priorities[&t], t), model.cancel(t));
+                        }
+                    }
+                }
+                prop_assert_eq!(real.busy(), model.busy);
+                prop_assert_eq!(real.waiting(), model.waiting.len());
+                prop_assert!(real.waiting() <= max_queue);
+                prop_assert!(real.busy() <= slots);
+            }
+        }
+    }
+
+    #[test]
+    fn seed_003_table() {
+        // Queue of 8, every slot busy: 6 5 2 2 2 2 0 0 → a 2 evicts a 0, a 0 is refused.
+        let mut q = AdmissionQueue::new(1, 8);
+        assert_eq!(q.arrive(9, ()), Arrival::Admitted);
+        for p in [6, 5, 2, 2, 2, 2, 0, 0] {
+            assert!(matches!(q.arrive(p, ()), Arrival::Queued(_, None)));
+        }
+        assert!(matches!(q.arrive(0, ()), Arrival::Rejected(())));
+        assert!(matches!(q.arrive(2, ()), Arrival::Queued(_, Some((7, ())))));
+        assert!(matches!(q.arrive(2, ()), Arrival::Queued(_, Some((6, ())))));
+        // Now 6 5 2 2 2 2 2 2: only 5 and 6 get in.
+        assert!(matches!(q.arrive(2, ()), Arrival::Rejected(())));
+        assert!(matches!(
+            q.arrive(5, ()),
+            Arrival::Queued(12, Some((10, ())))
+        ));
+        // Served highest first, FIFO within a priority.
+        assert_eq!(q.release().map(|r| r.0), Some(0));
+        assert_eq!(q.release().map(|r| r.0), Some(1));
+        assert_eq!(q.release().map(|r| r.0), Some(12));
+        assert_eq!(q.release().map(|r| r.0), Some(2));
+    }
+
+    #[tokio::test]
+    async fn waiters_get_permits_in_order_and_evicted_ones_learn_it() {
+        let admission = Admission::new(&PriorityAdmission::new(1, 1));
+        let Admit::Now(first) = admission.arrive(0) else {
+            panic!("a free slot admits at once");
+        };
+        let Admit::Wait(low) = admission.arrive(0) else {
+            panic!("queued");
+        };
+        let Admit::Wait(high) = admission.arrive(3) else {
+            panic!("evicts the low one");
+        };
+        assert!(low.await.is_none(), "evicted");
+        assert!(matches!(admission.arrive(3), Admit::Rejected));
+        drop(first);
+        let permit = high.await.expect("admitted when the slot frees");
+        assert_eq!(admission.load(), (1, 0));
+        drop(permit);
+        assert_eq!(admission.load(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_leaves_no_hole() {
+        let admission = Admission::new(&PriorityAdmission::new(1, 4));
+        let Admit::Now(first) = admission.arrive(0) else {
+            panic!()
+        };
+        let Admit::Wait(a) = admission.arrive(1) else {
+            panic!()
+        };
+        let Admit::Wait(b) = admission.arrive(1) else {
+            panic!()
+        };
+        drop(a);
+        assert_eq!(admission.load(), (1, 1));
+        drop(first);
+        let permit = b.await.expect("b is next");
+        // Admitted, then dropped before being polled: the slot is passed on.
+        let Admit::Wait(c) = admission.arrive(0) else {
+            panic!()
+        };
+        drop(permit);
+        drop(c);
+        assert_eq!(admission.load(), (0, 0));
+    }
+}

@@ -1,0 +1,266 @@
+//! [`ServerLimiter`]: the service a [`ServerLimiterLayer`](super::ServerLimiterLayer) wraps
+//! around an API.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes, HttpBody};
+use http::{HeaderMap, Request, Response, StatusCode};
+use tollgate_core::BoxError;
+use tower::Service;
+
+use super::future::ResponseFuture;
+use super::headers;
+use super::key::RequestHead;
+use super::layer::Shared;
+use super::limits::Decision;
+use super::metrics;
+use super::priority::Admit;
+use super::rejection::RejectionKind;
+use crate::clock::{LimiterClock, QuantaClock};
+use crate::gcra::SlotView;
+
+/// Checks each request against the layer's limits before the inner service sees it.
+///
+/// In order: the rate limits (all-or-nothing; refused with the [`Rejection`]'s status,
+/// `Retry-After` and the policy headers), the per-key concurrency limit (refused at once with
+/// its status), then priority admission (queued, or 503). Admitted responses carry the policy
+/// headers when [`HeaderOptions::on_allowed`] is on. In shadow mode nothing is refused.
+///
+/// A request refused by the concurrency limit or the queue has already counted against the
+/// rate limits: it reached the server. The concurrency place and the admission slot are held
+/// until the inner service's response is ready (not while its body streams).
+///
+/// [`Rejection`]: super::Rejection
+/// [`HeaderOptions::on_allowed`]: super::HeaderOptions::on_allowed
+pub struct ServerLimiter<S, C: LimiterClock = QuantaClock> {
+    inner: S,
+    shared: Arc<Shared<C>>,
+}
+
+impl<S, C: LimiterClock> ServerLimiter<S, C> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<C>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C: LimiterClock> Clone for ServerLimiter<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C: LimiterClock> fmt::Debug for ServerLimiter<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerLimiter")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for ServerLimiter<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    C: LimiterClock,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<ReqBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let shared: &Shared<C> = &self.shared;
+        let head = RequestHead::of(&request);
+        let options = shared.headers;
+        let want_state = options.wants_state() || shared.shadow;
+        let mut decision = shared.limits.check(&head, want_state);
+
+        if let Some(refusal) = decision.refused {
+            shared.limits.would_reject.fetch_add(1, Relaxed);
+            if !shared.shadow {
+                metrics::rejected(RejectionKind::RateLimited);
+                let policy = shared.limits.policies.get(refusal.policy);
+                let mut response = shared.rejection.response(
+                    RejectionKind::RateLimited,
+                    shared.rejection.status(),
+                    Some(refusal.wait),
+                    policy.map(|p| p.name.as_str()),
+                );
+                write_headers(
+                    shared,
+                    &decision,
+                    Some(refusal.wait),
+                    response.headers_mut(),
+                );
+                tracing::debug!(wait = ?refusal.wait, "request refused by a rate limit");
+                return ResponseFuture::ready(response);
+            }
+            metrics::would_reject(RejectionKind::RateLimited);
+        }
+        count_near_limit(shared, &decision);
+        // The headers are written into the response itself when it is ready: no map of
+        // their own to build and copy.
+        let extra = (options.on_allowed && options.wants_state() && !decision.states.is_empty())
+            .then(|| {
+                Box::new(PendingHeaders {
+                    shared: Arc::clone(&self.shared),
+                    states: std::mem::take(&mut decision.states),
+                }) as Box<dyn WriteHeaders>
+            });
+
+        let guard = match &shared.concurrency {
+            Some((limit, in_flight)) => match limit.key.extract(&head) {
+                Some(key) => {
+                    let max = (limit.max)(&head);
+                    match in_flight.try_acquire(key, max) {
+                        Some(guard) => Some(guard),
+                        None => {
+                            if let Some(response) =
+                                refuse(shared, RejectionKind::Concurrency, limit.status)
+                            {
+                                return ResponseFuture::ready(response);
+                            }
+                            None
+                        }
+                    }
+                }
+                None => None,
+            },
+            None => None,
+        };
+
+        let admit = shared
+            .priority
+            .as_ref()
+            .map(|(config, admission)| admission.arrive((config.tier)(&head)));
+        match admit {
+            None => ResponseFuture::called(self.inner.call(request), extra, guard, None),
+            Some(Admit::Now(permit)) => {
+                ResponseFuture::called(self.inner.call(request), extra, guard, Some(permit))
+            }
+            Some(Admit::Rejected) => {
+                match refuse(
+                    shared,
+                    RejectionKind::QueueFull,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ) {
+                    Some(response) => ResponseFuture::ready(response),
+                    None => ResponseFuture::called(self.inner.call(request), extra, guard, None),
+                }
+            }
+            Some(Admit::Wait(waiting)) => {
+                // Wait with the service that was made ready; leave a clone in its place.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                let evicted = (!shared.shadow).then(|| {
+                    shared.rejection.response(
+                        RejectionKind::QueueFull,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        None,
+                        None,
+                    )
+                });
+                ResponseFuture::waiting(waiting, ready, request, extra, guard, evicted)
+            }
+        }
+    }
+}
+
+/// Counts a refusal; the response to send, or `None` in shadow mode.
+fn refuse<C: LimiterClock>(
+    shared: &Shared<C>,
+    kind: RejectionKind,
+    status: StatusCode,
+) -> Option<Response<Body>> {
+    shared.limits.would_reject.fetch_add(1, Relaxed);
+    if shared.shadow {
+        metrics::would_reject(kind);
+        return None;
+    }
+    metrics::rejected(kind);
+    tracing::debug!(?kind, %status, "request refused");
+    Some(shared.rejection.response(kind, status, None, None))
+}
+
+/// Rate-limit headers to add to an admitted response.
+pub(crate) trait WriteHeaders: Send + Sync {
+    fn write(&self, headers: &mut HeaderMap);
+}
+
+struct PendingHeaders<C: LimiterClock> {
+    shared: Arc<Shared<C>>,
+    states: Vec<(usize, SlotView)>,
+}
+
+impl<C: LimiterClock> WriteHeaders for PendingHeaders<C> {
+    fn write(&self, headers: &mut HeaderMap) {
+        write_states(&self.shared, &self.states, None, headers);
+    }
+}
+
+fn write_headers<C: LimiterClock>(
+    shared: &Shared<C>,
+    decision: &Decision,
+    wait: Option<std::time::Duration>,
+    headers: &mut HeaderMap,
+) {
+    write_states(shared, &decision.states, wait, headers);
+}
+
+fn write_states<C: LimiterClock>(
+    shared: &Shared<C>,
+    states: &[(usize, SlotView)],
+    wait: Option<std::time::Duration>,
+    headers: &mut HeaderMap,
+) {
+    headers::write(
+        &shared.headers,
+        headers,
+        &shared.limits.policies,
+        &shared.limits.all_policies,
+        states,
+        wait,
+        || shared.clock.system_now(),
+    );
+}
+
+fn count_near_limit<C: LimiterClock>(shared: &Shared<C>, decision: &Decision) {
+    let policies = &shared.limits.policies;
+    let near = decision.states.iter().find(|&&(policy, view)| {
+        policies
+            .get(policy)
+            .is_some_and(|info| view.available.saturating_mul(10) <= info.advertised)
+    });
+    if let Some(&(policy, view)) = near {
+        shared.limits.near_limit.fetch_add(1, Relaxed);
+        if let Some(info) = policies.get(policy) {
+            metrics::near_limit(&info.name);
+            tracing::trace!(policy = %info.name, remaining = view.available, "near a limit");
+        }
+    }
+}
