@@ -108,8 +108,7 @@ async fn crawl(args: Args) -> Result<(), BoxError> {
             let response = stack.oneshot(request?).await?;
             let status = response.status();
             let cache = CacheStatus::from_headers(response.headers());
-            // The retry layer's count; a response the cache stored is rebuilt from its entry
-            // and does not carry it.
+            // The retry layer's count; a cache hit sent nothing, so it carries none.
             let attempts = response
                 .extensions()
                 .get::<Attempts>()
