@@ -467,12 +467,13 @@ async fn the_binary_reports_and_sets_its_exit_status() {
         "pipeline: stopped: insufficient balance: the API answered 402"
     );
 
-    // Flags whose feature has not landed say so, with a usage error.
+    // Fleet mode with the in-process simulator (which no other process can share) is a usage
+    // error, said on one line. (Fleet mode itself: tests/pipeline_fleet.rs.)
     let output = pipeline_binary(vec!["--redis".to_owned(), "redis://127.0.0.1".to_owned()]).await;
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(output.stderr).unwrap().trim_end(),
-        "pipeline: --redis: fleet mode is not available yet"
+        "pipeline: --redis needs --upstream: the in-process simulator is this process's alone, there is no fleet to share it with"
     );
 }
 

@@ -66,12 +66,18 @@ fn value<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
     &fields.iter().find(|(k, _)| k == name).expect(name).1
 }
 
+/// tracing caches each callsite's interest process-wide, and a test that swaps its thread's
+/// subscriber while another does the same can see that cache rebuilt under it (events then go
+/// unrecorded). The tests that record events take turns.
+static TRACING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn get() -> Request<Full<Bytes>> {
     Request::get("/").body(Full::new(Bytes::new())).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn resends_are_traced_with_their_resend_count() {
+    let _turn = TRACING.lock().await;
     let events = Events::default();
     let _guard = tracing::subscriber::set_default(events.clone());
     let script = Script::new([Reply::Status(503), Reply::Status(503)]);
@@ -97,6 +103,7 @@ async fn resends_are_traced_with_their_resend_count() {
 
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_is_logged_with_its_reason() {
+    let _turn = TRACING.lock().await;
     let events = Events::default();
     let _guard = tracing::subscriber::set_default(events.clone());
     let script = Script::new([Reply::Status(503)]);
@@ -173,6 +180,7 @@ mod counters {
 
     #[tokio::test(start_paused = true)]
     async fn attempts_retries_and_give_ups_are_counted() {
+        let _turn = super::TRACING.lock().await;
         let totals = Totals::default();
         let _guard = metrics::set_default_local_recorder(&totals);
         let script = Script::new([Reply::Status(503); 5]);

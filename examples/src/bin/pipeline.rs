@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tollgate_examples::pipeline::cli::{Args, Rate, embedded_simulator};
-use tollgate_examples::pipeline::{self, Report};
+use tollgate_examples::pipeline::{self, Fleet, Report};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -61,7 +61,17 @@ async fn drive(args: &Args) -> Result<ExitCode, String> {
         let addr = pipeline::serve_metrics(addr)?;
         eprintln!("pipeline: metrics on http://{addr}/metrics");
     }
-    let config = args.config(&base_url, rate);
+    let mut config = args.config(&base_url, rate);
+    if let Some(url) = &args.redis {
+        let fleet = Fleet::connect(url, &base_url, &config.key)
+            .await
+            .map_err(|e| format!("--redis: {}", one_line(&e)))?;
+        eprintln!(
+            "pipeline: fleet mode: rate limit and budget shared in Redis under {}",
+            fleet.prefix()
+        );
+        config.fleet = Some(fleet);
+    }
     let cache_dir = config.cache_dir.clone();
     let run_dir = args.uses_run_cache_dir().then(|| cache_dir.clone());
     if let Some(dir) = &run_dir {
@@ -124,6 +134,14 @@ async fn drive(args: &Args) -> Result<ExitCode, String> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn one_line(error: &dyn std::error::Error) -> String {
+    error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn write_report(report: &Report, path: &std::path::Path) -> Result<(), String> {

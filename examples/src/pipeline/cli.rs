@@ -10,6 +10,7 @@ use clap::Parser;
 use crate::upstream::{DEFAULT_KEY, SEED_USER_IDS, UpstreamBuilder};
 
 use super::config::{Config, DEFAULT_CONCURRENCY, DEFAULT_MAX_TRIES};
+use super::fleet::check_redis_url;
 
 /// The environment variable read for the access key when `--key` is not given.
 pub const KEY_ENV: &str = "TOLLGATE_API_KEY";
@@ -47,7 +48,9 @@ pub struct Args {
     /// Write the report as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
-    /// Share the limit and the budget with other pipeline processes through Redis (fleet mode).
+    /// Fleet mode: keep the rate limit and the budget in Redis (e.g. redis://127.0.0.1:6379/),
+    /// shared by every pipeline process that crawls the same --upstream with the same key;
+    /// --budget is then the fleet's. Needs --upstream.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// Run seed 000's own client instead, for comparison.
@@ -111,12 +114,15 @@ fn seconds(value: &str) -> Result<Duration, String> {
 }
 
 impl Args {
-    /// Refuses flags whose feature has not landed yet, and an `--upstream` the base client
-    /// cannot reach, with a one-line reason.
+    /// Refuses flags that cannot work together, and an `--upstream` the base client cannot
+    /// reach, with a one-line reason.
     ///
     /// # Errors
     ///
-    /// The reason, for `--redis` and for an `--upstream` that is not `http://`.
+    /// The reason: an `--upstream` that is not `http://`; a `--redis` that is not a Redis URL,
+    /// or comes without `--upstream` (the in-process simulator is this process's alone, so
+    /// there is no fleet to share it with) or with `--naive` (seed 000's client has no fleet
+    /// mode).
     pub fn check_available(&self) -> Result<(), String> {
         if let Some(url) = &self.upstream
             && !url.starts_with("http://")
@@ -125,8 +131,17 @@ impl Args {
                 "--upstream {url}: expected http://HOST[:PORT] (the base client speaks plain HTTP/1)"
             ));
         }
-        if self.redis.is_some() {
-            return Err("--redis: fleet mode is not available yet".to_owned());
+        if let Some(url) = &self.redis {
+            check_redis_url(url).map_err(|why| format!("--redis: not a Redis URL: {why}"))?;
+            if self.upstream.is_none() {
+                return Err("--redis needs --upstream: the in-process simulator is this process's alone, there is no fleet to share it with".to_owned());
+            }
+            if self.naive {
+                return Err(
+                    "--redis cannot go with --naive: seed 000's client has no fleet mode"
+                        .to_owned(),
+                );
+            }
         }
         Ok(())
     }
@@ -284,12 +299,47 @@ mod tests {
     }
 
     #[test]
-    fn fleet_mode_says_it_is_not_there_yet() {
-        let args = Args::try_parse_from(["pipeline", "--redis", "redis://x"]).unwrap();
-        assert_eq!(
-            args.check_available().unwrap_err(),
-            "--redis: fleet mode is not available yet"
+    fn fleet_mode_needs_an_upstream_and_a_redis_url() {
+        let fleet = ["pipeline", "--upstream", "http://127.0.0.1:9"];
+        let args =
+            Args::try_parse_from([&fleet[..], &["--redis", "redis://127.0.0.1:6379/"]].concat())
+                .unwrap();
+        assert!(args.check_available().is_ok());
+        assert_eq!(args.redis.as_deref(), Some("redis://127.0.0.1:6379/"));
+        // The flag does not touch the rest of the configuration: the fleet is connected later.
+        let config = args.config("http://127.0.0.1:9", NonZeroU32::new(7).unwrap());
+        assert!(config.fleet.is_none());
+
+        let args = Args::try_parse_from([&fleet[..], &["--redis", "http://x"]].concat()).unwrap();
+        assert!(
+            args.check_available()
+                .unwrap_err()
+                .starts_with("--redis: not a Redis URL: "),
+            "{:?}",
+            args.check_available()
         );
+        let args = Args::try_parse_from(["pipeline", "--redis", "redis://x"]).unwrap();
+        assert!(
+            args.check_available()
+                .unwrap_err()
+                .starts_with("--redis needs --upstream")
+        );
+        let args =
+            Args::try_parse_from([&fleet[..], &["--redis", "redis://x", "--naive"]].concat())
+                .unwrap();
+        assert!(args.check_available().unwrap_err().contains("--naive"));
+        for error in [
+            Args::try_parse_from(["pipeline", "--redis", "redis://x"]).unwrap(),
+            Args::try_parse_from([&fleet[..], &["--redis", "nope"]].concat()).unwrap(),
+        ]
+        .map(|args| args.check_available().unwrap_err())
+        {
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_must_be_plain_http() {
         let args = Args::try_parse_from(["pipeline", "--upstream", "https://x"]).unwrap();
         assert!(args.check_available().unwrap_err().contains("http://"));
         let args = Args::try_parse_from(["pipeline", "--metrics", "127.0.0.1:9000"]).unwrap();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::upstream::{DEFAULT_KEY, DEFAULT_RATE, SEED_USER_IDS};
 
+use super::fleet::Fleet;
 use super::progress::Progress;
 
 /// Tries a page gets before it goes to the dead letters.
@@ -27,7 +28,8 @@ pub struct Config {
     pub rate: NonZeroU32,
     /// Requests in flight at once: the number of workers.
     pub concurrency: usize,
-    /// Credits this run may spend; `None` for no limit.
+    /// Credits this run may spend; `None` for no limit. In fleet mode, the credits the whole
+    /// fleet may spend (see [`fleet`](Self::fleet)).
     pub budget: Option<u64>,
     /// Where the journal (the durable queue) lives.
     pub cache_dir: PathBuf,
@@ -38,12 +40,16 @@ pub struct Config {
     pub deadline: Option<Duration>,
     /// Live counters the caller may watch.
     pub progress: Progress,
+    /// Fleet mode: the rate limit and the budget live in Redis, shared with every pipeline
+    /// process that has the same [`Fleet::prefix`]; `None` (the default) keeps them in this
+    /// process.
+    pub fleet: Option<Fleet>,
 }
 
 impl Config {
     /// A run against `base_url` keeping its journal in `cache_dir`, with the defaults: the
     /// simulator's key, the seed's 20 user ids, 11 requests per second, 8 in flight, no budget,
-    /// 5 tries per page, no deadline.
+    /// 5 tries per page, no deadline, no fleet.
     pub fn new(base_url: impl Into<String>, cache_dir: impl Into<PathBuf>) -> Self {
         Self {
             base_url: base_url.into(),
@@ -56,6 +62,7 @@ impl Config {
             max_tries: DEFAULT_MAX_TRIES,
             deadline: None,
             progress: Progress::new(),
+            fleet: None,
         }
     }
 

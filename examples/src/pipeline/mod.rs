@@ -11,6 +11,10 @@
 //!   [`Config::max_tries`] tries, with its last error.
 //! - Each user is crawled once; a 404 fails the user for good (`"not found"`); a 401, a 402,
 //!   the budget or the deadline stop the run with a [`StopReason`].
+//! - Fleet mode ([`Config::fleet`], the binary's `--redis URL`): the rate limit and the budget
+//!   live in Redis under a prefix derived from the upstream URL and the key ([`fleet_prefix`]),
+//!   so every pipeline process crawling with that key shares one limit and one budget. A Redis
+//!   failure stops the run ([`StopReason::Store`]): no request goes out without Redis's say.
 //! - [`naive::run`] is seed 000's own client, for comparison.
 //! - The [`Report`] is what the binary prints as a table and writes as JSON with `--report`.
 //!
@@ -38,6 +42,7 @@
 
 pub mod cli;
 mod config;
+mod fleet;
 mod http;
 mod metrics;
 pub mod naive;
@@ -51,6 +56,9 @@ mod stop;
 mod wire;
 
 pub use config::{Config, DEFAULT_CONCURRENCY, DEFAULT_MAX_TRIES};
+pub use fleet::{
+    CONNECT_TIMEOUT, FLEET_SPREAD, Fleet, check_redis_url, fleet_pacing_interval, fleet_prefix,
+};
 pub use http::{
     ApiRequest, BaseClient, FollowersList, FollowersPage, REQUEST_TIMEOUT, base_client, fetch_rate,
     followers_request,

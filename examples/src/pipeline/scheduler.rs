@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tollgate_core::error::find_cause;
 use tollgate_core::{
     BoxError, BudgetExhausted, CircuitOpen, Classifier, Classify, ExhaustedReason, Outcome,
-    OutcomeKind, RateLimited,
+    OutcomeKind, RateLimited, StoreUnavailable,
 };
 
 use super::config::Config;
@@ -95,7 +95,10 @@ pub(super) struct Run {
     pub(super) base_url: String,
     pub(super) key: String,
     max_tries: u32,
+    /// This process's budget, counted here (the ledger in the stack counts it too).
     budget: Option<u64>,
+    /// The fleet's budget, counted by the ledger in Redis alone.
+    fleet_budget: Option<u64>,
     progress: super::progress::Progress,
     state: Mutex<State>,
     changed: Notify,
@@ -116,7 +119,9 @@ impl Run {
             base_url: config.base_url.clone(),
             key: config.key.clone(),
             max_tries: config.max_tries.max(1),
-            budget: config.budget,
+            // In fleet mode the budget is the fleet's: only the ledger in Redis can count it.
+            budget: config.budget.filter(|_| config.fleet.is_none()),
+            fleet_budget: config.budget.filter(|_| config.fleet.is_some()),
             progress: config.progress.clone(),
             state: Mutex::new(State {
                 ready,
@@ -438,12 +443,16 @@ impl Run {
         if let Some(exhausted) = find_cause::<BudgetExhausted>(error) {
             state.report.budget_exhausted += 1;
             drop(state);
-            let reason = if exhausted.reason() == ExhaustedReason::Upstream402 {
-                StopReason::InsufficientBalance
-            } else {
-                StopReason::BudgetExhausted(exhausted.to_string())
+            let reason = match (exhausted.reason(), self.fleet_budget) {
+                (ExhaustedReason::Upstream402, _) => StopReason::InsufficientBalance,
+                (ExhaustedReason::Window, Some(budget)) => StopReason::FleetBudgetSpent { budget },
+                _ => StopReason::BudgetExhausted(exhausted.to_string()),
             };
             return self.stop(reason);
+        }
+        if let Some(unavailable) = find_cause::<StoreUnavailable>(error) {
+            drop(state);
+            return self.stop(StopReason::Store(super::stack::one_line(unavailable)));
         }
         let wait = if let Some(open) = find_cause::<CircuitOpen>(error) {
             // One trip per open period: a refusal after the last known period ended is a new one.

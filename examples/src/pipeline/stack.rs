@@ -13,7 +13,7 @@ use tollgate::ClientStackLayer;
 use tollgate::breaker::{BreakerConfig, BreakerLayer, OpenDuration};
 use tollgate::budget::{BudgetLayer, Ledger, Window};
 use tollgate::cache::{CacheBody, CacheLayer};
-use tollgate::core::BoxError;
+use tollgate::core::{BoxError, StoreUnavailable};
 use tollgate::limiter::{Adaptive, Quota, RateLimiter};
 use tollgate::retry::backoff::{Backoff, Jitter};
 use tollgate::retry::{ReplayBody, RetryBudget, RetryPolicy};
@@ -21,6 +21,7 @@ use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 use super::config::Config;
+use super::fleet::{Fleet, fleet_pacing_interval};
 use super::http::{ApiRequest, base_client};
 use super::report::Report;
 use super::run::run;
@@ -65,19 +66,33 @@ pub struct PipelineStack {
 ///   and rate-limit headers; a permit more than [`MAX_PERMIT_WAIT`] away is refused with
 ///   `RateLimited`, which the run loop waits out without using a try.
 ///
+/// With [`Config::fleet`], the limiter and the ledger live in Redis under the fleet's prefix
+/// ([`Fleet::limiter_prefix`](super::Fleet::limiter_prefix),
+/// [`Fleet::budget_prefix`](super::Fleet::budget_prefix)): every process of the fleet shares
+/// one rate limit, paced at [`fleet_pacing_interval`] (a little slower, for the spread of
+/// delivery times), and one budget of `config.budget` credits (a lifetime counter, and the
+/// fleet's `402` latch). A Redis failure refuses the request (`StoreUnavailable`, fail
+/// closed). Adaptive pauses stay in each process.
+///
 /// # Errors
 ///
 /// The cache folder cannot be created or opened.
 pub fn tollgate_stack(config: &Config) -> io::Result<PipelineStack> {
-    let interval = pacing_interval(config.rate);
+    let interval = match &config.fleet {
+        Some(_) => fleet_pacing_interval(config.rate),
+        None => pacing_interval(config.rate),
+    };
     let quota = Quota::with_period(interval).unwrap_or(Quota::per_second(config.rate));
     let limiter = RateLimiter::builder(quota)
         .adaptive(Adaptive::new().max_pause(Duration::from_secs(30)))
         // A permit further away than this is refused (`RateLimited` with the wait), so that a
         // long pause is waited out by the run loop, which a deadline can stop, rather than
         // inside a request.
-        .max_wait(MAX_PERMIT_WAIT)
-        .build();
+        .max_wait(MAX_PERMIT_WAIT);
+    let limiter = match &config.fleet {
+        Some(fleet) => limiter.redis(fleet.connection(), fleet.limiter_prefix()),
+        None => limiter.build(),
+    };
     let retry = RetryPolicy::builder()
         .max_attempts(STACK_ATTEMPTS)
         .backoff(
@@ -102,6 +117,10 @@ pub fn tollgate_stack(config: &Config) -> io::Result<PipelineStack> {
     if let Some(budget) = config.budget {
         ledger = ledger.limit(budget, Window::lifetime());
     }
+    let ledger = match &config.fleet {
+        Some(fleet) => ledger.redis(fleet.connection(), fleet.budget_prefix()),
+        None => ledger.build(),
+    };
     let cache = CacheLayer::builder(config.cache_dir.join(CACHE_SUBDIR))
         .ttl(Duration::from_secs(7 * 24 * 3600))
         .route_ttl("/sys/", Duration::ZERO)
@@ -109,7 +128,7 @@ pub fn tollgate_stack(config: &Config) -> io::Result<PipelineStack> {
     let layer = ClientStackLayer::builder(limiter)
         .retry(retry)
         .breaker(BreakerLayer::new(breaker))
-        .budget(BudgetLayer::new(ledger.build()))
+        .budget(BudgetLayer::new(ledger))
         .cache(cache)
         .build();
     let client = WireLogLayer.layer(base_client::<ReplayBody<Full<Bytes>>>());
@@ -139,25 +158,41 @@ pub fn pacing_interval(rate: NonZeroU32) -> Duration {
 ///
 /// As [`run`](super::run); [`StopReason::Config`] when the cache cannot be opened.
 pub async fn crawl(config: Config) -> Result<Report, Stopped> {
+    let stopped = |reason| Stopped {
+        reason,
+        report: Report::new(super::report::Mode::Pipeline),
+    };
     let stack = match tollgate_stack(&config) {
         Ok(stack) => stack,
         Err(error) => {
-            return Err(Stopped {
-                reason: StopReason::Config(format!(
-                    "cache in {}: {error}",
-                    config.cache_dir.join(CACHE_SUBDIR).display()
-                )),
-                report: Report::new(super::report::Mode::Pipeline),
-            });
+            return Err(stopped(StopReason::Config(format!(
+                "cache in {}: {error}",
+                config.cache_dir.join(CACHE_SUBDIR).display()
+            ))));
         }
     };
+    if let (Some(fleet), Some(ledger)) = (&config.fleet, stack.layer.ledger()) {
+        join_fleet(fleet, ledger)
+            .await
+            .map_err(|error| stopped(StopReason::Store(one_line(&error))))?;
+    }
+    let result = crawl_with(config, &stack).await;
+    if let Some(ledger) = stack.layer.ledger() {
+        // A fleet ledger settles in background tasks: send them before the process exits, or
+        // the credit they would give back stays held until the leases expire.
+        ledger.flush().await;
+    }
+    result
+}
+
+async fn crawl_with(config: Config, stack: &PipelineStack) -> Result<Report, Stopped> {
     let breaker = stack.layer.breaker();
     let trips = |report: &mut Report| {
         if let Some(breaker) = &breaker {
             report.breaker_opens = report.breaker_opens.max(u64::from(breaker.counts().trips));
         }
     };
-    match run(config, stack.service).await {
+    match run(config, stack.service.clone()).await {
         Ok(mut report) => {
             trips(&mut report);
             Ok(report)
@@ -167,6 +202,37 @@ pub async fn crawl(config: Config) -> Result<Report, Stopped> {
             Err(stopped)
         }
     }
+}
+
+/// Reads the fleet's ledger before the first request (which also proves Redis answers), and
+/// lifts a `402` latch left by an earlier run: a latch of a ledger with no window never expires
+/// by itself, and the account may have been topped up since. If it has not, the first `402`
+/// latches it again.
+async fn join_fleet(fleet: &Fleet, ledger: &Ledger) -> Result<(), StoreUnavailable> {
+    let snapshot = ledger.snapshot_async().await?;
+    if snapshot.latched {
+        tracing::warn!(
+            prefix = fleet.prefix(),
+            "lifting the fleet's 402 latch left by an earlier run"
+        );
+        ledger.reset_async().await?;
+    }
+    tracing::info!(
+        prefix = fleet.prefix(),
+        spent = snapshot.windows.first().map(|w| w.spent),
+        reserved = snapshot.reserved,
+        "joined the fleet"
+    );
+    Ok(())
+}
+
+/// An error's message on one line (a reason the binary prints on one line).
+pub(super) fn one_line(error: &dyn std::error::Error) -> String {
+    error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

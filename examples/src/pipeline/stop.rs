@@ -18,8 +18,17 @@ pub enum StopReason {
         /// The budget, in credits.
         budget: u64,
     },
+    /// The fleet's `--budget` (shared in Redis by every process of the fleet) is spent.
+    FleetBudgetSpent {
+        /// The fleet's budget, in credits.
+        budget: u64,
+    },
     /// A budget layer in the service refused a request.
     BudgetExhausted(String),
+    /// Fleet mode: Redis, where the rate limit and the budget live, could not be reached or
+    /// answered an error. The pipeline fails closed: no request is sent without Redis's
+    /// permission. A later run with the same journal resumes.
+    Store(String),
     /// The deadline passed first.
     Deadline(Duration),
     /// The journal could not be opened or written.
@@ -36,7 +45,12 @@ impl fmt::Display for StopReason {
             Self::BudgetSpent { budget } => {
                 write!(f, "budget exhausted: this run's {budget} credits are spent")
             }
+            Self::FleetBudgetSpent { budget } => write!(
+                f,
+                "budget exhausted: the fleet's {budget} credits are spent (shared in Redis)"
+            ),
             Self::BudgetExhausted(why) => write!(f, "budget exhausted: {why}"),
+            Self::Store(why) => write!(f, "fleet store unavailable (fail closed): {why}"),
             Self::Deadline(after) => {
                 write!(
                     f,

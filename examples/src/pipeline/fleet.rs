@@ -1,0 +1,201 @@
+//! Fleet mode (`--redis URL`): the pipeline's rate limit and credit budget kept in Redis and
+//! shared by every pipeline process that crawls the same upstream with the same key.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use tollgate::limiter::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tollgate::limiter::redis::{Client, RedisError};
+use tollgate_core::StoreUnavailable;
+
+use super::stack::pacing_interval;
+
+/// The longest the pipeline waits for Redis to accept its first connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Room left in each second for the spread of delivery times across a fleet: Redis admits
+/// requests on its own clock, exactly, but a request admitted first may reach the upstream a
+/// little after one admitted later, in another process. The limiter's README recommends 40 ms
+/// per second (its fleet test runs 20 requests per 1.04 s against a 20/s upstream).
+pub const FLEET_SPREAD: Duration = Duration::from_millis(40);
+
+/// Where a fleet's limiter and ledger live: a connection to Redis and the key prefix the
+/// pipeline processes of one fleet share.
+///
+/// Cheap to clone (the connection is shared). See [`fleet_prefix`] for the prefix.
+#[derive(Clone)]
+pub struct Fleet {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// Connects to the Redis server at `redis_url` for the fleet of processes that crawl
+    /// `base_url` with `key` (the prefix is [`fleet_prefix`]`(base_url, key)`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreUnavailable`] when the URL is not a Redis URL or no connection is made within
+    /// [`CONNECT_TIMEOUT`].
+    pub async fn connect(
+        redis_url: &str,
+        base_url: &str,
+        key: &str,
+    ) -> Result<Self, StoreUnavailable> {
+        Self::connect_with_prefix(redis_url, fleet_prefix(base_url, key)).await
+    }
+
+    /// Connects to the Redis server at `redis_url`, with a prefix of the caller's choosing.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_prefix(
+        redis_url: &str,
+        prefix: impl Into<String>,
+    ) -> Result<Self, StoreUnavailable> {
+        let failed = |error: RedisError| StoreUnavailable::new("fleet", "connect", error);
+        let client = Client::open(redis_url).map_err(failed)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1);
+        let connection = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            StoreUnavailable::new(
+                "fleet",
+                "connect",
+                format!("no connection within {CONNECT_TIMEOUT:?}"),
+            )
+        })?
+        .map_err(failed)?;
+        Ok(Self {
+            connection,
+            prefix: prefix.into(),
+        })
+    }
+
+    /// The fleet's key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The prefix of the limiter's keys.
+    pub fn limiter_prefix(&self) -> String {
+        format!("{}:limit", self.prefix)
+    }
+
+    /// The prefix of the ledger's keys.
+    pub fn budget_prefix(&self) -> String {
+        format!("{}:budget", self.prefix)
+    }
+
+    /// The connection (a clone of the shared one).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+/// Checks that `url` is a Redis URL, without connecting.
+///
+/// # Errors
+///
+/// Why it is not.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    Client::open(url).map(drop).map_err(|e| e.to_string())
+}
+
+/// The key prefix of the fleet crawling `base_url` with `key`:
+/// `tollgate-pipeline:<host_port>:<digest of the key>`.
+///
+/// Every process that crawls the same API with the same key gets the same prefix, so they
+/// share one rate limit and one budget, whatever machine they run on; another key (another
+/// account, with its own rate) gets another. The key itself never reaches Redis, only a stable
+/// 64-bit FNV-1a digest of it (the same in every build, unlike `std`'s hasher). Only
+/// `[A-Za-z0-9.-]` survive from the URL, so the prefix never holds the braces of a Redis hash
+/// tag.
+pub fn fleet_prefix(base_url: &str, key: &str) -> String {
+    let host: String = base_url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("tollgate-pipeline:{host}:{:016x}", fnv1a(key.as_bytes()))
+}
+
+/// The limiter's interval for a fleet sharing an account allowed `rate` requests per second:
+/// [`pacing_interval`] stretched so that each second also leaves [`FLEET_SPREAD`] for the
+/// spread of delivery times across processes.
+pub fn fleet_pacing_interval(rate: NonZeroU32) -> Duration {
+    let local = pacing_interval(rate);
+    local.mul_f64(1.0 + FLEET_SPREAD.as_secs_f64())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_prefix_per_api_and_key_and_the_key_stays_secret() {
+        let a = fleet_prefix("http://API.example:8080/", "secret-key");
+        assert_eq!(a, fleet_prefix("http://api.example:8080", "secret-key"));
+        assert!(a.starts_with("tollgate-pipeline:api.example_8080:"), "{a}");
+        assert!(!a.contains("secret"), "{a}");
+        assert_ne!(a, fleet_prefix("http://api.example:8080", "other-key"));
+        assert_ne!(a, fleet_prefix("http://api.example:8081", "secret-key"));
+        let odd = fleet_prefix("http://h{x}:1", "k");
+        assert!(!odd.contains('{') && !odd.contains('}'), "{odd}");
+        // Stable across builds: the digest is FNV-1a, not std's hasher.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn a_fleet_paces_a_little_slower_than_one_process() {
+        for rate in [2_u32, 11, 20, 50] {
+            let rate = NonZeroU32::new(rate).unwrap();
+            let (local, fleet) = (pacing_interval(rate), fleet_pacing_interval(rate));
+            // Admissions in any 1 s + FLEET_SPREAD still stay under the rate.
+            let most =
+                ((1.0 + FLEET_SPREAD.as_secs_f64()) / fleet.as_secs_f64()).floor() as u32 + 1;
+            assert!(most < rate.get(), "rate {rate}: {fleet:?}");
+            assert!(fleet > local && fleet < local.mul_f64(1.05), "{fleet:?}");
+        }
+    }
+
+    #[test]
+    fn redis_urls_are_checked_without_connecting() {
+        assert!(check_redis_url("redis://127.0.0.1:1/").is_ok());
+        assert!(check_redis_url("http://127.0.0.1/").is_err());
+        assert!(check_redis_url("not a url").is_err());
+    }
+}
