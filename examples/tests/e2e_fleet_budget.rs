@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
-use tollgate_budget::redis::aio::ConnectionManager;
 use tollgate_budget::{BudgetLayer, Ledger, Window};
 use tollgate_core::{BudgetExhausted, ExhaustedReason};
 use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
@@ -52,30 +51,6 @@ fn followers(url: &str) -> Request<Empty<Bytes>> {
     .unwrap()
 }
 
-/// Waits until every worker process is up, so that they really compete for the budget.
-async fn start_together(url: &str, prefix: &str) {
-    let client = tollgate_budget::redis::Client::open(url).expect("a valid Redis URL");
-    let mut connection = ConnectionManager::new(client).await.expect("Redis answers");
-    let key = format!("{prefix}:ready");
-    let _: u64 = tollgate_budget::redis::cmd("INCR")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    for _ in 0..1_000 {
-        let ready: u64 = tollgate_budget::redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if ready >= PROCESSES as u64 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the other workers never started");
-}
-
 /// One worker process: `TASKS` tasks send requests through the shared budget until it refuses
 /// them. Reports how many responses it got.
 async fn worker() {
@@ -83,7 +58,8 @@ async fn worker() {
     let upstream = std::env::var(UPSTREAM).expect("upstream url");
     let prefix = std::env::var(PREFIX).expect("prefix");
     let ledger = ledger(&redis, &prefix).await;
-    start_together(&redis, &prefix).await;
+    tollgate_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64)
+        .await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let service = BudgetLayer::new(ledger.clone()).layer(client);
     let mut tasks = JoinSet::new();

@@ -67,29 +67,6 @@ fn followers(url: &str) -> Request<Empty<Bytes>> {
     .unwrap()
 }
 
-/// Waits until every worker process is up, so that they really compete for the limit.
-async fn start_together(url: &str, prefix: &str) {
-    let mut connection = tollgate_test_support::connect(url).await;
-    let key = format!("{prefix}:ready");
-    let _: u64 = tollgate_limiter::redis::cmd("INCR")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    for _ in 0..1_000 {
-        let ready: u64 = tollgate_limiter::redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if ready >= PROCESSES as u64 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the other workers never started");
-}
-
 /// One worker process: `TASKS` tasks send requests through the shared limit for `RUN`.
 /// Reports how many answers it got, and how many of them within `RUN` (callers still queued
 /// at the deadline are served after it).
@@ -103,7 +80,8 @@ async fn worker() {
         &prefix,
         leased,
     );
-    start_together(&redis, &prefix).await;
+    tollgate_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64)
+        .await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let service = LimiterLayer::from_limiter(limiter).layer(client);
     let deadline = Instant::now() + RUN;

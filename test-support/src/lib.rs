@@ -149,3 +149,30 @@ fn skip(why: &str) -> Option<TestRedis> {
     eprintln!("skipping Redis test: {why} (set {REDIS_URL_VAR} or install redis-server)");
     None
 }
+
+/// Waits until `parties` callers (in any processes) have reached the barrier named `key` on the
+/// Redis server at `url`, so that worker processes really compete.
+///
+/// # Panics
+///
+/// If Redis fails, or the others do not arrive within about ten seconds.
+pub async fn redis_barrier(url: &str, key: &str, parties: u64) {
+    let mut connection = connect(url).await;
+    let _: u64 = redis::cmd("INCR")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .expect("INCR");
+    for _ in 0..2_000 {
+        let arrived: u64 = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .expect("GET");
+        if arrived >= parties {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("only some of the {parties} parties reached the barrier {key}");
+}
