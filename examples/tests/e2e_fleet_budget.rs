@@ -7,7 +7,6 @@
 //! either the test prints a notice and passes, unless `TOLLGATE_REQUIRE_REDIS=1`.
 #![allow(clippy::print_stderr)]
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -115,43 +114,28 @@ async fn four_processes_share_one_redis_budget_and_spend_exactly_it() {
         std::process::id(),
         sim.addr().port()
     );
-    let exe = std::env::current_exe().expect("the test binary");
-    let children: Vec<Child> = (0..PROCESSES)
-        .map(|_| {
-            Command::new(&exe)
-                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
-                .env(ROLE, "worker")
-                .env(REDIS, &redis)
-                .env(UPSTREAM, sim.url())
-                .env(PREFIX, &prefix)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("a worker process")
+    let workers = tollgate_test_support::run_workers(TEST_NAME, PROCESSES, |_| {
+        vec![
+            (ROLE, "worker".to_owned()),
+            (REDIS, redis.clone()),
+            (UPSTREAM, sim.url()),
+            (PREFIX, prefix.clone()),
+        ]
+    })
+    .await;
+
+    let by_worker: Vec<u64> = workers
+        .iter()
+        .map(|stderr| {
+            stderr
+                .lines()
+                .find_map(|line| line.strip_prefix(REPORT))
+                .unwrap_or_else(|| panic!("no report from a worker:\n{stderr}"))
+                .trim()
+                .parse()
+                .expect("a count")
         })
         .collect();
-    let outputs = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|child| child.wait_with_output().expect("worker output"))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
-
-    let mut by_worker = Vec::new();
-    for output in &outputs {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "a worker failed:\n{stderr}");
-        let charged: u64 = stderr
-            .lines()
-            .find_map(|line| line.strip_prefix(REPORT))
-            .unwrap_or_else(|| panic!("no report from a worker:\n{stderr}"))
-            .trim()
-            .parse()
-            .expect("a count");
-        by_worker.push(charged);
-    }
     eprintln!("credits charged by each worker process: {by_worker:?}");
     let charged_by_workers: u64 = by_worker.iter().sum();
 

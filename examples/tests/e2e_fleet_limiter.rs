@@ -12,7 +12,6 @@
 #![allow(clippy::print_stderr)]
 
 use std::num::NonZeroU32;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -134,43 +133,29 @@ async fn four_processes_share_one_redis_rate_limit_and_never_exceed_it() {
         std::process::id(),
         sim.addr().port()
     );
-    let exe = std::env::current_exe().expect("the test binary");
-    let children: Vec<Child> = (0..PROCESSES)
-        .map(|worker| {
-            Command::new(&exe)
-                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
-                .env(ROLE, "worker")
-                .env(REDIS, &redis)
-                .env(UPSTREAM, sim.url())
-                .env(PREFIX, &prefix)
-                .env(LEASED, if worker % 2 == 0 { "1" } else { "0" })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("a worker process")
+    let workers = tollgate_test_support::run_workers(TEST_NAME, PROCESSES, |worker| {
+        vec![
+            (ROLE, "worker".to_owned()),
+            (REDIS, redis.clone()),
+            (UPSTREAM, sim.url()),
+            (PREFIX, prefix.clone()),
+            (LEASED, if worker % 2 == 0 { "1" } else { "0" }.to_owned()),
+        ]
+    })
+    .await;
+
+    let by_worker: Vec<(u64, u64)> = workers
+        .iter()
+        .map(|stderr| {
+            let report = stderr
+                .lines()
+                .find_map(|line| line.strip_prefix(REPORT))
+                .unwrap_or_else(|| panic!("no report from a worker:\n{stderr}"));
+            let (sent, in_time) = report.split_once(IN_TIME).expect("two counts");
+            let count = |n: &str| n.trim().parse::<u64>().expect("a count");
+            (count(sent), count(in_time))
         })
         .collect();
-    let outputs = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|child| child.wait_with_output().expect("worker output"))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
-
-    let mut by_worker = Vec::new();
-    for output in &outputs {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "a worker failed:\n{stderr}");
-        let report = stderr
-            .lines()
-            .find_map(|line| line.strip_prefix(REPORT))
-            .unwrap_or_else(|| panic!("no report from a worker:\n{stderr}"));
-        let (sent, in_time) = report.split_once(IN_TIME).expect("two counts");
-        let count = |n: &str| n.trim().parse::<u64>().expect("a count");
-        by_worker.push((count(sent), count(in_time)));
-    }
     let stats = sim.stats();
     eprintln!("(sent, sent within {RUN:?}) by each worker process: {by_worker:?}; {stats:?}");
     let sent: u64 = by_worker.iter().map(|w| w.0).sum();

@@ -176,3 +176,46 @@ pub async fn redis_barrier(url: &str, key: &str, parties: u64) {
     }
     panic!("only some of the {parties} parties reached the barrier {key}");
 }
+
+/// Runs `count` copies of the current test binary as worker processes, each running only the
+/// test `test_name` with the environment `env(worker_index)`, and waits for them all. Returns
+/// each worker's stderr, in order. A multi-process test re-executes itself this way and tells
+/// the roles apart by an environment variable.
+///
+/// # Panics
+///
+/// If a worker cannot be started or exits unsuccessfully (its stderr is in the message).
+pub async fn run_workers(
+    test_name: &str,
+    count: usize,
+    env: impl Fn(usize) -> Vec<(&'static str, String)>,
+) -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary");
+    let children: Vec<Child> = (0..count)
+        .map(|worker| {
+            Command::new(&exe)
+                .args(["--exact", test_name, "--nocapture", "--test-threads", "1"])
+                .envs(env(worker))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("a worker process")
+        })
+        .collect();
+    let outputs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|child| child.wait_with_output().expect("the worker's output"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("waiting for the workers");
+    outputs
+        .into_iter()
+        .map(|output| {
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(output.status.success(), "a worker failed:\n{stderr}");
+            stderr
+        })
+        .collect()
+}
