@@ -1,10 +1,10 @@
-//! tollgate-breaker side by side with tower-resilience's circuit breaker.
+//! tollway-breaker side by side with tower-resilience's circuit breaker.
 //!
-//! Run with `cargo bench -p tollgate-benches --bench breaker`. Ids (group/function):
-//! `breaker/bare` (the ready no-op inner service alone), `breaker/closed_path` (tollgate's
+//! Run with `cargo bench -p tollway-benches --bench breaker`. Ids (group/function):
+//! `breaker/bare` (the ready no-op inner service alone), `breaker/closed_path` (tollway's
 //! breaker, closed, default configuration), `breaker/tower_resilience` (tower-resilience 0.13,
 //! closed, the same thresholds: 50% over the last 100 calls once 20 are seen);
-//! `breaker_open/tollgate` and `breaker_open/tower_resilience`: a forced-open breaker rejecting.
+//! `breaker_open/tollway` and `breaker_open/tower_resilience`: a forced-open breaker rejecting.
 //! Each iteration is `poll_ready` + `call` + one poll of the (ready) response future.
 
 use std::convert::Infallible;
@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::task::noop_waker_ref;
-use tollgate_breaker::{BreakerConfig, BreakerLayer};
+use tollway_breaker::{BreakerConfig, BreakerLayer};
 use tower::{Layer, Service, service_fn};
 use tower_resilience::circuitbreaker::CircuitBreakerLayer;
 
@@ -84,7 +84,7 @@ fn open(c: &mut Criterion) {
     let noop =
         service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
     let mut group = c.benchmark_group("breaker_open");
-    group.bench_function("tollgate", |b| {
+    group.bench_function("tollway", |b| {
         let layer = BreakerLayer::new(BreakerConfig::default());
         layer.handle().force_open();
         let mut service = layer.layer(noop);

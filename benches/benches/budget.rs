@@ -3,7 +3,7 @@
 //! service called directly). `budget/ledger_only` is the ledger's reserve + settle alone, with two
 //! limits (day and month); `budget/file_backed` adds the journal's synced write per reservation.
 //!
-//! Run with `cargo bench -p tollgate-benches --bench budget`.
+//! Run with `cargo bench -p tollway-benches --bench budget`.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -12,7 +12,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{Request, Response};
-use tollgate_budget::{BudgetLayer, Ledger, Priority, Window};
+use tollway_budget::{BudgetLayer, Ledger, Priority, Window};
 use tower::{Layer, Service, service_fn};
 
 fn ok(_req: Request<()>) -> Ready<Result<Response<()>, Infallible>> {
@@ -55,7 +55,7 @@ fn bench_budget(c: &mut Criterion) {
         });
     });
 
-    let dir = std::env::temp_dir().join(format!("tollgate-budget-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tollway-budget-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file_backed = Ledger::builder()
         .limit(u64::MAX / 2, Window::day())

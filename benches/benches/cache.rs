@@ -1,6 +1,6 @@
 //! The cost of a cache hit over the physical floor.
 //!
-//! `cache/hit_{4k,64k}`: a GET answered by tollgate-cache, configured by default, from a fresh
+//! `cache/hit_{4k,64k}`: a GET answered by tollway-cache, configured by default, from a fresh
 //! entry (key hashing, the memory tier, building the response, collecting its body).
 //! `cache/disk_hit_{4k,64k}`: the same with the memory tier off, so every hit reads and
 //! verifies the file on tokio's blocking pool. `cache/raw_read_{4k,64k}`: `std::fs::read` of
@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
-use tollgate_cache::{CacheLayer, CacheStatus};
+use tollway_cache::{CacheLayer, CacheStatus};
 use tower::{Layer, ServiceExt, service_fn};
 
 const URL: &str = "https://api.example/v2/user/followers?user_id=1553030189&page_id=";
@@ -27,7 +27,7 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let dir = std::env::temp_dir().join(format!(
-            "tollgate-bench-cache-{label}-{}-{nanos}",
+            "tollway-bench-cache-{label}-{}-{nanos}",
             std::process::id()
         ));
         Self(dir)

@@ -1,13 +1,13 @@
 //! Header parsing and classification: what every layer pays per response.
 //!
-//! Run with `cargo bench -p tollgate-benches --bench core`.
+//! Run with `cargo bench -p tollway-benches --bench core`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, StatusCode};
-use tollgate_core::headers::{RateLimitHint, RateLimitStatus, RetryAfter};
-use tollgate_core::{Classifier, Classify};
+use tollway_core::headers::{RateLimitHint, RateLimitStatus, RetryAfter};
+use tollway_core::{Classifier, Classify};
 
 fn bench_headers(c: &mut Criterion) {
     let mut group = c.benchmark_group("core_headers");

@@ -1,8 +1,8 @@
-//! tollgate-limiter side by side with governor (and tower's `RateLimit` for the layer).
+//! tollway-limiter side by side with governor (and tower's `RateLimit` for the layer).
 //!
-//! Run with `cargo bench -p tollgate-benches --bench limiter`. Ids (group/function):
+//! Run with `cargo bench -p tollway-benches --bench limiter`. Ids (group/function):
 //! `limiter_acquire`, `limiter_deny`, `limiter_contended_2t`, `limiter_keyed_10k` with
-//! `tollgate` and `governor`; `layer_overhead` with `bare`, `tollgate`, `tower_rate_limit`.
+//! `tollway` and `governor`; `layer_overhead` with `bare`, `tollway`, `tower_rate_limit`.
 //! Both limiters read their default (TSC-based) clocks, as users run them.
 
 use std::convert::Infallible;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use futures_util::task::noop_waker_ref;
-use tollgate_limiter::{LimiterLayer, Quota, RateLimiter};
+use tollway_limiter::{LimiterLayer, Quota, RateLimiter};
 use tower::{Layer, Service, service_fn};
 
 const KEYS: u64 = 10_000;
@@ -35,11 +35,11 @@ fn always_deny() -> (Quota, governor::Quota) {
 
 fn acquire(c: &mut Criterion) {
     let (ours, theirs) = always_allow();
-    let tollgate = RateLimiter::new(ours);
+    let tollway = RateLimiter::new(ours);
     let governor = governor::RateLimiter::direct(theirs);
     let mut group = c.benchmark_group("limiter_acquire");
-    group.bench_function("tollgate", |b| {
-        b.iter(|| black_box(tollgate.check()).is_ok());
+    group.bench_function("tollway", |b| {
+        b.iter(|| black_box(tollway.check()).is_ok());
     });
     group.bench_function("governor", |b| {
         b.iter(|| black_box(governor.check()).is_ok());
@@ -49,13 +49,13 @@ fn acquire(c: &mut Criterion) {
 
 fn deny(c: &mut Criterion) {
     let (ours, theirs) = always_deny();
-    let tollgate = RateLimiter::new(ours);
+    let tollway = RateLimiter::new(ours);
     let governor = governor::RateLimiter::direct(theirs);
-    assert!(tollgate.check().is_ok() && tollgate.check().is_err());
+    assert!(tollway.check().is_ok() && tollway.check().is_err());
     assert!(governor.check().is_ok() && governor.check().is_err());
     let mut group = c.benchmark_group("limiter_deny");
-    group.bench_function("tollgate", |b| {
-        b.iter(|| black_box(tollgate.check()).is_err());
+    group.bench_function("tollway", |b| {
+        b.iter(|| black_box(tollway.check()).is_err());
     });
     group.bench_function("governor", |b| {
         b.iter(|| black_box(governor.check()).is_err());
@@ -86,13 +86,13 @@ fn two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
 
 fn contended(c: &mut Criterion) {
     let (ours, theirs) = always_allow();
-    let tollgate = RateLimiter::new(ours);
+    let tollway = RateLimiter::new(ours);
     let governor = governor::RateLimiter::direct(theirs);
     let mut group = c.benchmark_group("limiter_contended_2t");
-    group.bench_function("tollgate", |b| {
+    group.bench_function("tollway", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, || {
-                let _ = black_box(tollgate.check());
+                let _ = black_box(tollway.check());
             })
         });
     });
@@ -121,20 +121,20 @@ fn random_keys() -> Vec<u64> {
 
 fn keyed(c: &mut Criterion) {
     let (ours, theirs) = always_allow();
-    let tollgate = RateLimiter::builder(ours)
+    let tollway = RateLimiter::builder(ours)
         .build_keyed::<u64>(NonZeroUsize::new(2 * KEYS as usize).unwrap());
     let governor = governor::RateLimiter::keyed(theirs);
     for key in 0..KEYS {
-        assert!(tollgate.check(&key).is_ok());
+        assert!(tollway.check(&key).is_ok());
         assert!(governor.check_key(&key).is_ok());
     }
     let keys = random_keys();
     let mut group = c.benchmark_group("limiter_keyed_10k");
-    group.bench_function("tollgate", |b| {
+    group.bench_function("tollway", |b| {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) & 65_535;
-            black_box(tollgate.check(&keys[i])).is_ok()
+            black_box(tollway.check(&keys[i])).is_ok()
         });
     });
     group.bench_function("governor", |b| {
@@ -175,7 +175,7 @@ fn layer_overhead(c: &mut Criterion) {
         let mut service = noop;
         b.iter(|| ready_call(&mut service));
     });
-    group.bench_function("tollgate", |b| {
+    group.bench_function("tollway", |b| {
         let mut service = LimiterLayer::new(always_allow().0).layer(noop);
         b.iter(|| ready_call(&mut service));
     });

@@ -1,12 +1,12 @@
-//! tollgate-limiter's server side side by side with tower-governor: the admission path of one
+//! tollway-limiter's server side side by side with tower-governor: the admission path of one
 //! request through the tower service (key from the peer IP, bucket check, inner call), with
 //! 10,000 client addresses active.
 //!
-//! Run with `cargo bench -p tollgate-benches --bench limiter_server`. Ids (group/function):
+//! Run with `cargo bench -p tollway-benches --bench limiter_server`. Ids (group/function):
 //! `limiter_server` (no rate-limit headers, tower-governor's default) and
 //! `limiter_server_headers` (legacy `x-ratelimit-*` headers on allowed responses, as
-//! tower-governor's `use_headers` writes them), each with `tollgate` and `tower_governor`, plus
-//! `limiter_server_headers/tollgate_ietf_and_legacy` (every header tollgate writes). Both limiters always admit (a huge burst), so only the admission path is
+//! tower-governor's `use_headers` writes them), each with `tollway` and `tower_governor`, plus
+//! `limiter_server_headers/tollway_ietf_and_legacy` (every header tollway writes). Both limiters always admit (a huge burst), so only the admission path is
 //! timed; building the request happens outside the timed section.
 
 use std::convert::Infallible;
@@ -19,8 +19,8 @@ use axum::extract::ConnectInfo;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{Request, Response};
-use tollgate_limiter::Quota;
-use tollgate_limiter::server::{HeaderOptions, Limit, PeerIp, ServerLimiterLayer};
+use tollway_limiter::Quota;
+use tollway_limiter::server::{HeaderOptions, Limit, PeerIp, ServerLimiterLayer};
 use tower::{Layer, Service, service_fn};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -77,7 +77,7 @@ fn bench_service<S>(
     });
 }
 
-fn tollgate_layer(headers: HeaderOptions) -> ServerLimiterLayer {
+fn tollway_layer(headers: HeaderOptions) -> ServerLimiterLayer {
     let quota = Quota::per_second(NonZeroU32::new(100).unwrap()).with_burst(NonZeroU32::MAX);
     ServerLimiterLayer::builder()
         .limit(Limit::new("per-ip", PeerIp::new(), quota))
@@ -91,8 +91,8 @@ fn admission(c: &mut Criterion) {
     let mut group = c.benchmark_group("limiter_server");
     bench_service(
         &mut group,
-        "tollgate",
-        tollgate_layer(HeaderOptions::none()).layer(inner()),
+        "tollway",
+        tollway_layer(HeaderOptions::none()).layer(inner()),
     );
     let config = GovernorConfigBuilder::default()
         .per_millisecond(10)
@@ -111,13 +111,13 @@ fn admission_with_headers(c: &mut Criterion) {
     let mut group = c.benchmark_group("limiter_server_headers");
     bench_service(
         &mut group,
-        "tollgate",
-        tollgate_layer(HeaderOptions::none().legacy(true).on_allowed(true)).layer(inner()),
+        "tollway",
+        tollway_layer(HeaderOptions::none().legacy(true).on_allowed(true)).layer(inner()),
     );
     bench_service(
         &mut group,
-        "tollgate_ietf_and_legacy",
-        tollgate_layer(HeaderOptions::all()).layer(inner()),
+        "tollway_ietf_and_legacy",
+        tollway_layer(HeaderOptions::all()).layer(inner()),
     );
     let config = GovernorConfigBuilder::default()
         .per_millisecond(10)

@@ -1,9 +1,9 @@
-//! tollgate-limiter's fleet mode: one permit per round trip to Redis over loopback, beside a
+//! tollway-limiter's fleet mode: one permit per round trip to Redis over loopback, beside a
 //! bare `PING` round trip on the same connection (the floor any Redis-backed limiter pays).
 //!
-//! Run with `cargo bench -p tollgate-benches --bench redis_limiter`. Ids (group/function):
+//! Run with `cargo bench -p tollway-benches --bench redis_limiter`. Ids (group/function):
 //! `redis_limiter/acquire`, `redis_limiter/acquire_leased` (8 permits per round trip) and
-//! `redis_limiter/ping`. Redis is `TOLLGATE_REDIS_URL`, or a
+//! `redis_limiter/ping`. Redis is `TOLLWAY_REDIS_URL`, or a
 //! `redis-server` started here on a free loopback port; without either the bench prints a notice
 //! and measures nothing.
 #![allow(clippy::print_stderr)]
@@ -13,9 +13,9 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tollgate_limiter::redis::aio::ConnectionManager;
-use tollgate_limiter::{Quota, RateLimiter};
-use tollgate_test_support::TestRedis;
+use tollway_limiter::redis::aio::ConnectionManager;
+use tollway_limiter::{Quota, RateLimiter};
+use tollway_test_support::TestRedis;
 
 fn redis_limiter(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -28,7 +28,7 @@ fn redis_limiter(c: &mut Criterion) {
     };
     let url = server.url().to_owned();
     let Some(connection) = runtime.block_on(async {
-        let client = tollgate_limiter::redis::Client::open(url.as_str()).ok()?;
+        let client = tollway_limiter::redis::Client::open(url.as_str()).ok()?;
         ConnectionManager::new(client).await.ok()
     }) else {
         eprintln!("redis_limiter: Redis at {url} does not answer; nothing measured");
@@ -75,7 +75,7 @@ fn redis_limiter(c: &mut Criterion) {
                 let mut connection = connection.clone();
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let pong: String = tollgate_limiter::redis::cmd("PING")
+                    let pong: String = tollway_limiter::redis::cmd("PING")
                         .query_async(&mut connection)
                         .await
                         .expect("PONG");

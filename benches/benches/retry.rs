@@ -1,8 +1,8 @@
 //! The retry layer's cost when the first attempt succeeds (the common case), side by side with
 //! the bare service and tower's `Retry` with an equivalent policy (idempotent requests only,
-//! tollgate's classifier, a `TpsBudget`, exponential backoff).
+//! tollway's classifier, a `TpsBudget`, exponential backoff).
 //!
-//! Run with `cargo bench -p tollgate-benches --bench retry`.
+//! Run with `cargo bench -p tollway-benches --bench retry`.
 
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
@@ -15,10 +15,10 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::Full;
 use tokio::runtime::Builder;
-use tollgate_core::idempotency::is_safe_to_resend;
-use tollgate_core::{Classifier, Classify};
-use tollgate_retry::backoff::{Backoff, Jitter};
-use tollgate_retry::{RetryBudget, RetryLayer, RetryPolicy};
+use tollway_core::idempotency::is_safe_to_resend;
+use tollway_core::{Classifier, Classify};
+use tollway_retry::backoff::{Backoff, Jitter};
+use tollway_retry::{RetryBudget, RetryLayer, RetryPolicy};
 use tower::retry::backoff::{
     Backoff as _, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff,
 };
@@ -139,13 +139,13 @@ fn bench_retry(c: &mut Criterion) {
         .budget(RetryBudget::default())
         .build()
         .expect("valid policy");
-    let mut tollgate = RetryLayer::new(policy).layer(Upstream);
+    let mut tollway = RetryLayer::new(policy).layer(Upstream);
     group.bench_function("success_path", |b| {
         b.iter_batched(
             request,
             |request| {
                 once(async {
-                    let response = ServiceExt::<Request<Body>>::ready(&mut tollgate)
+                    let response = ServiceExt::<Request<Body>>::ready(&mut tollway)
                         .await
                         .unwrap()
                         .call(request)

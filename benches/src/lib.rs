@@ -1,3 +1,3 @@
-//! Benchmarks for tollgate live in `benches/`; this library only holds the inputs they share.
+//! Benchmarks for tollway live in `benches/`; this library only holds the inputs they share.
 //!
-//! Run them with `cargo bench -p tollgate-benches`, or one file with `--bench NAME`.
+//! Run them with `cargo bench -p tollway-benches`, or one file with `--bench NAME`.

@@ -36,7 +36,7 @@ impl PackedTicket {
     }
 }
 
-use tollgate_core::{CircuitOpen, Clock, Outcome, OutcomeKind};
+use tollway_core::{CircuitOpen, Clock, Outcome, OutcomeKind};
 
 use crate::config::BreakerConfig;
 use crate::event::{Mode, Reason, State, StateChange};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_core::{Classifier, Classify, Outcome};
+use tollway_core::{Classifier, Classify, Outcome};
 
 use crate::error::ConfigError;
 use crate::event::StateChange;
@@ -361,7 +361,7 @@ impl BreakerConfigBuilder {
 
     /// Which outcomes count as failures (default [`Outcome::is_upstream_failure`]: 5xx,
     /// timeouts, transport errors; never 429, 402, other 4xx). Local rejections
-    /// ([`OutcomeKind::Rejected`](tollgate_core::OutcomeKind::Rejected)) are never counted at all,
+    /// ([`OutcomeKind::Rejected`](tollway_core::OutcomeKind::Rejected)) are never counted at all,
     /// whatever this says.
     #[must_use]
     pub fn failure_predicate(
@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn default_predicate_counts_upstream_failures_only() {
-        use tollgate_core::OutcomeKind;
+        use tollway_core::OutcomeKind;
         let config = BreakerConfig::default();
         for kind in [
             OutcomeKind::ServerError,

@@ -1,9 +1,9 @@
-//! Errors: the rejection ([`CircuitOpen`], from `tollgate-core`) and bad configuration.
+//! Errors: the rejection ([`CircuitOpen`], from `tollway-core`) and bad configuration.
 
 use std::error::Error;
 use std::fmt;
 
-pub use tollgate_core::CircuitOpen;
+pub use tollway_core::CircuitOpen;
 
 /// A [`BreakerConfig`](crate::BreakerConfig) setting is out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ impl State {
         }
     }
 
-    /// The value of the `tollgate_breaker_state` gauge: 0 closed, 1 open, 2 half-open.
+    /// The value of the `tollway_breaker_state` gauge: 0 closed, 1 open, 2 half-open.
     pub const fn as_gauge(self) -> f64 {
         match self {
             Self::Closed => 0.0,

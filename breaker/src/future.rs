@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tollgate_core::{BoxError, CircuitOpen, Classify, Clock};
+use tollway_core::{BoxError, CircuitOpen, Classify, Clock};
 
 use crate::circuit::{Circuit, PackedTicket, Ticket, Verdict};
 

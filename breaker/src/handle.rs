@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tollgate_core::{Clock, TokioClock};
+use tollway_core::{Clock, TokioClock};
 
 use crate::circuit::{BreakerCounts, Circuit};
 use crate::event::{Mode, State};

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use parking_lot::RwLock;
-use tollgate_core::{BoxError, Clock, TokioClock};
+use tollway_core::{BoxError, Clock, TokioClock};
 use tower::{Layer, Service};
 
 use crate::circuit::{Circuit, Ticket};

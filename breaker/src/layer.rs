@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tollgate_core::{Clock, TokioClock};
+use tollway_core::{Clock, TokioClock};
 use tower::Layer;
 
 use crate::circuit::Circuit;
@@ -34,7 +34,7 @@ impl BreakerLayer {
 
 impl<C: Clock> BreakerLayer<C> {
     /// A layer with one new breaker reading time from `clock`
-    /// ([`FakeClock`](tollgate_core::FakeClock) in tests).
+    /// ([`FakeClock`](tollway_core::FakeClock) in tests).
     pub fn with_clock(config: BreakerConfig, clock: C) -> Self {
         Self {
             circuit: Arc::new(Circuit::new(config, clock)),

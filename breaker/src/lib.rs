@@ -2,17 +2,17 @@
 //! probes, one breaker per host if you like.
 //!
 //! When the upstream is really down, a [`Breaker`] stops sending to it, fails fast with
-//! `tollgate-core`'s [`CircuitOpen`] (carrying `retry_after`), and finds out cheaply when it is
+//! `tollway-core`'s [`CircuitOpen`] (carrying `retry_after`), and finds out cheaply when it is
 //! back.
 //!
 //! # The model
 //!
 //! - **Closed**: calls go through. Outcomes are classified by a
-//!   [`Classify`](tollgate_core::Classify) ([`Classifier::default()`](tollgate_core::Classifier)
-//!   unless configured); by default only [upstream failures](tollgate_core::Outcome::is_upstream_failure)
+//!   [`Classify`](tollway_core::Classify) ([`Classifier::default()`](tollway_core::Classifier)
+//!   unless configured); by default only [upstream failures](tollway_core::Outcome::is_upstream_failure)
 //!   count as failures (5xx, timeouts, transport errors): 429, 402 and other 4xx mean the
 //!   upstream is healthy and we are throttled, billed or wrong. Local rejections from layers
-//!   below ([`OutcomeKind::Rejected`](tollgate_core::OutcomeKind::Rejected)) are not counted at
+//!   below ([`OutcomeKind::Rejected`](tollway_core::OutcomeKind::Rejected)) are not counted at
 //!   all. The breaker **trips** on any configured condition: `n` consecutive failures; a failure
 //!   rate over a count window (last `n` calls) or a time window (per-second buckets, fixed
 //!   memory), once a minimum number of calls is in it; a slow-call rate.
@@ -34,10 +34,10 @@
 //! [`BreakerHandle`] reads state and [counts](BreakerCounts) and overrides it (force open, force
 //! closed, disabled, metrics-only, reset). State changes are reported to an
 //! [`on_state_change`](BreakerConfigBuilder::on_state_change) callback, as `tracing` events, and
-//! (feature `metrics`) as `tollgate_breaker_calls_total{breaker,result}`,
-//! `tollgate_breaker_state{breaker}` (0 closed, 1 open, 2 half-open),
-//! `tollgate_breaker_transitions_total{breaker,from,to}` and
-//! `tollgate_breaker_rejected_total{breaker}`. Metric handles are registered when a breaker is
+//! (feature `metrics`) as `tollway_breaker_calls_total{breaker,result}`,
+//! `tollway_breaker_state{breaker}` (0 closed, 1 open, 2 half-open),
+//! `tollway_breaker_transitions_total{breaker,from,to}` and
+//! `tollway_breaker_rejected_total{breaker}`. Metric handles are registered when a breaker is
 //! made, so install the metrics recorder before building layers.
 //!
 //! [`KeyedBreakerLayer`] keeps one breaker per request authority (or per a key you compute) in a
@@ -48,8 +48,8 @@
 //! ```
 //! use std::time::Duration;
 //! use http::{Request, Response, StatusCode};
-//! use tollgate_breaker::{BreakerConfig, BreakerLayer, OpenDuration, State};
-//! use tollgate_core::{BoxError, CircuitOpen};
+//! use tollway_breaker::{BreakerConfig, BreakerLayer, OpenDuration, State};
+//! use tollway_core::{BoxError, CircuitOpen};
 //! use tower::{Layer, Service, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -1,4 +1,4 @@
-//! `tollgate_breaker_*` metrics through the `metrics` facade (feature `metrics`), with handles
+//! `tollway_breaker_*` metrics through the `metrics` facade (feature `metrics`), with handles
 //! registered once per breaker so the hot path does no label lookup. Install the recorder before
 //! building breakers. Without the feature every method is an empty inline function.
 
@@ -25,15 +25,15 @@ mod enabled {
 
     impl Metrics {
         pub(crate) fn new(name: &Arc<str>) -> Self {
-            let calls = |result: &'static str| counter!("tollgate_breaker_calls_total", "breaker" => name.to_string(), "result" => result);
-            let state = gauge!("tollgate_breaker_state", "breaker" => name.to_string());
+            let calls = |result: &'static str| counter!("tollway_breaker_calls_total", "breaker" => name.to_string(), "result" => result);
+            let state = gauge!("tollway_breaker_state", "breaker" => name.to_string());
             state.set(State::Closed.as_gauge());
             Self {
                 name: Arc::clone(name),
                 success: calls("success"),
                 failure: calls("failure"),
                 ignored: calls("ignored"),
-                rejected: counter!("tollgate_breaker_rejected_total", "breaker" => name.to_string()),
+                rejected: counter!("tollway_breaker_rejected_total", "breaker" => name.to_string()),
                 state,
             }
         }
@@ -55,7 +55,7 @@ mod enabled {
         pub(crate) fn transition(&self, from: State, to: State) {
             self.state.set(to.as_gauge());
             counter!(
-                "tollgate_breaker_transitions_total",
+                "tollway_breaker_transitions_total",
                 "breaker" => self.name.to_string(),
                 "from" => from.as_str(),
                 "to" => to.as_str()
@@ -98,7 +98,7 @@ mod tests {
         Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     };
     use parking_lot::Mutex;
-    use tollgate_core::FakeClock;
+    use tollway_core::FakeClock;
 
     use crate::circuit::{Circuit, Verdict};
     use crate::config::{BreakerConfig, OpenDuration};
@@ -170,23 +170,23 @@ mod tests {
         });
         let get = |name: &str| captured.get(name);
         assert_eq!(
-            get("tollgate_breaker_calls_total{breaker=api,result=success}"),
+            get("tollway_breaker_calls_total{breaker=api,result=success}"),
             1
         );
         assert_eq!(
-            get("tollgate_breaker_calls_total{breaker=api,result=ignored}"),
+            get("tollway_breaker_calls_total{breaker=api,result=ignored}"),
             1
         );
         assert_eq!(
-            get("tollgate_breaker_calls_total{breaker=api,result=failure}"),
+            get("tollway_breaker_calls_total{breaker=api,result=failure}"),
             2
         );
-        assert_eq!(get("tollgate_breaker_rejected_total{breaker=api}"), 2);
+        assert_eq!(get("tollway_breaker_rejected_total{breaker=api}"), 2);
         assert_eq!(
-            get("tollgate_breaker_transitions_total{breaker=api,from=closed,to=open}"),
+            get("tollway_breaker_transitions_total{breaker=api,from=closed,to=open}"),
             1
         );
-        let state = f64::from_bits(get("tollgate_breaker_state{breaker=api}"));
+        let state = f64::from_bits(get("tollway_breaker_state{breaker=api}"));
         assert_eq!(state, State::Open.as_gauge());
     }
 }

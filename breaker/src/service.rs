@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tollgate_core::{BoxError, CircuitOpen, Clock, TokioClock};
+use tollway_core::{BoxError, CircuitOpen, Clock, TokioClock};
 use tower::Service;
 
 use crate::circuit::{Circuit, Ticket};

@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{Mock, Reply, send};
 use http::Request;
 use tokio::sync::Barrier;
-use tollgate_breaker::{Breaker, BreakerConfig, OpenDuration, State};
-use tollgate_core::{CircuitOpen, FakeClock};
+use tollway_breaker::{Breaker, BreakerConfig, OpenDuration, State};
+use tollway_core::{CircuitOpen, FakeClock};
 use tower::{Service, ServiceExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

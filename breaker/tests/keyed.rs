@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{Mock, Reply};
 use http::{Request, Response, StatusCode};
-use tollgate_breaker::{BreakerConfig, KeyedBreakerLayer, OpenDuration, State};
-use tollgate_core::{BoxError, CircuitOpen};
+use tollway_breaker::{BreakerConfig, KeyedBreakerLayer, OpenDuration, State};
+use tollway_core::{BoxError, CircuitOpen};
 use tower::{Layer, Service, ServiceExt};
 
 fn config() -> BreakerConfig {

@@ -8,11 +8,11 @@ use std::time::Duration;
 use common::{Mock, Reply, open_for, send};
 use http::{Request, StatusCode};
 use parking_lot::Mutex;
-use tollgate_breaker::{
+use tollway_breaker::{
     Breaker, BreakerConfig, BreakerConfigBuilder, BreakerLayer, Mode, OpenDuration, Reason, State,
     StateChange,
 };
-use tollgate_core::{Classifier, OutcomeKind};
+use tollway_core::{Classifier, OutcomeKind};
 use tower::{Layer, Service, ServiceExt};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -101,7 +101,7 @@ async fn local_rejections_from_below_are_not_counted() {
     struct RejectsBelow;
     impl Service<Request<()>> for RejectsBelow {
         type Response = http::Response<()>;
-        type Error = tollgate_core::BoxError;
+        type Error = tollway_core::BoxError;
         type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
         fn poll_ready(
             &mut self,
@@ -110,7 +110,7 @@ async fn local_rejections_from_below_are_not_counted() {
             std::task::Poll::Ready(Ok(()))
         }
         fn call(&mut self, _: Request<()>) -> Self::Future {
-            std::future::ready(Err(Box::new(tollgate_core::RateLimited::new(SEC))))
+            std::future::ready(Err(Box::new(tollway_core::RateLimited::new(SEC))))
         }
     }
     let mut svc = Breaker::new(
@@ -524,7 +524,7 @@ async fn call_without_poll_ready_decides_in_call() {
     let response = svc.call(Request::new(())).await.unwrap();
     assert_eq!(response.status(), 500);
     let error = svc.call(Request::new(())).await.unwrap_err();
-    assert!(error.is::<tollgate_core::CircuitOpen>());
+    assert!(error.is::<tollway_core::CircuitOpen>());
     assert_eq!(mock.calls(), 1);
 }
 
@@ -534,8 +534,8 @@ async fn circuit_open_is_a_local_rejection_for_other_layers() {
     mock.push([Reply::Status(500)]);
     send(&mut svc).await.unwrap();
     let error = send(&mut svc).await.unwrap_err();
-    assert!(tollgate_core::error::is_local_rejection(&*error));
-    use tollgate_core::Classify;
+    assert!(tollway_core::error::is_local_rejection(&*error));
+    use tollway_core::Classify;
     assert_eq!(
         Classifier::default().classify_error(&*error).kind(),
         OutcomeKind::Rejected

@@ -12,7 +12,7 @@ use crate::ledger::Ledger;
 /// of what is left follows the account, even when other clients spend from it.
 ///
 /// ```
-/// use tollgate_budget::{Balance, Ledger, Window};
+/// use tollway_budget::{Balance, Ledger, Window};
 ///
 /// let ledger = Ledger::new(5_000, Window::day());
 /// let balance = Balance::parse(br#"{"rate": 11, "amount": 250}"#).unwrap();

@@ -4,7 +4,7 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 
-use tollgate_core::{BoxError, BudgetExhausted};
+use tollway_core::{BoxError, BudgetExhausted};
 
 /// A [`Ledger::reserve`](crate::Ledger::reserve) that was refused.
 ///
@@ -32,7 +32,7 @@ impl ReserveError {
         }
     }
 
-    /// The error a tollgate service returns: a bare [`BudgetExhausted`] (so callers can
+    /// The error a tollway service returns: a bare [`BudgetExhausted`] (so callers can
     /// `downcast_ref` it directly), the I/O error, or a [`StoreUnavailable`].
     pub fn into_box_error(self) -> BoxError {
         match self {
@@ -69,7 +69,7 @@ impl From<StoreUnavailable> for ReserveError {
     }
 }
 
-pub use tollgate_core::StoreUnavailable;
+pub use tollway_core::StoreUnavailable;
 
 impl From<BudgetExhausted> for ReserveError {
     fn from(e: BudgetExhausted) -> Self {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tollgate_core::{BoxError, OutcomeKind};
+use tollway_core::{BoxError, OutcomeKind};
 
 use crate::layer::Config;
 use crate::policy::parse_credits;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderName;
-use tollgate_core::{Classifier, Classify};
+use tollway_core::{Classifier, Classify};
 use tower::Layer;
 
 use crate::ledger::Ledger;
@@ -17,7 +17,7 @@ use crate::service::Budget;
 /// Cloning the layer (or the services it makes) shares one ledger.
 ///
 /// ```
-/// use tollgate_budget::{BudgetLayer, ChargePolicy, Cost, Ledger, Window};
+/// use tollway_budget::{BudgetLayer, ChargePolicy, Cost, Ledger, Window};
 ///
 /// let ledger = Ledger::new(5_000, Window::day());
 /// let layer = BudgetLayer::new(ledger.clone())
@@ -84,7 +84,7 @@ impl BudgetLayer {
     }
 
     /// How responses and errors are classified (success, 402, ...). A response classified
-    /// [`CreditsExhausted`](tollgate_core::OutcomeKind::CreditsExhausted) latches the ledger.
+    /// [`CreditsExhausted`](tollway_core::OutcomeKind::CreditsExhausted) latches the ledger.
     #[must_use]
     pub fn classifier(self, classifier: impl Classify) -> Self {
         self.edit(|c| c.classifier = Arc::new(classifier))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use tollgate_core::{BudgetExhausted, Clock, ExhaustedReason, MonotonicClock};
+use tollway_core::{BudgetExhausted, Clock, ExhaustedReason, MonotonicClock};
 
 use crate::error::{ReserveError, StoreUnavailable};
 use crate::journal::{self, Event, Journal, Record};
@@ -30,8 +30,8 @@ const DEFAULT_COMPACT_EVERY: u64 = 10_000;
 /// happen under one short lock.
 ///
 /// ```
-/// use tollgate_budget::{Ledger, Priority, Window};
-/// use tollgate_core::ExhaustedReason;
+/// use tollway_budget::{Ledger, Priority, Window};
+/// use tollway_core::ExhaustedReason;
 ///
 /// let ledger = Ledger::builder()
 ///     .limit(5_000, Window::day())
@@ -190,7 +190,7 @@ impl LedgerBuilder {
 
     /// Reads wall-clock time from `clock` (default: the system clock). Windows are wall-clock
     /// spans, so [`Clock::system_now`] is what counts; use a
-    /// [`FakeClock`](tollgate_core::FakeClock) in tests.
+    /// [`FakeClock`](tollway_core::FakeClock) in tests.
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Box::new(clock);
@@ -318,8 +318,8 @@ impl LedgerBuilder {
     ///
     /// ```no_run
     /// use std::time::Duration;
-    /// use tollgate_budget::redis::{Client, aio::ConnectionManager};
-    /// use tollgate_budget::{BudgetLayer, Ledger, Priority, StoreUnavailable, Window};
+    /// use tollway_budget::redis::{Client, aio::ConnectionManager};
+    /// use tollway_budget::{BudgetLayer, Ledger, Priority, StoreUnavailable, Window};
     ///
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let connection = ConnectionManager::new(Client::open("redis://127.0.0.1:6379/")?).await?;
@@ -624,13 +624,13 @@ impl Ledger {
     pub(crate) fn store_failed(
         &self,
         operation: &'static str,
-        error: impl Into<tollgate_core::BoxError>,
+        error: impl Into<tollway_core::BoxError>,
     ) -> StoreUnavailable {
         let error = StoreUnavailable::new("budget", operation, error);
         tracing::error!(ledger = %self.shared.name, %error, "budget store unavailable");
         #[cfg(feature = "metrics")]
         metrics::counter!(
-            "tollgate_budget_store_errors_total",
+            "tollway_budget_store_errors_total",
             "ledger" => self.shared.name.clone(),
             "operation" => operation,
         )
@@ -654,7 +654,7 @@ impl Ledger {
         );
         #[cfg(feature = "metrics")]
         metrics::counter!(
-            "tollgate_budget_rejected_total",
+            "tollway_budget_rejected_total",
             "ledger" => self.shared.name.clone(),
             "reason" => reason_label(reason),
         )
@@ -698,12 +698,12 @@ impl Ledger {
         #[cfg(feature = "metrics")]
         match charge {
             Some(charge) => metrics::counter!(
-                "tollgate_budget_charged_credits_total",
+                "tollway_budget_charged_credits_total",
                 "ledger" => self.shared.name.clone(),
             )
             .increment(charge),
             None => metrics::counter!(
-                "tollgate_budget_refunded_credits_total",
+                "tollway_budget_refunded_credits_total",
                 "ledger" => self.shared.name.clone(),
             )
             .increment(cost),
@@ -736,7 +736,7 @@ impl Ledger {
         if !live {
             // Already counted as spent in full when the lease expired.
             metrics::counter!(
-                "tollgate_budget_expired_leases_total",
+                "tollway_budget_expired_leases_total",
                 "ledger" => self.shared.name.clone(),
             )
             .increment(1);
@@ -744,12 +744,12 @@ impl Ledger {
         }
         match charge {
             Some(charge) => metrics::counter!(
-                "tollgate_budget_charged_credits_total",
+                "tollway_budget_charged_credits_total",
                 "ledger" => self.shared.name.clone(),
             )
             .increment(charge),
             None => metrics::counter!(
-                "tollgate_budget_refunded_credits_total",
+                "tollway_budget_refunded_credits_total",
                 "ledger" => self.shared.name.clone(),
             )
             .increment(cost),
@@ -1078,7 +1078,7 @@ impl Ledger {
         #[cfg(feature = "metrics")]
         {
             let name = self.shared.name.clone();
-            metrics::gauge!("tollgate_budget_reserved_credits", "ledger" => name.clone())
+            metrics::gauge!("tollway_budget_reserved_credits", "ledger" => name.clone())
                 .set(state.reserved as f64);
             let left = if state.latch.is_some() {
                 0
@@ -1086,14 +1086,14 @@ impl Ledger {
                 state.headroom().0
             };
             if left != u64::MAX {
-                metrics::gauge!("tollgate_budget_remaining_credits", "ledger" => name.clone())
+                metrics::gauge!("tollway_budget_remaining_credits", "ledger" => name.clone())
                     .set(left as f64);
             }
             if let Some(first) = state.windows.first() {
-                metrics::gauge!("tollgate_budget_spent_credits", "ledger" => name.clone())
+                metrics::gauge!("tollway_budget_spent_credits", "ledger" => name.clone())
                     .set(first.spent as f64);
             }
-            metrics::gauge!("tollgate_budget_latched", "ledger" => name)
+            metrics::gauge!("tollway_budget_latched", "ledger" => name)
                 .set(if state.latch.is_some() { 1.0 } else { 0.0 });
         }
         #[cfg(not(feature = "metrics"))]

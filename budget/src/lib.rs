@@ -26,15 +26,15 @@
 //! - **Server side**: [`QuotaLayer`] keeps a ledger per API key for an axum (or any tower) server,
 //!   answers 402 with a JSON body when a key's quota is used up and reports what is left.
 //!
-//! Refusals are [`BudgetExhausted`] errors (from `tollgate-core`) that callers `downcast_ref`
-//! from the [`BoxError`](tollgate_core::BoxError) the service returns.
+//! Refusals are [`BudgetExhausted`] errors (from `tollway-core`) that callers `downcast_ref`
+//! from the [`BoxError`](tollway_core::BoxError) the service returns.
 //!
 //! # Example
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use tollgate_budget::{BudgetLayer, Ledger, Priority, Window};
-//! use tollgate_core::{BudgetExhausted, ExhaustedReason};
+//! use tollway_budget::{BudgetLayer, Ledger, Priority, Window};
+//! use tollway_core::{BudgetExhausted, ExhaustedReason};
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,8 +60,8 @@
 //! # }
 //! ```
 //!
-//! [`OutcomeKind::CreditsExhausted`]: tollgate_core::OutcomeKind::CreditsExhausted
-//! [`BudgetExhausted`]: tollgate_core::BudgetExhausted
+//! [`OutcomeKind::CreditsExhausted`]: tollway_core::OutcomeKind::CreditsExhausted
+//! [`BudgetExhausted`]: tollway_core::BudgetExhausted
 
 mod balance;
 mod error;

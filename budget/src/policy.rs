@@ -4,12 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method, Uri};
-use tollgate_core::Outcome;
+use tollway_core::Outcome;
 
 /// What a request reserves before it is sent: one credit, or a price per endpoint.
 ///
 /// ```
-/// use tollgate_budget::Cost;
+/// use tollway_budget::Cost;
 ///
 /// // The search endpoint costs 5 credits, everything else 1.
 /// let cost = Cost::per_request(|_method, uri, _headers| {
@@ -80,8 +80,8 @@ impl fmt::Debug for Cost {
 ///
 /// ```
 /// use http::{HeaderMap, StatusCode};
-/// use tollgate_budget::ChargePolicy;
-/// use tollgate_core::{Classifier, Classify};
+/// use tollway_budget::ChargePolicy;
+/// use tollway_core::{Classifier, Classify};
 ///
 /// let classifier = Classifier::default();
 /// let headers = HeaderMap::new();

@@ -8,7 +8,7 @@
 /// backfill reserve.
 ///
 /// ```
-/// use tollgate_budget::Priority;
+/// use tollway_budget::Priority;
 ///
 /// let mut request = http::Request::new(());
 /// request.extensions_mut().insert(Priority::Critical);

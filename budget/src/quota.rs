@@ -15,8 +15,8 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
-use tollgate_core::headers::{RATELIMIT, RateLimitStatus, format_retry_after};
-use tollgate_core::{BudgetExhausted, ExhaustedReason};
+use tollway_core::headers::{RATELIMIT, RateLimitStatus, format_retry_after};
+use tollway_core::{BudgetExhausted, ExhaustedReason};
 use tower::{Layer, Service};
 
 use crate::error::ReserveError;
@@ -42,7 +42,7 @@ type KeyFn = dyn Fn(&HeaderMap, &http::Extensions) -> Option<String> + Send + Sy
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use tollgate_budget::{Ledger, QuotaLayer, Window};
+/// use tollway_budget::{Ledger, QuotaLayer, Window};
 ///
 /// let quota = QuotaLayer::new(|_key| Ledger::new(1_000, Window::month()));
 /// let app: Router = Router::new()

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tollgate_core::BoxError;
+use tollway_core::BoxError;
 use tower::Service;
 
 use crate::future::ResponseFuture;
@@ -16,7 +16,7 @@ use crate::priority::Priority;
 /// response arrives; see [`BudgetLayer`].
 ///
 /// A refused request never reaches the inner service: the call fails with a
-/// [`BudgetExhausted`](tollgate_core::BudgetExhausted) that callers can `downcast_ref` from the
+/// [`BudgetExhausted`](tollway_core::BudgetExhausted) that callers can `downcast_ref` from the
 /// returned [`BoxError`].
 pub struct Budget<S> {
     inner: S,

@@ -1,4 +1,4 @@
--- tollgate-budget's ledger in Redis: one script, one operation per call, atomic by construction.
+-- tollway-budget's ledger in Redis: one script, one operation per call, atomic by construction.
 --
 -- KEYS: 1 reserved (credits held by live leases), 2 leases (sorted set: "instance-id:cost" scored
 -- by expiry), 3 latch, 4 balance, then one key per limit.
@@ -240,4 +240,4 @@ elseif op == 'snapshot' then
   end
   return reply
 end
-return redis.error_reply('tollgate-budget: unknown operation ' .. tostring(op))
+return redis.error_reply('tollway-budget: unknown operation ' .. tostring(op))

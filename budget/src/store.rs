@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
-use tollgate_core::ExhaustedReason;
+use tollway_core::ExhaustedReason;
 
 use crate::error::StoreUnavailable;
 use crate::ledger::Ledger;

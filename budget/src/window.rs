@@ -2,7 +2,7 @@
 //!
 //! Calendar arithmetic is done on days since the unix epoch (Howard Hinnant's civil-from-days
 //! algorithms), so no date crate is needed. Time is wall-clock milliseconds since the epoch, read
-//! from [`Clock::system_now`](tollgate_core::Clock::system_now): it is the only time that means
+//! from [`Clock::system_now`](tollway_core::Clock::system_now): it is the only time that means
 //! the same thing before and after a restart.
 
 use std::collections::VecDeque;
@@ -75,7 +75,7 @@ pub enum Period {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate_budget::{UtcOffset, Window};
+/// use tollway_budget::{UtcOffset, Window};
 ///
 /// let daily_in_berlin = Window::day().with_offset(UtcOffset::hours(1));
 /// let last_hour = Window::rolling(Duration::from_secs(3600));

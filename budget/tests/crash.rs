@@ -11,9 +11,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use tollgate_budget::{Ledger, Priority, Window};
+use tollway_budget::{Ledger, Priority, Window};
 
-const CHILD_ENV: &str = "TOLLGATE_BUDGET_CRASH_CHILD";
+const CHILD_ENV: &str = "TOLLWAY_BUDGET_CRASH_CHILD";
 
 fn ledger(path: &Path) -> Ledger {
     Ledger::builder()

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use tollgate_budget::{Ledger, Priority, UtcOffset, Window};
-use tollgate_core::{ExhaustedReason, FakeClock};
+use tollway_budget::{Ledger, Priority, UtcOffset, Window};
+use tollway_core::{ExhaustedReason, FakeClock};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -222,9 +222,9 @@ fn clones_share_one_ledger() {
 
 #[test]
 fn balance_body_parses_seed_000() {
-    let balance = tollgate_budget::Balance::parse(br#"{"rate": 11, "amount": 1000.75}"#).unwrap();
+    let balance = tollway_budget::Balance::parse(br#"{"rate": 11, "amount": 1000.75}"#).unwrap();
     assert_eq!((balance.amount(), balance.rate()), (1000, Some(11)));
     for bad in [&b"nope"[..], b"[]", br#"{"rate": 1}"#, br#"{"amount": -3}"#] {
-        assert!(tollgate_budget::Balance::parse(bad).is_err());
+        assert!(tollway_budget::Balance::parse(bad).is_err());
     }
 }

@@ -9,7 +9,7 @@ use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
     Unit,
 };
-use tollgate_budget::{Ledger, Priority, Window};
+use tollway_budget::{Ledger, Priority, Window};
 
 /// Remembers the last value of every counter and gauge by name and labels.
 #[derive(Default, Clone)]
@@ -81,27 +81,27 @@ fn ledger_reports_charges_refunds_rejections_and_levels() {
         ledger.reserve(2, Priority::Normal).unwrap().settle(2);
         let held = ledger.reserve(3, Priority::Normal).unwrap();
         assert!(ledger.reserve(1, Priority::Normal).is_err());
-        assert_eq!(memory.get("tollgate_budget_reserved_credits,ledger=api"), 3);
+        assert_eq!(memory.get("tollway_budget_reserved_credits,ledger=api"), 3);
         assert_eq!(
-            memory.get("tollgate_budget_remaining_credits,ledger=api"),
+            memory.get("tollway_budget_remaining_credits,ledger=api"),
             0
         );
         drop(held);
         ledger.latch();
     });
     assert_eq!(
-        memory.get("tollgate_budget_charged_credits_total,ledger=api"),
+        memory.get("tollway_budget_charged_credits_total,ledger=api"),
         2
     );
     assert_eq!(
-        memory.get("tollgate_budget_refunded_credits_total,ledger=api"),
+        memory.get("tollway_budget_refunded_credits_total,ledger=api"),
         3
     );
     assert_eq!(
-        memory.get("tollgate_budget_rejected_total,ledger=api,reason=window"),
+        memory.get("tollway_budget_rejected_total,ledger=api,reason=window"),
         1
     );
-    assert_eq!(memory.get("tollgate_budget_spent_credits,ledger=api"), 2);
-    assert_eq!(memory.get("tollgate_budget_reserved_credits,ledger=api"), 0);
-    assert_eq!(memory.get("tollgate_budget_latched,ledger=api"), 1);
+    assert_eq!(memory.get("tollway_budget_spent_credits,ledger=api"), 2);
+    assert_eq!(memory.get("tollway_budget_reserved_credits,ledger=api"), 0);
+    assert_eq!(memory.get("tollway_budget_latched,ledger=api"), 1);
 }

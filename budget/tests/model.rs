@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
-use tollgate_budget::{Ledger, Priority, Reservation, Window};
-use tollgate_core::{ExhaustedReason, FakeClock};
+use tollway_budget::{Ledger, Priority, Reservation, Window};
+use tollway_core::{ExhaustedReason, FakeClock};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;

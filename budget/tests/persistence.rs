@@ -5,8 +5,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use tollgate_budget::{Ledger, Priority, Window};
-use tollgate_core::{ExhaustedReason, FakeClock};
+use tollway_budget::{Ledger, Priority, Window};
+use tollway_core::{ExhaustedReason, FakeClock};
 
 const RECORD_LEN: u64 = 29;
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use http_body_util::BodyExt;
-use tollgate_budget::{Ledger, Priority, QuotaLayer, Window};
+use tollway_budget::{Ledger, Priority, QuotaLayer, Window};
 use tower::ServiceExt;
 
 fn app(quota: &QuotaLayer, hits: Arc<AtomicU64>) -> Router {

@@ -1,6 +1,6 @@
-//! Fleet mode against a real `redis-server`: `TOLLGATE_REDIS_URL` if set, else a server this file
+//! Fleet mode against a real `redis-server`: `TOLLWAY_REDIS_URL` if set, else a server this file
 //! starts on a free loopback port. Without either the tests print a notice and pass, unless
-//! `TOLLGATE_REQUIRE_REDIS=1`. Every test uses its own random key prefix. These run on real time,
+//! `TOLLWAY_REQUIRE_REDIS=1`. Every test uses its own random key prefix. These run on real time,
 //! with margins a correct implementation never misses.
 #![cfg(feature = "redis")]
 #![allow(clippy::print_stderr)]
@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tollgate_budget::{
+use tollway_budget::{
     BudgetLayer, Ledger, LedgerBuilder, Priority, ReserveError, StoreUnavailable, Window,
 };
-use tollgate_core::{BudgetExhausted, ExhaustedReason};
-use tollgate_test_support::{TestRedis, random_prefix};
+use tollway_core::{BudgetExhausted, ExhaustedReason};
+use tollway_test_support::{TestRedis, random_prefix};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 fn exhausted(err: &ReserveError) -> ExhaustedReason {
@@ -235,7 +235,7 @@ async fn a_skewed_local_clock_still_counts_in_redis_time() {
     let skewed = Ledger::builder()
         .limit(10, Window::day())
         .limit(100, Window::month())
-        .clock(tollgate_core::FakeClock::starting_at(three_days_ago))
+        .clock(tollway_core::FakeClock::starting_at(three_days_ago))
         .redis(server.connect().await, &prefix);
     let honest = Ledger::builder()
         .limit(10, Window::day())
@@ -564,15 +564,15 @@ fn store_errors_are_counted() {
             assert!(ledger.reserve_async(1, Priority::Normal).await.is_err());
             assert!(ledger.snapshot_async().await.is_err());
             assert_eq!(
-                counters.get("tollgate_budget_store_errors_total,ledger=fleet,operation=reserve"),
+                counters.get("tollway_budget_store_errors_total,ledger=fleet,operation=reserve"),
                 1
             );
             assert_eq!(
-                counters.get("tollgate_budget_store_errors_total,ledger=fleet,operation=snapshot"),
+                counters.get("tollway_budget_store_errors_total,ledger=fleet,operation=snapshot"),
                 1
             );
             assert_eq!(
-                counters.get("tollgate_budget_charged_credits_total,ledger=fleet"),
+                counters.get("tollway_budget_charged_credits_total,ledger=fleet"),
                 1
             );
         });

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{Request, Response, StatusCode};
-use tollgate_budget::{Budget, BudgetLayer, ChargePolicy, Cost, Ledger, Priority, Window};
-use tollgate_core::{BoxError, BudgetExhausted, ExhaustedReason, FakeClock};
+use tollway_budget::{Budget, BudgetLayer, ChargePolicy, Cost, Ledger, Priority, Window};
+use tollway_core::{BoxError, BudgetExhausted, ExhaustedReason, FakeClock};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 /// 2024-03-10 12:00:00 UTC.

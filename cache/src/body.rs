@@ -58,7 +58,7 @@ impl<B> CacheBody<B> {
 
     /// The inner service's body passed through untouched, as the cache returns responses it
     /// does not store: for stacks that switch the cache off yet keep one response type (such
-    /// as the `tollgate` crate's client stack).
+    /// as the `tollway` crate's client stack).
     pub fn uncached(body: B) -> Self {
         Self::inner(body)
     }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::Response;
-use tollgate_core::BoxError;
+use tollway_core::BoxError;
 
 use crate::body::CacheBody;
 

@@ -11,7 +11,7 @@ use std::fmt;
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Method};
-use tollgate_core::idempotency::IDEMPOTENCY_KEY;
+use tollway_core::idempotency::IDEMPOTENCY_KEY;
 
 /// The 32-byte identity of a cache entry.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::{HeaderName, Method};
-use tollgate_core::{Classifier, Classify, Clock, MonotonicClock};
+use tollway_core::{Classifier, Classify, Clock, MonotonicClock};
 use tower::Layer;
 
 use crate::coalesce::Flights;
@@ -183,7 +183,7 @@ impl CacheBuilder {
     }
 
     /// Keeps expired entries for `max_stale` more, to serve (marked `stale`) when the upstream
-    /// fails: a 5xx, a transport error or timeout, a 429 or 402, or a refusal by a tollgate
+    /// fails: a 5xx, a transport error or timeout, a 429 or 402, or a refusal by a tollway
     /// limiter, breaker or budget below this layer. Default zero: off.
     #[must_use]
     pub fn stale_if_error(mut self, max_stale: Duration) -> Self {
@@ -235,7 +235,7 @@ impl CacheBuilder {
     }
 
     /// The clock whose wall-clock time (`Clock::system_now`) dates entries (default the
-    /// system's). Tests use [`FakeClock`](tollgate_core::FakeClock).
+    /// system's). Tests use [`FakeClock`](tollway_core::FakeClock).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.policy.clock = Arc::new(move || clock.system_now());

@@ -8,7 +8,7 @@
 //!   order, selected `Vary` headers and the credential headers (`Authorization`,
 //!   `x-access-key`, `X-Api-Key` by default) with BLAKE3 keyed by a random per-folder secret,
 //!   so two API keys never share an entry and no credential reaches the disk.
-//! - **What is stored** is decided by [`tollgate_core::Classify`]: successes by default, `404`
+//! - **What is stored** is decided by [`tollway_core::Classify`]: successes by default, `404`
 //!   too if [`CacheBuilder::cache_not_found`] is set, never a `Cache-Control: no-store` response
 //!   (unless [`CacheBuilder::respect_no_store`] says otherwise), never a body above
 //!   [`CacheBuilder::max_entry_bytes`] (it streams through). Lifetimes come from
@@ -27,9 +27,9 @@
 //!   [`CacheBuilder::cross_process_coalescing`]).
 //! - **stale-if-error**: with [`CacheBuilder::stale_if_error`], an expired entry stands in for
 //!   a failed upstream (5xx, transport error, 429/402, an open breaker, a spent budget).
-//! - Every response carries [`CACHE_STATUS_HEADER`] (`x-tollgate-cache`): `hit`, `miss`,
+//! - Every response carries [`CACHE_STATUS_HEADER`] (`x-tollway-cache`): `hit`, `miss`,
 //!   `stale` or `coalesced` (see [`CacheStatus`]). With the `metrics` feature, the counters
-//!   `tollgate_cache_{hits,misses,stale,coalesced,evictions}_total` follow the same outcomes.
+//!   `tollway_cache_{hits,misses,stale,coalesced,evictions}_total` follow the same outcomes.
 //!
 //! # Example
 //!
@@ -42,11 +42,11 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
-//! use tollgate_cache::{CacheLayer, CacheStatus};
+//! use tollway_cache::{CacheLayer, CacheStatus};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tollgate_core::BoxError> {
+//! # async fn main() -> Result<(), tollway_core::BoxError> {
 //! let dir = tempfile::tempdir()?;
 //! let calls = Arc::new(AtomicUsize::new(0));
 //! let counter = Arc::clone(&calls);

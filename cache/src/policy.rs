@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
-use tollgate_core::idempotency::idempotency_key;
-use tollgate_core::{Classify, Outcome, OutcomeKind};
+use tollway_core::idempotency::idempotency_key;
+use tollway_core::{Classify, Outcome, OutcomeKind};
 
 use crate::key::KeyParts;
 
@@ -100,7 +100,7 @@ impl Policy {
 
 /// Whether an outcome is one the upstream failed at, so that a stale entry may stand in:
 /// 5xx, transport errors and timeouts, being throttled or out of credit, and the refusals of
-/// tollgate's own limiter, breaker and budget.
+/// tollway's own limiter, breaker and budget.
 pub(crate) fn may_serve_stale(outcome: &Outcome) -> bool {
     outcome.is_upstream_failure()
         || matches!(

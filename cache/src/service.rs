@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
-use tollgate_core::{BoxError, Classify};
+use tollway_core::{BoxError, Classify};
 use tower::{Service, ServiceExt};
 
 use crate::body::CacheBody;

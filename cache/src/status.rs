@@ -1,11 +1,11 @@
-//! What the cache did for a response, told in the `x-tollgate-cache` header and in metrics.
+//! What the cache did for a response, told in the `x-tollway-cache` header and in metrics.
 
 use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header every response from the cache carries: `hit`, `miss`, `stale` or `coalesced`.
-pub const CACHE_STATUS_HEADER: HeaderName = HeaderName::from_static("x-tollgate-cache");
+pub const CACHE_STATUS_HEADER: HeaderName = HeaderName::from_static("x-tollway-cache");
 
 /// What the cache did for one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,7 +37,7 @@ impl CacheStatus {
     ///
     /// ```
     /// use http::HeaderMap;
-    /// use tollgate_cache::{CACHE_STATUS_HEADER, CacheStatus};
+    /// use tollway_cache::{CACHE_STATUS_HEADER, CacheStatus};
     ///
     /// let mut headers = HeaderMap::new();
     /// headers.insert(CACHE_STATUS_HEADER, "stale".parse().unwrap());
@@ -57,15 +57,15 @@ impl CacheStatus {
         HeaderValue::from_static(self.as_str())
     }
 
-    /// Counts this outcome (`tollgate_cache_{hits,misses,stale,coalesced}_total`) and logs it.
+    /// Counts this outcome (`tollway_cache_{hits,misses,stale,coalesced}_total`) and logs it.
     pub(crate) fn record(self) {
         tracing::debug!(cache = self.as_str(), "cache outcome");
         #[cfg(feature = "metrics")]
         metrics::counter!(match self {
-            Self::Hit => "tollgate_cache_hits_total",
-            Self::Miss => "tollgate_cache_misses_total",
-            Self::Stale => "tollgate_cache_stale_total",
-            Self::Coalesced => "tollgate_cache_coalesced_total",
+            Self::Hit => "tollway_cache_hits_total",
+            Self::Miss => "tollway_cache_misses_total",
+            Self::Stale => "tollway_cache_stale_total",
+            Self::Coalesced => "tollway_cache_coalesced_total",
         })
         .increment(1);
     }
@@ -77,11 +77,11 @@ impl fmt::Display for CacheStatus {
     }
 }
 
-/// Counts evicted entries (`tollgate_cache_evictions_total`).
+/// Counts evicted entries (`tollway_cache_evictions_total`).
 pub(crate) fn record_evictions(count: u64) {
     if count > 0 {
         tracing::debug!(count, "cache entries evicted");
         #[cfg(feature = "metrics")]
-        metrics::counter!("tollgate_cache_evictions_total").increment(count);
+        metrics::counter!("tollway_cache_evictions_total").increment(count);
     }
 }

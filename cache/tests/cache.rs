@@ -1,5 +1,5 @@
 //! Behaviour of the cache service against a counting mock upstream, on tokio's paused clock
-//! (coalescing) and tollgate's FakeClock (lifetimes).
+//! (coalescing) and tollway's FakeClock (lifetimes).
 
 mod common;
 
@@ -11,12 +11,12 @@ use common::{Harness, echo, entry_files, files, status};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use tokio::task::JoinSet;
-use tollgate_cache::{CacheLayer, CacheStatus};
-use tollgate_core::{BudgetExhausted, CircuitOpen, ExhaustedReason, FakeClock};
+use tollway_cache::{CacheLayer, CacheStatus};
+use tollway_core::{BudgetExhausted, CircuitOpen, ExhaustedReason, FakeClock};
 
 const URL: &str = "https://api.test/v2/user/followers?user_id=1&page_id=";
 
-fn layer(dir: &tempfile::TempDir) -> tollgate_cache::CacheBuilder {
+fn layer(dir: &tempfile::TempDir) -> tollway_cache::CacheBuilder {
     CacheLayer::builder(dir.path())
 }
 

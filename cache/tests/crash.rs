@@ -16,9 +16,9 @@ use bytes::Bytes;
 use common::{Harness, Script};
 use http::Response;
 use http_body_util::Full;
-use tollgate_cache::{CacheLayer, CacheStatus};
+use tollway_cache::{CacheLayer, CacheStatus};
 
-const ROLE: &str = "TOLLGATE_CACHE_CRASH_WRITER_DIR";
+const ROLE: &str = "TOLLWAY_CACHE_CRASH_WRITER_DIR";
 const ACKNOWLEDGED_BEFORE_KILL: usize = 40;
 
 /// The body the writer stores for `n`: long enough that a write takes several syscalls, and

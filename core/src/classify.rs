@@ -1,14 +1,14 @@
 //! Outcome classification: what a response or an error means for rate limiting, retries,
 //! circuit breaking, billing and caching.
 //!
-//! Every tollgate layer reads outcomes through one trait, [`Classify`], so an API's quirks are
+//! Every tollway layer reads outcomes through one trait, [`Classify`], so an API's quirks are
 //! described once. [`Classifier::default()`] follows HTTP: 2xx succeed, 429 is a rate limit, 402
 //! means the credits ran out, 5xx are server errors, other 4xx are the client's fault.
 //! [`Classifier::builder()`] adapts it to a particular API:
 //!
 //! ```
 //! use http::{HeaderMap, StatusCode};
-//! use tollgate_core::classify::{Classifier, Classify, OutcomeKind};
+//! use tollway_core::classify::{Classifier, Classify, OutcomeKind};
 //!
 //! // Seed 003 answers 402 when a key's concurrency limit is exceeded, and this API signals
 //! // rate limits with 503 + Retry-After.
@@ -56,7 +56,7 @@ pub enum OutcomeKind {
     Transport,
     /// No response came in time (an inner timeout, or 408).
     Timeout,
-    /// A tollgate layer refused the request before it was sent
+    /// A tollway layer refused the request before it was sent
     /// ([`RateLimited`](crate::RateLimited), [`CircuitOpen`](crate::CircuitOpen),
     /// [`BudgetExhausted`](crate::BudgetExhausted)).
     Rejected,

@@ -1,13 +1,13 @@
 //! Time, injectable.
 //!
-//! Every tollgate layer reads time through [`Clock`], so its time-dependent logic can be tested
+//! Every tollway layer reads time through [`Clock`], so its time-dependent logic can be tested
 //! exactly: [`FakeClock`] moves only when a test calls [`FakeClock::advance`], and its clones share
 //! one time. Async waits use tokio's timer; layers that both wait and compute use [`TokioClock`],
 //! which follows tokio's paused clock in tests (`tokio::time::pause`).
 //!
 //! ```
 //! use std::time::Duration;
-//! use tollgate_core::clock::{Clock, FakeClock};
+//! use tollway_core::clock::{Clock, FakeClock};
 //!
 //! let clock = FakeClock::new();
 //! let shared = clock.clone();

@@ -1,7 +1,7 @@
-//! Errors shared by every tollgate layer.
+//! Errors shared by every tollway layer.
 //!
 //! Each rejection is a small struct that a caller can find with
-//! [`downcast_ref`](std::error::Error#method.downcast_ref) on the [`BoxError`] a tollgate service
+//! [`downcast_ref`](std::error::Error#method.downcast_ref) on the [`BoxError`] a tollway service
 //! returns. They live here, rather than in the crate of the layer that raises them, so that every
 //! other layer can recognise them: a retry layer must never retry the limiter's, the breaker's or
 //! the budget's own refusal, and a breaker must never count one as an upstream failure.
@@ -10,7 +10,7 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-/// The error type every tollgate service returns: any error, boxed.
+/// The error type every tollway service returns: any error, boxed.
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// A request was refused by a rate limiter before it was sent.
@@ -263,7 +263,7 @@ impl fmt::Display for HeaderError {
 impl Error for HeaderError {}
 
 /// Whether `error`, or any error in its [`source`](Error::source) chain, is a rejection by a
-/// tollgate layer ([`RateLimited`], [`CircuitOpen`], [`BudgetExhausted`] or
+/// tollway layer ([`RateLimited`], [`CircuitOpen`], [`BudgetExhausted`] or
 /// [`StoreUnavailable`]): the request never reached the upstream.
 pub fn is_local_rejection(error: &(dyn Error + 'static)) -> bool {
     find_in_chain(error, |e| {

@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use http::{Method, Request};
-//! use tollgate_core::idempotency::{IDEMPOTENCY_KEY, is_safe_to_resend};
+//! use tollway_core::idempotency::{IDEMPOTENCY_KEY, is_safe_to_resend};
 //!
 //! let get = Request::get("/v2/user/followers").body(()).unwrap();
 //! assert!(is_safe_to_resend(&get));

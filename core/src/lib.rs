@@ -1,4 +1,4 @@
-//! What every tollgate layer reads from HTTP, written once.
+//! What every tollway layer reads from HTTP, written once.
 //!
 //! - [`classify`]: one [`Classify`] trait that maps a response or an error to an [`Outcome`]
 //!   (success, rate limited with the upstream's hint, credits exhausted, server error, client
@@ -16,7 +16,7 @@
 //! ```
 //! use std::time::{Duration, SystemTime};
 //! use http::Response;
-//! use tollgate_core::{Classifier, Classify, OutcomeKind};
+//! use tollway_core::{Classifier, Classify, OutcomeKind};
 //!
 //! let response = Response::builder()
 //!     .status(429)

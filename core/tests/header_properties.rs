@@ -4,11 +4,11 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use proptest::prelude::*;
-use tollgate_core::headers::{
+use tollway_core::headers::{
     RateLimitHint, RateLimitPolicy, RateLimitStatus, Reset, RetryAfter, XRateLimit,
     format_retry_after,
 };
-use tollgate_core::{Classifier, Classify};
+use tollway_core::{Classifier, Classify};
 
 fn visible_name() -> impl Strategy<Value = String> {
     proptest::string::string_regex("[ -~]{0,24}").expect("valid regex")

@@ -1,15 +1,15 @@
-//! Runnable companions to tollgate: a simulator of the rate-limited, credit-billed API that
-//! tollgate is built against, and (in later issues) a demo and an example server built on it.
+//! Runnable companions to tollway: a simulator of the rate-limited, credit-billed API that
+//! tollway is built against, and (in later issues) a demo and an example server built on it.
 //!
 //! - [`upstream`]: the simulator, as a library (for tests) and as the `upstream` binary
-//!   (`cargo run -p tollgate-examples --bin upstream -- --help`). It keeps its own exact record
+//!   (`cargo run -p tollway-examples --bin upstream -- --help`). It keeps its own exact record
 //!   of what a client did, [`upstream::Stats`], and so judges every end-to-end test.
 //! - [`pipeline`]: the demo that crawls the followers of a list of users with a durable work
 //!   queue and dead letters, and reports what it spent
-//!   (`cargo run -p tollgate-examples --bin pipeline`).
+//!   (`cargo run -p tollway-examples --bin pipeline`).
 //!
 //! ```
-//! use tollgate_examples::upstream::Upstream;
+//! use tollway_examples::upstream::Upstream;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
@@ -28,7 +28,7 @@
 //! ```
 
 // Still to come, in later issues:
-// - `server`: an axum server example that puts tollgate's server-side layers in front of a
+// - `server`: an axum server example that puts tollway's server-side layers in front of a
 //   handler.
 
 pub mod pipeline;

@@ -1,5 +1,5 @@
-//! End-to-end: tollgate-breaker in front of a real HTTP client talking to the upstream simulator
-//! over a socket, through an outage. The simulator, which runs no tollgate code, counts what
+//! End-to-end: tollway-breaker in front of a real HTTP client talking to the upstream simulator
+//! over a socket, through an outage. The simulator, which runs no tollway code, counts what
 //! reached it.
 
 use std::time::{Duration, Instant};
@@ -9,9 +9,9 @@ use axum::http::{Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tollgate_breaker::{BreakerConfig, BreakerLayer, State};
-use tollgate_core::CircuitOpen;
-use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
+use tollway_breaker::{BreakerConfig, BreakerLayer, State};
+use tollway_core::CircuitOpen;
+use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
 use tower::{Layer, Service, ServiceExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

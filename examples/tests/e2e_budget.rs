@@ -1,5 +1,5 @@
-//! End-to-end: tollgate-budget in front of a real HTTP client talking to the upstream simulator
-//! over a socket. The simulator, which runs no tollgate code, counts what reached it and what it
+//! End-to-end: tollway-budget in front of a real HTTP client talking to the upstream simulator
+//! over a socket. The simulator, which runs no tollway code, counts what reached it and what it
 //! charged.
 
 use std::time::Duration;
@@ -10,9 +10,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
-use tollgate_budget::{Balance, BudgetLayer, Ledger, Window};
-use tollgate_core::{BudgetExhausted, ExhaustedReason};
-use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
+use tollway_budget::{Balance, BudgetLayer, Ledger, Window};
+use tollway_core::{BudgetExhausted, ExhaustedReason};
+use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
 use tower::{Layer, ServiceExt};
 
 const CALLERS: usize = 16;

@@ -1,5 +1,5 @@
-//! End-to-end: tollgate-cache in front of a real HTTP client talking to the upstream simulator
-//! over a socket. The simulator, which runs no tollgate code, counts what reached it.
+//! End-to-end: tollway-cache in front of a real HTTP client talking to the upstream simulator
+//! over a socket. The simulator, which runs no tollway code, counts what reached it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,8 +10,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
-use tollgate_cache::{CacheLayer, CacheStatus};
-use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
+use tollway_cache::{CacheLayer, CacheStatus};
+use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
 use tower::{Layer, ServiceExt};
 
 const CALLERS: usize = 32;
@@ -22,7 +22,7 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(name: &str) -> Self {
         let unique = format!(
-            "tollgate-e2e-cache-{name}-{}-{:?}",
+            "tollway-e2e-cache-{name}-{}-{:?}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -1,10 +1,10 @@
 //! End-to-end fleet mode: 4 processes × 8 tasks share one Redis budget of `BUDGET` credits in
-//! front of the upstream simulator, over real sockets. The simulator, which runs no tollgate
+//! front of the upstream simulator, over real sockets. The simulator, which runs no tollway
 //! code, must have charged exactly `BUDGET` credits and answered no 402.
 //!
-//! The test re-executes its own binary as the workers (`TOLLGATE_FLEET_ROLE=worker`). Redis is
-//! `TOLLGATE_REDIS_URL`, or a `redis-server` started here on a free loopback port; without
-//! either the test prints a notice and passes, unless `TOLLGATE_REQUIRE_REDIS=1`.
+//! The test re-executes its own binary as the workers (`TOLLWAY_FLEET_ROLE=worker`). Redis is
+//! `TOLLWAY_REDIS_URL`, or a `redis-server` started here on a free loopback port; without
+//! either the test prints a notice and passes, unless `TOLLWAY_REQUIRE_REDIS=1`.
 #![allow(clippy::print_stderr)]
 
 use std::time::Duration;
@@ -15,10 +15,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
-use tollgate_budget::{BudgetLayer, Ledger, Window};
-use tollgate_core::{BudgetExhausted, ExhaustedReason};
-use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
-use tollgate_test_support::TestRedis;
+use tollway_budget::{BudgetLayer, Ledger, Window};
+use tollway_core::{BudgetExhausted, ExhaustedReason};
+use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
+use tollway_test_support::TestRedis;
 use tower::{Layer, ServiceExt};
 
 const TEST_NAME: &str = "four_processes_share_one_redis_budget_and_spend_exactly_it";
@@ -26,14 +26,14 @@ const PROCESSES: usize = 4;
 const TASKS: usize = 8;
 const BUDGET: u64 = 300;
 
-const ROLE: &str = "TOLLGATE_FLEET_ROLE";
-const REDIS: &str = "TOLLGATE_FLEET_REDIS";
-const UPSTREAM: &str = "TOLLGATE_FLEET_UPSTREAM";
-const PREFIX: &str = "TOLLGATE_FLEET_PREFIX";
+const ROLE: &str = "TOLLWAY_FLEET_ROLE";
+const REDIS: &str = "TOLLWAY_FLEET_REDIS";
+const UPSTREAM: &str = "TOLLWAY_FLEET_UPSTREAM";
+const PREFIX: &str = "TOLLWAY_FLEET_PREFIX";
 const REPORT: &str = "fleet-worker charged=";
 
 async fn ledger(url: &str, prefix: &str) -> Ledger {
-    let connection = tollgate_test_support::connect(url).await;
+    let connection = tollway_test_support::connect(url).await;
     Ledger::builder()
         .limit(BUDGET, Window::lifetime())
         .limit(BUDGET * 10, Window::day())
@@ -57,7 +57,7 @@ async fn worker() {
     let upstream = std::env::var(UPSTREAM).expect("upstream url");
     let prefix = std::env::var(PREFIX).expect("prefix");
     let ledger = ledger(&redis, &prefix).await;
-    tollgate_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64)
+    tollway_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64)
         .await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let service = BudgetLayer::new(ledger.clone()).layer(client);
@@ -110,11 +110,11 @@ async fn four_processes_share_one_redis_budget_and_spend_exactly_it() {
         .await
         .unwrap();
     let prefix = format!(
-        "tollgate-fleet-{}-{}",
+        "tollway-fleet-{}-{}",
         std::process::id(),
         sim.addr().port()
     );
-    let workers = tollgate_test_support::run_workers(TEST_NAME, PROCESSES, |_| {
+    let workers = tollway_test_support::run_workers(TEST_NAME, PROCESSES, |_| {
         vec![
             (ROLE, "worker".to_owned()),
             (REDIS, redis.clone()),

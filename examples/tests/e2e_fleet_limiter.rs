@@ -1,14 +1,14 @@
 //! End-to-end fleet mode: 4 processes × 8 tasks share one Redis rate limit of `RATE` requests
 //! per second in front of the upstream simulator, over real sockets, for about three seconds.
-//! The simulator, which runs no tollgate code, must never have seen more than `RATE` requests
+//! The simulator, which runs no tollway code, must never have seen more than `RATE` requests
 //! in any one-second window, must have answered no 429, and must have served at least 90% of
 //! `RATE` per second. Two of the workers lease up to 4 requests per round trip (they take
 //! larger shares: a lease reserves the next due times of the shared schedule); the simulator
 //! must see the same bound.
 //!
-//! The test re-executes its own binary as the workers (`TOLLGATE_FLEET_ROLE=worker`). Redis is
-//! `TOLLGATE_REDIS_URL`, or a `redis-server` started here on a free loopback port; without
-//! either the test prints a notice and passes, unless `TOLLGATE_REQUIRE_REDIS=1`.
+//! The test re-executes its own binary as the workers (`TOLLWAY_FLEET_ROLE=worker`). Redis is
+//! `TOLLWAY_REDIS_URL`, or a `redis-server` started here on a free loopback port; without
+//! either the test prints a notice and passes, unless `TOLLWAY_REQUIRE_REDIS=1`.
 #![allow(clippy::print_stderr)]
 
 use std::num::NonZeroU32;
@@ -20,10 +20,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
-use tollgate_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
-use tollgate_limiter::redis::aio::ConnectionManager;
-use tollgate_limiter::{LimiterLayer, Quota, RateLimiter};
-use tollgate_test_support::TestRedis;
+use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
+use tollway_limiter::redis::aio::ConnectionManager;
+use tollway_limiter::{LimiterLayer, Quota, RateLimiter};
+use tollway_test_support::TestRedis;
 use tower::{Layer, ServiceExt};
 
 const TEST_NAME: &str = "four_processes_share_one_redis_rate_limit_and_never_exceed_it";
@@ -32,11 +32,11 @@ const TASKS: usize = 8;
 const RATE: u32 = 20;
 const RUN: Duration = Duration::from_secs(3);
 
-const ROLE: &str = "TOLLGATE_FLEET_ROLE";
-const REDIS: &str = "TOLLGATE_FLEET_REDIS";
-const UPSTREAM: &str = "TOLLGATE_FLEET_UPSTREAM";
-const PREFIX: &str = "TOLLGATE_FLEET_PREFIX";
-const LEASED: &str = "TOLLGATE_FLEET_LEASED";
+const ROLE: &str = "TOLLWAY_FLEET_ROLE";
+const REDIS: &str = "TOLLWAY_FLEET_REDIS";
+const UPSTREAM: &str = "TOLLWAY_FLEET_UPSTREAM";
+const PREFIX: &str = "TOLLWAY_FLEET_PREFIX";
+const LEASED: &str = "TOLLWAY_FLEET_LEASED";
 const REPORT: &str = "fleet-worker sent=";
 const IN_TIME: &str = " in_time=";
 
@@ -75,11 +75,11 @@ async fn worker() {
     let prefix = std::env::var(PREFIX).expect("prefix");
     let leased = std::env::var(LEASED).is_ok_and(|v| v == "1");
     let limiter = limiter(
-        tollgate_test_support::connect(&redis).await,
+        tollway_test_support::connect(&redis).await,
         &prefix,
         leased,
     );
-    tollgate_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64)
+    tollway_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64)
         .await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let service = LimiterLayer::from_limiter(limiter).layer(client);
@@ -129,11 +129,11 @@ async fn four_processes_share_one_redis_rate_limit_and_never_exceed_it() {
         .await
         .unwrap();
     let prefix = format!(
-        "tollgate-fleet-limiter-{}-{}",
+        "tollway-fleet-limiter-{}-{}",
         std::process::id(),
         sim.addr().port()
     );
-    let workers = tollgate_test_support::run_workers(TEST_NAME, PROCESSES, |worker| {
+    let workers = tollway_test_support::run_workers(TEST_NAME, PROCESSES, |worker| {
         vec![
             (ROLE, "worker".to_owned()),
             (REDIS, redis.clone()),

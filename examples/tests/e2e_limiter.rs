@@ -1,4 +1,4 @@
-//! tollgate-limiter against the upstream simulator over real sockets: a client at the
+//! tollway-limiter against the upstream simulator over real sockets: a client at the
 //! simulator's exact rate gets no 429, and one configured at three times the rate, with
 //! adaptation, converges after a few. Each test takes about three seconds of real time.
 
@@ -9,9 +9,9 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tollgate_core::BoxError;
-use tollgate_examples::upstream::{DEFAULT_KEY, Stats, Upstream};
-use tollgate_limiter::{Adaptive, Aimd, LimiterLayer, Quota, RateLimiter};
+use tollway_core::BoxError;
+use tollway_examples::upstream::{DEFAULT_KEY, Stats, Upstream};
+use tollway_limiter::{Adaptive, Aimd, LimiterLayer, Quota, RateLimiter};
 use tower::{Layer, Service, ServiceExt};
 
 const RATE: u32 = 20;

@@ -1,4 +1,4 @@
-//! tollgate-retry against the upstream simulator and a small axum server, over real sockets
+//! tollway-retry against the upstream simulator and a small axum server, over real sockets
 //! with hyper's client: throttled and faulty answers are retried until every page arrives once,
 //! a 402 is never retried, and a request body is replayed byte for byte. A few seconds of real
 //! time in all.
@@ -14,10 +14,10 @@ use axum::http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tollgate_core::BoxError;
-use tollgate_examples::upstream::{DEFAULT_KEY, MISSING_SEED_USER_ID, SEED_USER_IDS, Upstream};
-use tollgate_retry::backoff::{Backoff, Jitter};
-use tollgate_retry::{Attempts, ReplayBody, RetryLayer, RetryPolicy};
+use tollway_core::BoxError;
+use tollway_examples::upstream::{DEFAULT_KEY, MISSING_SEED_USER_ID, SEED_USER_IDS, Upstream};
+use tollway_retry::backoff::{Backoff, Jitter};
+use tollway_retry::{Attempts, ReplayBody, RetryLayer, RetryPolicy};
 use tower::{Layer, ServiceExt};
 
 fn policy() -> RetryPolicy {

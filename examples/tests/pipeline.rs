@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tollgate_examples::pipeline::{
+use tollway_examples::pipeline::{
     self, Config, Mode, NOT_FOUND, Report, StopReason, queue::load_followers,
 };
-use tollgate_examples::upstream::{Upstream, follower_count, pages_for};
+use tollway_examples::upstream::{Upstream, follower_count, pages_for};
 
 const RATE: u32 = 50;
 /// Users with several pages each, the duplicate of the seed list, and the missing `12345`.
@@ -48,7 +48,7 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
-            "tollgate-pipeline-test-{name}-{}",
+            "tollway-pipeline-test-{name}-{}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
@@ -481,7 +481,7 @@ async fn pipeline_binary(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .args(args)
-            .env_remove("TOLLGATE_API_KEY")
+            .env_remove("TOLLWAY_API_KEY")
             .output()
             .expect("the pipeline binary runs")
     })
@@ -490,15 +490,15 @@ async fn pipeline_binary(args: Vec<String>) -> std::process::Output {
 }
 
 /// A layer that refuses the first `refusals` requests with `refusal`, then passes requests on
-/// to the tollgate stack.
+/// to the tollway stack.
 fn refusing(
     config: &Config,
     refusals: usize,
-    refusal: fn() -> tollgate_core::BoxError,
+    refusal: fn() -> tollway_core::BoxError,
 ) -> impl tower::Service<
     pipeline::ApiRequest,
-    Response = http::Response<tollgate::cache::CacheBody<hyper::body::Incoming>>,
-    Error = tollgate_core::BoxError,
+    Response = http::Response<tollway::cache::CacheBody<hyper::body::Incoming>>,
+    Error = tollway_core::BoxError,
     Future: Send,
 > + Clone
 + Send
@@ -507,7 +507,7 @@ fn refusing(
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tower::ServiceExt;
 
-    let inner = pipeline::tollgate_stack(config).unwrap().service;
+    let inner = pipeline::tollway_stack(config).unwrap().service;
     let calls = Arc::new(AtomicUsize::new(0));
     tower::service_fn(move |request: pipeline::ApiRequest| {
         let refuse = calls.fetch_add(1, Ordering::SeqCst) < refusals;
@@ -523,7 +523,7 @@ fn refusing(
 
 #[tokio::test]
 async fn a_layers_refusals_are_waited_out_without_using_tries() {
-    use tollgate_core::{CircuitOpen, RateLimited};
+    use tollway_core::{CircuitOpen, RateLimited};
 
     let sim = simulator().await;
     let dir = TempDir::new("open");
@@ -553,7 +553,7 @@ async fn a_layers_refusals_are_waited_out_without_using_tries() {
 
 #[tokio::test]
 async fn a_budget_layers_refusal_stops_the_run() {
-    use tollgate_core::{BudgetExhausted, ExhaustedReason};
+    use tollway_core::{BudgetExhausted, ExhaustedReason};
 
     let sim = simulator().await;
     let dir = TempDir::new("budget-layer");

@@ -1,13 +1,13 @@
 //! End-to-end fleet mode of the pipeline (`--redis URL`): two `pipeline` processes crawl
 //! disjoint user lists of one simulator with one API key, at the same time, over real sockets.
 //! They share one Redis rate limit and one Redis budget, so the simulator (which runs no
-//! tollgate code) must never see more than its rate in any second, answer no 429, serve every
+//! tollway code) must never see more than its rate in any second, answer no 429, serve every
 //! page, and, under a `--budget N` smaller than the work, charge exactly `N` credits in total.
 //! Redis failing (mid-run, or unreachable at start) stops the pipeline closed, with a one-line
 //! reason.
 //!
-//! Redis is `TOLLGATE_REDIS_URL`, or a `redis-server` started here on a free loopback port;
-//! without either these tests print a notice and pass, unless `TOLLGATE_REQUIRE_REDIS=1`. Each
+//! Redis is `TOLLWAY_REDIS_URL`, or a `redis-server` started here on a free loopback port;
+//! without either these tests print a notice and pass, unless `TOLLWAY_REQUIRE_REDIS=1`. Each
 //! test uses an API key of its own, so its fleet prefix (derived from the upstream URL and the
 //! key) is new even on a shared Redis server.
 #![allow(clippy::print_stderr)]
@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use tollgate_budget::{Ledger, Window};
-use tollgate_examples::pipeline::{self, Config, Fleet, StopReason, fleet_prefix};
-use tollgate_examples::upstream::{MISSING_SEED_USER_ID, SEED_USER_IDS, Upstream, pages_for};
-use tollgate_test_support::{TestRedis, random_prefix};
+use tollway_budget::{Ledger, Window};
+use tollway_examples::pipeline::{self, Config, Fleet, StopReason, fleet_prefix};
+use tollway_examples::upstream::{MISSING_SEED_USER_ID, SEED_USER_IDS, Upstream, pages_for};
+use tollway_test_support::{TestRedis, random_prefix};
 
 /// The simulator's rate, which the whole fleet shares.
 const RATE: u32 = 20;
@@ -47,7 +47,7 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
-            "tollgate-pipeline-fleet-{name}-{}",
+            "tollway-pipeline-fleet-{name}-{}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
@@ -127,7 +127,7 @@ async fn pipelines(runs: Vec<Vec<String>>) -> Vec<Output> {
             .map(|args| {
                 Command::new(env!("CARGO_BIN_EXE_pipeline"))
                     .args(args)
-                    .env_remove("TOLLGATE_API_KEY")
+                    .env_remove("TOLLWAY_API_KEY")
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
@@ -261,13 +261,13 @@ async fn two_processes_share_one_budget_and_spend_exactly_it() {
 
     // A lifetime counter never expires: leave nothing behind on a shared server.
     let mut raw = server.connect().await;
-    let keys: Vec<String> = tollgate_budget::redis::cmd("KEYS")
+    let keys: Vec<String> = tollway_budget::redis::cmd("KEYS")
         .arg(format!("{{{}:budget}}*", fleet_prefix(&sim.url(), &key)))
         .query_async(&mut raw)
         .await
         .unwrap();
     assert!(!keys.is_empty());
-    let _: u64 = tollgate_budget::redis::cmd("DEL")
+    let _: u64 = tollway_budget::redis::cmd("DEL")
         .arg(&keys)
         .query_async(&mut raw)
         .await
@@ -299,7 +299,7 @@ async fn redis_going_down_mid_run_stops_the_run_closed_with_a_one_line_reason() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut raw = server.connect().await;
-    let _ = tollgate_budget::redis::cmd("SHUTDOWN")
+    let _ = tollway_budget::redis::cmd("SHUTDOWN")
         .arg("NOSAVE")
         .query_async::<()>(&mut raw)
         .await;

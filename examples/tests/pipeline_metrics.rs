@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tollgate_examples::pipeline::{self, Config};
-use tollgate_examples::upstream::Upstream;
+use tollway_examples::pipeline::{self, Config};
+use tollway_examples::upstream::Upstream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_layer_reports_to_the_prometheus_endpoint() {
@@ -28,7 +28,7 @@ async fn every_layer_reports_to_the_prometheus_endpoint() {
         .await
         .unwrap();
     let dir =
-        std::env::temp_dir().join(format!("tollgate-pipeline-metrics-{}", std::process::id()));
+        std::env::temp_dir().join(format!("tollway-pipeline-metrics-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = Config::new(sim.url(), &dir);
     config.users = vec!["47857986514".into(), "57606704380".into()];
@@ -44,13 +44,13 @@ async fn every_layer_reports_to_the_prometheus_endpoint() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8(body.to_vec()).unwrap();
     for name in [
-        "tollgate_limiter_admitted",
-        "tollgate_limiter_wait_seconds_bucket",
-        "tollgate_retry_attempts_total",
-        "tollgate_retry_retries_total",
-        "tollgate_breaker_calls_total",
-        "tollgate_budget_",
-        "tollgate_cache_misses_total",
+        "tollway_limiter_admitted_total",
+        "tollway_limiter_wait_seconds_bucket",
+        "tollway_retry_attempts_total",
+        "tollway_retry_retries_total",
+        "tollway_breaker_calls_total",
+        "tollway_budget_",
+        "tollway_cache_misses_total",
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
-use tollgate_examples::upstream::{
+use tollway_examples::upstream::{
     DEFAULT_KEY, SEED_USER_IDS, Stats, Upstream, follower_count, pages_for,
 };
 use tower::ServiceExt;

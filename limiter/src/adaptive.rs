@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use tollgate_core::Classifier;
+use tollway_core::Classifier;
 
 /// How a limiter adapts to what the upstream answers.
 ///
 /// With it, every response that passes through a [`Limiter`](crate::Limiter) (or is handed to
 /// [`RateLimiter::observe_response`](crate::RateLimiter::observe_response)) is read with
-/// `tollgate-core`'s [`Classifier`] and rate-limit header parsers:
+/// `tollway-core`'s [`Classifier`] and rate-limit header parsers:
 ///
 /// - a rate limit (429, or whatever the classifier calls one) pauses **every** caller of the
 ///   limiter until its `Retry-After` (or [`default_pause`](Self::default_pause) without one),
@@ -23,7 +23,7 @@ use tollgate_core::Classifier;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate_limiter::{Adaptive, Aimd};
+/// use tollway_limiter::{Adaptive, Aimd};
 ///
 /// let adaptive = Adaptive::new()
 ///     .default_pause(Duration::from_secs(2))

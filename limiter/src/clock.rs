@@ -2,14 +2,14 @@
 //! default.
 //!
 //! The limiter keeps time as nanoseconds since a fixed origin. Any
-//! [`tollgate_core::Clock`] works ([`LimiterClock`] is implemented for core's
+//! [`tollway_core::Clock`] works ([`LimiterClock`] is implemented for core's
 //! [`MonotonicClock`], [`TokioClock`] and [`FakeClock`]); reading the clock is most of the cost
 //! of a `check`, so [`QuantaClock`] reads the CPU's time-stamp counter where it can.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use tollgate_core::{Clock, FakeClock, MonotonicClock, TokioClock};
+use tollway_core::{Clock, FakeClock, MonotonicClock, TokioClock};
 
 /// A [`Clock`] the limiter can read as nanoseconds since an origin.
 ///

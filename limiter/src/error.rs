@@ -1,4 +1,4 @@
-//! The limiter's own errors. A refusal is core's [`RateLimited`](tollgate_core::RateLimited).
+//! The limiter's own errors. A refusal is core's [`RateLimited`](tollway_core::RateLimited).
 
 use std::error::Error;
 use std::fmt;

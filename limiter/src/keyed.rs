@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{RwLock, RwLockWriteGuard};
-use tollgate_core::RateLimited;
+use tollway_core::RateLimited;
 
 use crate::clock::{LimiterClock, QuantaClock};
 use crate::error::{ExceedsBurst, NoSuchQuota};
@@ -120,7 +120,7 @@ impl<K: Eq, C: LimiterClock> Entry<K, C> {
 ///
 /// ```
 /// use std::num::{NonZeroU32, NonZeroUsize};
-/// use tollgate_limiter::{Quota, RateLimiter};
+/// use tollway_limiter::{Quota, RateLimiter};
 ///
 /// let quota = Quota::per_second(NonZeroU32::new(2).unwrap());
 /// let hosts = RateLimiter::builder(quota).build_keyed::<String>(NonZeroUsize::new(1_000).unwrap());

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tollgate_core::{BoxError, RateLimited};
+use tollway_core::{BoxError, RateLimited};
 use tower::{Layer, Service};
 
 use crate::clock::{LimiterClock, QuantaClock};

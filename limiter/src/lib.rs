@@ -16,7 +16,7 @@
 //!   and optionally lowers the rate until successes bring it back ([`Aimd`]).
 //! - [`KeyedRateLimiter`] / [`KeyedLimiterLayer`]: one limiter per host or per a key you
 //!   compute, with a bound on the number of keys.
-//! - Time comes through [`tollgate_core::Clock`] ([`LimiterClock`]); the default
+//! - Time comes through [`tollway_core::Clock`] ([`LimiterClock`]); the default
 //!   [`QuantaClock`] reads the CPU's counter, and tests use `FakeClock` or tokio's paused clock
 //!   through `TokioClock`.
 //!
@@ -26,12 +26,12 @@
 //! use std::num::NonZeroU32;
 //! use std::time::Duration;
 //! use http::{Request, Response};
-//! use tollgate_core::{RateLimited, TokioClock};
-//! use tollgate_limiter::{Adaptive, LimiterLayer, Quota, RateLimiter};
+//! use tollway_core::{RateLimited, TokioClock};
+//! use tollway_limiter::{Adaptive, LimiterLayer, Quota, RateLimiter};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), tollgate_core::BoxError> {
+//! # async fn main() -> Result<(), tollway_core::BoxError> {
 //! // The API of seed 000: about 11 requests per second and a million a day.
 //! let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(11).unwrap()))
 //!     .quota(Quota::per_day(NonZeroU32::new(1_000_000).unwrap()))
@@ -79,7 +79,7 @@
 //! waiter's turn, so a dropped waiter (a cancelled future, a dropped service) leaves no debt.
 //! A permit taken by `poll_ready` and never spent by `call` is refunded when the service is
 //! dropped. `call` without `poll_ready` takes a free permit or fails with
-//! [`RateLimited`](tollgate_core::RateLimited); it never panics.
+//! [`RateLimited`](tollway_core::RateLimited); it never panics.
 //!
 //! # Server side
 //!
@@ -99,9 +99,9 @@
 //!
 //! # Metrics
 //!
-//! With the `metrics` feature: counters `tollgate_limiter_admitted`, `tollgate_limiter_waited`,
-//! `tollgate_limiter_rejected`, `tollgate_limiter_paused` and the histogram
-//! `tollgate_limiter_wait_seconds`.
+//! With the `metrics` feature: counters `tollway_limiter_admitted_total`, `tollway_limiter_waited_total`,
+//! `tollway_limiter_rejected_total`, `tollway_limiter_pauses_total` and the histogram
+//! `tollway_limiter_wait_seconds`.
 
 mod adaptive;
 mod clock;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode};
 use parking_lot::Mutex;
-use tollgate_core::headers::{HintSource, RateLimitHint};
-use tollgate_core::{Classify, OutcomeKind, RateLimited};
+use tollway_core::headers::{HintSource, RateLimitHint};
+use tollway_core::{Classify, OutcomeKind, RateLimited};
 
 use crate::adaptive::Adaptive;
 use crate::clock::{LimiterClock, QuantaClock, duration_nanos};
@@ -27,7 +27,7 @@ use crate::quota::Quota;
 ///
 /// ```
 /// use std::num::NonZeroU32;
-/// use tollgate_limiter::{Quota, RateLimiter};
+/// use tollway_limiter::{Quota, RateLimiter};
 ///
 /// let per_second = Quota::per_second(NonZeroU32::new(11).unwrap());
 /// let per_day = Quota::per_day(NonZeroU32::new(1_000_000).unwrap())

@@ -2,11 +2,11 @@
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
-//! | `tollgate_limiter_admitted` | counter | permits granted without waiting |
-//! | `tollgate_limiter_waited` | counter | permits granted after waiting in the queue |
-//! | `tollgate_limiter_rejected` | counter | requests refused (max wait, max queue, or no wait allowed) |
-//! | `tollgate_limiter_wait_seconds` | histogram | how long each waiter waited |
-//! | `tollgate_limiter_paused` | counter | pauses ordered by the upstream (429, 503, used-up window) |
+//! | `tollway_limiter_admitted_total` | counter | permits granted without waiting |
+//! | `tollway_limiter_waited_total` | counter | permits granted after waiting in the queue |
+//! | `tollway_limiter_rejected_total` | counter | requests refused (max wait, max queue, or no wait allowed) |
+//! | `tollway_limiter_wait_seconds` | histogram | how long each waiter waited |
+//! | `tollway_limiter_pauses_total` | counter | pauses ordered by the upstream (429, 503, used-up window) |
 
 #[cfg(feature = "metrics")]
 mod imp {
@@ -14,20 +14,20 @@ mod imp {
 
     #[inline]
     pub(crate) fn admitted() {
-        metrics::counter!("tollgate_limiter_admitted").increment(1);
+        metrics::counter!("tollway_limiter_admitted_total").increment(1);
     }
 
     pub(crate) fn waited(wait: Duration) {
-        metrics::counter!("tollgate_limiter_waited").increment(1);
-        metrics::histogram!("tollgate_limiter_wait_seconds").record(wait.as_secs_f64());
+        metrics::counter!("tollway_limiter_waited_total").increment(1);
+        metrics::histogram!("tollway_limiter_wait_seconds").record(wait.as_secs_f64());
     }
 
     pub(crate) fn rejected() {
-        metrics::counter!("tollgate_limiter_rejected").increment(1);
+        metrics::counter!("tollway_limiter_rejected_total").increment(1);
     }
 
     pub(crate) fn paused() {
-        metrics::counter!("tollgate_limiter_paused").increment(1);
+        metrics::counter!("tollway_limiter_pauses_total").increment(1);
     }
 }
 

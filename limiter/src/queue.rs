@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Sleep;
-use tollgate_core::RateLimited;
+use tollway_core::RateLimited;
 
 use crate::clock::LimiterClock;
 use crate::limiter::RateLimiter;
@@ -152,7 +152,7 @@ impl<C: LimiterClock> Acquire<C> {
     }
 
     /// The error to report instead of the `RateLimited` this future resolved to, if any.
-    pub(crate) fn take_failure(&mut self) -> Option<tollgate_core::BoxError> {
+    pub(crate) fn take_failure(&mut self) -> Option<tollway_core::BoxError> {
         #[cfg(feature = "redis")]
         if let Some(error) = self.take_store_error() {
             return Some(Box::new(error));

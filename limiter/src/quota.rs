@@ -28,7 +28,7 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// ```
 /// use std::num::NonZeroU32;
 /// use std::time::Duration;
-/// use tollgate_limiter::Quota;
+/// use tollway_limiter::Quota;
 ///
 /// let eleven = NonZeroU32::new(11).unwrap();
 /// let quota = Quota::per_second(eleven);

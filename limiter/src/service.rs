@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tollgate_core::{BoxError, RateLimited};
+use tollway_core::{BoxError, RateLimited};
 use tower::Service;
 
 use crate::clock::{LimiterClock, QuantaClock};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tollgate_core::{BoxError, RateLimited, TokioClock};
-use tollgate_limiter::{
+use tollway_core::{BoxError, RateLimited, TokioClock};
+use tollway_limiter::{
     Adaptive, Aimd, KeyedLimiterLayer, LimiterLayer, Quota, RateLimiter, RateLimiterBuilder,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -449,7 +449,7 @@ async fn keyed_limiters_with_several_quotas_are_all_or_nothing_per_key() {
 #[test]
 fn keyed_available_reads_without_taking() {
     let limiters = RateLimiter::builder(Quota::per_second(nz(10)).with_burst(nz(3)))
-        .clock(tollgate_core::FakeClock::new())
+        .clock(tollway_core::FakeClock::new())
         .build_keyed::<u8>(NonZeroUsize::new(10).unwrap());
     assert_eq!(limiters.available(&1), 3, "a new key has a full bucket");
     assert!(limiters.is_empty(), "reading does not remember the key");

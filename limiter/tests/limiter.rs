@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tollgate_core::{FakeClock, TokioClock};
-use tollgate_limiter::{Quota, RateLimiter};
+use tollway_core::{FakeClock, TokioClock};
+use tollway_limiter::{Quota, RateLimiter};
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
@@ -107,7 +107,7 @@ fn set_rate_keeps_the_debt() {
     assert!(limiter.set_quota(3, Quota::per_second(nz(1))).is_err());
 }
 
-fn tokio_limiter(rate: u32, burst: u32) -> tollgate_limiter::RateLimiterBuilder<TokioClock> {
+fn tokio_limiter(rate: u32, burst: u32) -> tollway_limiter::RateLimiterBuilder<TokioClock> {
     RateLimiter::builder(Quota::per_second(nz(rate)).with_burst(nz(burst))).clock(TokioClock)
 }
 

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate_core::FakeClock;
-use tollgate_limiter::{Quota, RateLimiter};
+use tollway_core::FakeClock;
+use tollway_limiter::{Quota, RateLimiter};
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()

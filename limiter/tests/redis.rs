@@ -1,6 +1,6 @@
-//! Fleet mode against a real `redis-server`: `TOLLGATE_REDIS_URL` if set, else a server this file
+//! Fleet mode against a real `redis-server`: `TOLLWAY_REDIS_URL` if set, else a server this file
 //! starts on a free loopback port. Without either the tests print a notice and pass, unless
-//! `TOLLGATE_REQUIRE_REDIS=1`. Every test uses its own random key prefix. Redis keeps its own
+//! `TOLLWAY_REQUIRE_REDIS=1`. Every test uses its own random key prefix. Redis keeps its own
 //! clock, so these run on real time, with margins a correct implementation never misses.
 #![cfg(feature = "redis")]
 #![allow(clippy::print_stderr)]
@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tollgate_core::RateLimited;
-use tollgate_limiter::redis;
-use tollgate_limiter::redis::aio::ConnectionManager;
-use tollgate_limiter::{LimiterLayer, Quota, RateLimiter, RateLimiterBuilder, StoreUnavailable};
-use tollgate_test_support::{TestRedis, random_prefix};
+use tollway_core::RateLimited;
+use tollway_limiter::redis;
+use tollway_limiter::redis::aio::ConnectionManager;
+use tollway_limiter::{LimiterLayer, Quota, RateLimiter, RateLimiterBuilder, StoreUnavailable};
+use tollway_test_support::{TestRedis, random_prefix};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -25,8 +25,8 @@ fn nz(n: u32) -> NonZeroU32 {
 /// A one-shot check through Redis: a limiter with `max_wait(0)` never waits, so `acquire`
 /// answers at once with the permit or with Redis's retry-after.
 fn no_wait(
-    builder: RateLimiterBuilder<tollgate_limiter::QuantaClock>,
-) -> RateLimiterBuilder<tollgate_limiter::QuantaClock> {
+    builder: RateLimiterBuilder<tollway_limiter::QuantaClock>,
+) -> RateLimiterBuilder<tollway_limiter::QuantaClock> {
     builder.max_wait(Duration::ZERO)
 }
 
@@ -451,7 +451,7 @@ async fn a_pause_from_the_upstream_holds_this_process_before_it_asks_redis() {
 #[test]
 fn fleet_waiters_and_services_stay_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<tollgate_limiter::Acquire<tollgate_limiter::QuantaClock>>();
-    send_sync::<tollgate_limiter::Limiter<tower::util::BoxCloneSyncService<(), (), Infallible>>>();
+    send_sync::<tollway_limiter::Acquire<tollway_limiter::QuantaClock>>();
+    send_sync::<tollway_limiter::Limiter<tower::util::BoxCloneSyncService<(), (), Infallible>>>();
     send_sync::<StoreUnavailable>();
 }

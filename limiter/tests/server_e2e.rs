@@ -16,8 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tollgate_limiter::Quota;
-use tollgate_limiter::server::{
+use tollway_limiter::Quota;
+use tollway_limiter::server::{
     ConcurrencyLimit, HeaderOptions, Limit, PeerIp, ServerLimiterLayer,
 };
 

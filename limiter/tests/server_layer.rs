@@ -13,9 +13,9 @@ use axum::extract::ConnectInfo;
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
-use tollgate_core::FakeClock;
-use tollgate_limiter::Quota;
-use tollgate_limiter::server::{
+use tollway_core::FakeClock;
+use tollway_limiter::Quota;
+use tollway_limiter::server::{
     ConcurrencyLimit, Global, HeaderKey, HeaderOptions, Key, KeyExtractor, Limit, PeerIp,
     PriorityAdmission, Rejection, RequestHead, ResetStyle, ServerLimiterBuilder,
     ServerLimiterLayer,

@@ -7,8 +7,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tollgate_retry::backoff::{Backoff, BackoffState, Jitter};
-//! use tollgate_retry::JitterRng;
+//! use tollway_retry::backoff::{Backoff, BackoffState, Jitter};
+//! use tollway_retry::JitterRng;
 //!
 //! let backoff = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(2))
 //!     .with_jitter(Jitter::None);

@@ -9,15 +9,15 @@
 //! it by the number of attempts.
 //!
 //! Unlike tower's, this budget reads time from a [`Clock`], so it can be tested with
-//! [`FakeClock`](tollgate_core::FakeClock) or tokio's paused clock; its ratio is exact to a
+//! [`FakeClock`](tollway_core::FakeClock) or tokio's paused clock; its ratio is exact to a
 //! thousandth (tower truncates `1 / ratio`); and a retry taken for a resend that is never sent
 //! (the request was dropped while it waited for its backoff) is given back to the slot it came
 //! from.
 //!
 //! ```
 //! use std::time::Duration;
-//! use tollgate_core::FakeClock;
-//! use tollgate_retry::RetryBudget;
+//! use tollway_core::FakeClock;
+//! use tollway_retry::RetryBudget;
 //!
 //! let clock = FakeClock::new();
 //! let budget = RetryBudget::builder()
@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tollgate_core::Clock;
+use tollway_core::Clock;
 
 use crate::clock::SharedClock;
 use crate::error::InvalidConfig;
@@ -255,7 +255,7 @@ impl RetryBudgetBuilder {
         self
     }
 
-    /// The clock windows are measured with ([`TokioClock`](tollgate_core::TokioClock) by
+    /// The clock windows are measured with ([`TokioClock`](tollway_core::TokioClock) by
     /// default, which follows tokio's paused test clock).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -305,7 +305,7 @@ impl RetryBudgetBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_core::FakeClock;
+    use tollway_core::FakeClock;
 
     fn budget(window_secs: u64, min: u32, ratio: f64) -> (RetryBudget, FakeClock) {
         let clock = FakeClock::new();

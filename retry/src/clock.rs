@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tollgate_core::Clock;
+use tollway_core::Clock;
 
 trait DynClock: Send + Sync {
     fn now(&self) -> Instant;
@@ -41,7 +41,7 @@ impl SharedClock {
 
 impl Default for SharedClock {
     fn default() -> Self {
-        Self::new(tollgate_core::TokioClock)
+        Self::new(tollway_core::TokioClock)
     }
 }
 

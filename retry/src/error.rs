@@ -3,7 +3,7 @@
 use std::error::Error;
 use std::fmt;
 
-pub use tollgate_core::RetryAfterTooLong;
+pub use tollway_core::RetryAfterTooLong;
 
 /// A retry policy or budget was configured with a value it cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use http::request::Parts;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tollgate_core::{BoxError, Outcome};
+use tollway_core::{BoxError, Outcome};
 use tower::Service;
 
 use crate::backoff::BackoffState;

@@ -3,7 +3,7 @@
 //!
 //! [`Retry`] (built by [`RetryLayer`]) resends a request when core's [`Classify`] says the
 //! outcome is retryable (429, 5xx, transport errors, timeouts) and never otherwise: not a 402
-//! (retrying "insufficient balance" burns money), not another 4xx, not another tollgate layer's
+//! (retrying "insufficient balance" burns money), not another 4xx, not another tollway layer's
 //! local rejection. Then:
 //!
 //! - **Backoff** ([`backoff`]): exponential with full, equal, AWS-decorrelated or Polly-"V2"
@@ -24,8 +24,8 @@
 //!
 //! Every response carries [`Attempts`]; a retryable response that was not retried also carries
 //! [`RetriesStopped`] with the [`StopReason`], and the decision is logged with `tracing` (with
-//! `http.request.resend_count`). The `metrics` feature counts `tollgate_retry_attempts_total`,
-//! `tollgate_retry_retries_total` and `tollgate_retry_give_ups_total{reason}`.
+//! `http.request.resend_count`). The `metrics` feature counts `tollway_retry_attempts_total`,
+//! `tollway_retry_retries_total` and `tollway_retry_give_ups_total{reason}`.
 //!
 //! # Example
 //!
@@ -37,8 +37,8 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
-//! use tollgate_retry::backoff::{Backoff, Jitter};
-//! use tollgate_retry::{Attempts, ReplayBody, RetryLayer, RetryPolicy};
+//! use tollway_retry::backoff::{Backoff, Jitter};
+//! use tollway_retry::{Attempts, ReplayBody, RetryLayer, RetryPolicy};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -101,4 +101,4 @@ pub use random::JitterRng;
 pub use service::Retry;
 
 #[doc(no_inline)]
-pub use tollgate_core::{Classifier, Classify};
+pub use tollway_core::{Classifier, Classify};

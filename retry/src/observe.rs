@@ -5,19 +5,19 @@ use crate::extensions::StopReason;
 /// One send of a request, the first included.
 pub(crate) fn attempt() {
     #[cfg(feature = "metrics")]
-    metrics::counter!("tollgate_retry_attempts_total").increment(1);
+    metrics::counter!("tollway_retry_attempts_total").increment(1);
 }
 
 /// One resend.
 pub(crate) fn retry() {
     #[cfg(feature = "metrics")]
-    metrics::counter!("tollgate_retry_retries_total").increment(1);
+    metrics::counter!("tollway_retry_retries_total").increment(1);
 }
 
 /// A retryable outcome that was returned without another attempt.
 pub(crate) fn give_up(reason: &'static str, attempts: u32, outcome: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("tollgate_retry_give_ups_total", "reason" => reason).increment(1);
+    metrics::counter!("tollway_retry_give_ups_total", "reason" => reason).increment(1);
     match reason {
         "budget_exhausted"
         | "body_not_replayable"

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_core::{Classifier, Classify, Clock};
+use tollway_core::{Classifier, Classify, Clock};
 
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
@@ -92,8 +92,8 @@ impl fmt::Debug for RetryPolicy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate_retry::backoff::{Backoff, Jitter};
-/// use tollgate_retry::{RetryBudget, RetryPolicy};
+/// use tollway_retry::backoff::{Backoff, Jitter};
+/// use tollway_retry::{RetryBudget, RetryPolicy};
 ///
 /// let policy = RetryPolicy::builder()
 ///     .max_attempts(5)
@@ -193,7 +193,7 @@ impl RetryPolicyBuilder {
     }
 
     /// How responses and errors are classified (core's default [`Classifier`] otherwise):
-    /// only outcomes for which [`Outcome::is_retryable`](tollgate_core::Outcome::is_retryable)
+    /// only outcomes for which [`Outcome::is_retryable`](tollway_core::Outcome::is_retryable)
     /// holds are retried.
     #[must_use]
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
@@ -234,7 +234,7 @@ impl RetryPolicyBuilder {
     }
 
     /// The clock the deadline, `Retry-After` dates and the default budget read
-    /// ([`TokioClock`](tollgate_core::TokioClock) by default). Delays always sleep on tokio's
+    /// ([`TokioClock`](tollway_core::TokioClock) by default). Delays always sleep on tokio's
     /// timer.
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {

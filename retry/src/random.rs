@@ -13,7 +13,7 @@ use rand::{Rng, RngCore, SeedableRng};
 /// every delay is reproducible:
 ///
 /// ```
-/// use tollgate_retry::JitterRng;
+/// use tollway_retry::JitterRng;
 ///
 /// let a = JitterRng::seeded(7);
 /// let b = JitterRng::seeded(7);

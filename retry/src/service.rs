@@ -4,8 +4,8 @@ use std::task::{Context, Poll};
 use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body::Body;
-use tollgate_core::BoxError;
-use tollgate_core::idempotency::{IDEMPOTENCY_KEY, is_safe_to_resend};
+use tollway_core::BoxError;
+use tollway_core::idempotency::{IDEMPOTENCY_KEY, is_safe_to_resend};
 use tower::Service;
 
 use crate::body::{Replay, ReplayBody};

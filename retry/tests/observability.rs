@@ -12,8 +12,8 @@ use common::{Reply, Script};
 use http::Request;
 use http_body_util::Full;
 use parking_lot::Mutex;
-use tollgate_retry::backoff::{Backoff, Jitter};
-use tollgate_retry::{Retry, RetryBudget, RetryPolicy};
+use tollway_retry::backoff::{Backoff, Jitter};
+use tollway_retry::{Retry, RetryBudget, RetryPolicy};
 use tower::ServiceExt;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -197,10 +197,10 @@ mod counters {
             .oneshot(get())
             .await
             .unwrap();
-        assert_eq!(totals.get("tollgate_retry_attempts_total"), 3);
-        assert_eq!(totals.get("tollgate_retry_retries_total"), 2);
+        assert_eq!(totals.get("tollway_retry_attempts_total"), 3);
+        assert_eq!(totals.get("tollway_retry_retries_total"), 2);
         assert_eq!(
-            totals.get("tollgate_retry_give_ups_total{reason=max_attempts}"),
+            totals.get("tollway_retry_give_ups_total{reason=max_attempts}"),
             1
         );
     }

@@ -11,10 +11,10 @@ use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{Full, StreamBody};
 use tokio::time::Instant;
-use tollgate_core::idempotency::IDEMPOTENCY_KEY;
-use tollgate_core::{BoxError, FakeClock, RateLimited, TokioClock};
-use tollgate_retry::backoff::{Backoff, Jitter};
-use tollgate_retry::{
+use tollway_core::idempotency::IDEMPOTENCY_KEY;
+use tollway_core::{BoxError, FakeClock, RateLimited, TokioClock};
+use tollway_retry::backoff::{Backoff, Jitter};
+use tollway_retry::{
     Attempts, JitterRng, RetriesStopped, Retry, RetryAfterTooLong, RetryBudget, RetryLayer,
     RetryPolicy, RetryPolicyBuilder, StopReason,
 };
@@ -368,11 +368,11 @@ async fn one_attempt_policies_never_retry() {
 #[tokio::test(start_paused = true)]
 async fn a_custom_classifier_decides_what_is_retried() {
     // This API says "slow down" with 200 + a header.
-    let classifier = tollgate_core::Classifier::builder()
+    let classifier = tollway_core::Classifier::builder()
         .response_rule(|_, headers| {
             headers
                 .contains_key("x-quota-exceeded")
-                .then_some(tollgate_core::OutcomeKind::RateLimited)
+                .then_some(tollway_core::OutcomeKind::RateLimited)
         })
         .build();
     let script = Script::new([Reply::StatusWith(200, "x-quota-exceeded", "1")]);

@@ -15,8 +15,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tollgate_retry::backoff::{Backoff, Jitter};
-use tollgate_retry::{JitterRng, ReplayBody, RetryBudget, RetryLayer, RetryPolicy};
+use tollway_retry::backoff::{Backoff, Jitter};
+use tollway_retry::{JitterRng, ReplayBody, RetryBudget, RetryLayer, RetryPolicy};
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
@@ -96,7 +96,7 @@ async fn steady_load(layer: RetryLayer, duration: Duration) -> Load {
     }
 }
 
-fn policy() -> tollgate_retry::RetryPolicyBuilder {
+fn policy() -> tollway_retry::RetryPolicyBuilder {
     RetryPolicy::builder()
         .max_attempts(5)
         .backoff(Backoff::exponential(

@@ -1,19 +1,19 @@
-//! Test helpers shared by the tollgate crates. Not published; used as a dev-dependency only.
+//! Test helpers shared by the tollway crates. Not published; used as a dev-dependency only.
 //!
 //! [`TestRedis`] gives a fleet-mode test a real `redis-server`: the shared one named by
-//! `TOLLGATE_REDIS_URL` (which `.ci/run` starts), or one started here on a free loopback port and
+//! `TOLLWAY_REDIS_URL` (which `.ci/run` starts), or one started here on a free loopback port and
 //! stopped on drop. Without either, the test prints a notice and passes, unless
-//! `TOLLGATE_REQUIRE_REDIS=1`, under which a missing server fails the test.
+//! `TOLLWAY_REQUIRE_REDIS=1`, under which a missing server fails the test.
 //!
 //! ```no_run
 //! # async fn test() {
-//! use tollgate_test_support::TestRedis;
+//! use tollway_test_support::TestRedis;
 //!
 //! let Some(server) = TestRedis::shared_or_own().await else {
 //!     return; // no Redis here: the notice is printed
 //! };
 //! let connection = server.connect().await;
-//! let prefix = tollgate_test_support::random_prefix();
+//! let prefix = tollway_test_support::random_prefix();
 //! # drop((connection, prefix));
 //! # }
 //! ```
@@ -28,9 +28,9 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 /// The variable naming a shared Redis server (`redis://127.0.0.1:PORT/`).
-pub const REDIS_URL_VAR: &str = "TOLLGATE_REDIS_URL";
+pub const REDIS_URL_VAR: &str = "TOLLWAY_REDIS_URL";
 /// The variable that turns a missing Redis server into a failure (`1`).
-pub const REQUIRE_REDIS_VAR: &str = "TOLLGATE_REQUIRE_REDIS";
+pub const REQUIRE_REDIS_VAR: &str = "TOLLWAY_REQUIRE_REDIS";
 
 /// A Redis server for one test.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl Drop for OwnServer {
 }
 
 impl TestRedis {
-    /// The shared server if `TOLLGATE_REDIS_URL` is set, else one of this test's own.
+    /// The shared server if `TOLLWAY_REDIS_URL` is set, else one of this test's own.
     /// `None` (after a printed notice) when neither can be had.
     pub async fn shared_or_own() -> Option<Self> {
         if let Ok(url) = std::env::var(REDIS_URL_VAR) {
@@ -70,7 +70,7 @@ impl TestRedis {
             Err(_) => return skip("no free loopback port"),
         };
         let dir =
-            std::env::temp_dir().join(format!("tollgate-test-redis-{}-{port}", std::process::id()));
+            std::env::temp_dir().join(format!("tollway-test-redis-{}-{port}", std::process::id()));
         if std::fs::create_dir_all(&dir).is_err() {
             return skip("no temp dir");
         }
@@ -131,7 +131,7 @@ pub async fn connect(url: &str) -> ConnectionManager {
         .expect("the Redis server answers")
 }
 
-/// Whether a missing Redis server must fail the test (`TOLLGATE_REQUIRE_REDIS=1`).
+/// Whether a missing Redis server must fail the test (`TOLLWAY_REQUIRE_REDIS=1`).
 pub fn redis_required() -> bool {
     std::env::var(REQUIRE_REDIS_VAR).is_ok_and(|v| v == "1")
 }
@@ -140,7 +140,7 @@ pub fn redis_required() -> bool {
 pub fn random_prefix() -> String {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(std::process::id().into());
-    format!("tollgate-test-{:016x}", hasher.finish())
+    format!("tollway-test-{:016x}", hasher.finish())
 }
 
 #[allow(clippy::print_stderr)]

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate_core::FakeClock;
+use tollway_core::FakeClock;
 
 use super::*;
 use crate::config::OpenDuration;

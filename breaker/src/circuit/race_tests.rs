@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tollgate_core::FakeClock;
+use tollway_core::FakeClock;
 
 use super::*;
 use crate::config::OpenDuration;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use parking_lot::Mutex;
-use tollgate_core::BoxError;
+use tollway_core::BoxError;
 use tower::{Service, ServiceExt};
 
 /// What the mock upstream does with one call.
@@ -105,7 +105,7 @@ where
 pub fn open_for(result: Result<StatusCode, BoxError>) -> Duration {
     match result {
         Err(e) => e
-            .downcast_ref::<tollgate_core::CircuitOpen>()
+            .downcast_ref::<tollway_core::CircuitOpen>()
             .unwrap_or_else(|| panic!("expected CircuitOpen, got {e}"))
             .retry_after(),
         Ok(status) => panic!("expected CircuitOpen, got {status}"),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tollgate_cache::{Cache, CacheBody, CacheLayer, CacheStatus};
-use tollgate_core::BoxError;
+use tollway_cache::{Cache, CacheBody, CacheLayer, CacheStatus};
+use tollway_core::BoxError;
 use tower::{Layer, ServiceExt};
 
 /// What the mock answers to its `n`th call (from 0), given the request.

@@ -13,7 +13,7 @@
 //! ```
 //! use std::time::{Duration, SystemTime};
 //! use http::HeaderMap;
-//! use tollgate_core::headers::{RateLimitHint, RetryAfter};
+//! use tollway_core::headers::{RateLimitHint, RetryAfter};
 //!
 //! let mut headers = HeaderMap::new();
 //! headers.insert("retry-after", "3".parse().unwrap());

@@ -1,7 +1,7 @@
-//! The tollgate client stack on a plain hyper-util client: crawl one user's follower pages,
+//! The tollway client stack on a plain hyper-util client: crawl one user's follower pages,
 //! then ask for the first page again (a cache hit: no request, no credit).
 //!
-//! Run with `cargo run -p tollgate-examples --bin hyper_client` (against an in-process
+//! Run with `cargo run -p tollway-examples --bin hyper_client` (against an in-process
 //! simulator), or add `-- --upstream http://HOST:PORT --key KEY --rate N` for another API.
 
 #![allow(
@@ -20,18 +20,18 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tollgate::ClientStackLayer;
-use tollgate::breaker::{BreakerConfig, BreakerLayer};
-use tollgate::budget::{BudgetLayer, Ledger, Window};
-use tollgate::cache::{CacheLayer, CacheStatus};
-use tollgate::core::BoxError;
-use tollgate::limiter::{Adaptive, Quota, RateLimiter};
-use tollgate::retry::{Attempts, ReplayBody, RetryPolicy};
-use tollgate_examples::pipeline::cli::embedded_simulator;
-use tollgate_examples::upstream::DEFAULT_KEY;
+use tollway::ClientStackLayer;
+use tollway::breaker::{BreakerConfig, BreakerLayer};
+use tollway::budget::{BudgetLayer, Ledger, Window};
+use tollway::cache::{CacheLayer, CacheStatus};
+use tollway::core::BoxError;
+use tollway::limiter::{Adaptive, Quota, RateLimiter};
+use tollway::retry::{Attempts, ReplayBody, RetryPolicy};
+use tollway_examples::pipeline::cli::embedded_simulator;
+use tollway_examples::upstream::DEFAULT_KEY;
 use tower::{Layer, ServiceExt};
 
-/// Crawls one user's follower pages through the tollgate stack on a hyper-util client.
+/// Crawls one user's follower pages through the tollway stack on a hyper-util client.
 #[derive(Debug, Parser)]
 #[command(name = "hyper_client")]
 struct Args {
@@ -72,7 +72,7 @@ async fn crawl(args: Args) -> Result<(), BoxError> {
     };
     let key = args.key.clone().unwrap_or_else(|| DEFAULT_KEY.to_owned());
     let cache_dir =
-        std::env::temp_dir().join(format!("tollgate-hyper-client-{}", std::process::id()));
+        std::env::temp_dir().join(format!("tollway-hyper-client-{}", std::process::id()));
 
     // The stack: cache → retry → breaker → budget → limiter, in front of hyper-util's client.
     // The retry layer sends `ReplayBody`s inward, so the client is built for them.

@@ -1,6 +1,6 @@
 //! The pipeline demo: fetch every follower page of a list of users, the production way.
 //!
-//! Run with `cargo run --release -p tollgate-examples --bin pipeline` (add `-- --help` for the
+//! Run with `cargo run --release -p tollway-examples --bin pipeline` (add `-- --help` for the
 //! flags). With no `--upstream` it starts the upstream simulator in-process. It draws a progress
 //! line on stderr, prints the report as a table on stdout, and exits with status 0 when every
 //! user was either crawled or failed for a permanent reason (404); otherwise it prints a
@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tollgate_examples::pipeline::cli::{Args, Rate, embedded_simulator};
-use tollgate_examples::pipeline::{self, Fleet, Report};
+use tollway_examples::pipeline::cli::{Args, Rate, embedded_simulator};
+use tollway_examples::pipeline::{self, Fleet, Report};
 
 #[tokio::main]
 async fn main() -> ExitCode {

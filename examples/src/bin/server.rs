@@ -1,8 +1,8 @@
-//! An axum API protected by tollgate-limiter's server side: a per-IP limit and, for requests
+//! An axum API protected by tollway-limiter's server side: a per-IP limit and, for requests
 //! that carry an `x-api-key`, a per-key hourly quota, both checked all-or-nothing; 429s with
 //! `Retry-After`, IETF `RateLimit-Policy` / `RateLimit` and legacy `X-RateLimit-*` headers.
 //!
-//! Run with `cargo run -p tollgate-examples --bin server -- --rate 5 --burst 10`, then
+//! Run with `cargo run -p tollway-examples --bin server -- --rate 5 --burst 10`, then
 //! `curl -i http://127.0.0.1:3000/hello` (add `-H 'x-api-key: k1'` for the per-key quota).
 //! It prints `server listening on http://ADDR` and serves until Ctrl-C.
 
@@ -18,8 +18,8 @@ use axum::Router;
 use axum::routing::get;
 use clap::Parser;
 use http::HeaderName;
-use tollgate_limiter::Quota;
-use tollgate_limiter::server::{Cidr, HeaderKey, HeaderOptions, Limit, PeerIp, ServerLimiterLayer};
+use tollway_limiter::Quota;
+use tollway_limiter::server::{Cidr, HeaderKey, HeaderOptions, Limit, PeerIp, ServerLimiterLayer};
 
 /// An example API with per-IP and per-key rate limits.
 #[derive(Debug, Parser)]

@@ -1,7 +1,7 @@
 //! The upstream simulator as a server: a stand-in for the rate-limited, credit-billed followers
 //! API, for demos and for clients in other languages.
 //!
-//! Run with `cargo run -p tollgate-examples --bin upstream -- --rate 11 --credits 1000`.
+//! Run with `cargo run -p tollway-examples --bin upstream -- --rate 11 --credits 1000`.
 //! It prints `upstream listening on http://ADDR` and serves until Ctrl-C, then prints its record
 //! (the `/__stats` JSON) and exits.
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use clap::Parser;
-use tollgate_examples::upstream::{
+use tollway_examples::upstream::{
     DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, MAX_PAGE_SIZE, Upstream,
 };
 

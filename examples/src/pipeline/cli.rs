@@ -13,7 +13,7 @@ use super::config::{Config, DEFAULT_CONCURRENCY, DEFAULT_MAX_TRIES};
 use super::fleet::check_redis_url;
 
 /// The environment variable read for the access key when `--key` is not given.
-pub const KEY_ENV: &str = "TOLLGATE_API_KEY";
+pub const KEY_ENV: &str = "TOLLWAY_API_KEY";
 
 /// Fetches every follower page of a list of users from the followers API, the production way.
 ///
@@ -25,7 +25,7 @@ pub struct Args {
     /// Base URL of the API (default: an in-process simulator).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
-    /// Access key, sent as x-access-key (default: $TOLLGATE_API_KEY, else the simulator's key).
+    /// Access key, sent as x-access-key (default: $TOLLWAY_API_KEY, else the simulator's key).
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
     /// User ids to crawl, comma separated (default: the 20 ids of seed 000, duplicate included;
@@ -146,7 +146,7 @@ impl Args {
         Ok(())
     }
 
-    /// The access key: `--key`, else `$TOLLGATE_API_KEY`, else the simulator's.
+    /// The access key: `--key`, else `$TOLLWAY_API_KEY`, else the simulator's.
     pub fn key(&self) -> String {
         self.key
             .clone()
@@ -193,7 +193,7 @@ impl Args {
     }
 }
 
-/// The journal's default home: `<temp dir>/tollgate-pipeline/<upstream>`, one folder per
+/// The journal's default home: `<temp dir>/tollway-pipeline/<upstream>`, one folder per
 /// upstream (`simulator` for the in-process one), so that two APIs never share pages. It
 /// survives runs, so a second run resumes (and, once done, fetches nothing).
 pub fn default_cache_dir(upstream: Option<&str>) -> PathBuf {
@@ -213,7 +213,7 @@ pub fn default_cache_dir(upstream: Option<&str>) -> PathBuf {
             })
             .collect(),
     };
-    std::env::temp_dir().join("tollgate-pipeline").join(name)
+    std::env::temp_dir().join("tollway-pipeline").join(name)
 }
 
 /// The simulator the binary starts when no `--upstream` is given: the seed's rate of 11 req/s,
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(args.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(args.max_tries, DEFAULT_MAX_TRIES);
         assert!(args.cache_dir().ends_with(format!(
-            "tollgate-pipeline/simulator/run-{}",
+            "tollway-pipeline/simulator/run-{}",
             std::process::id()
         )));
         assert!(args.uses_run_cache_dir());
@@ -275,7 +275,7 @@ mod tests {
         assert_eq!(args.users(), ["1", "2", "3"]);
         assert_eq!(args.rate, Rate::Fixed(NonZeroU32::new(7).unwrap()));
         assert_eq!(args.key(), "k");
-        assert!(args.cache_dir().ends_with("tollgate-pipeline/127.0.0.1_9"));
+        assert!(args.cache_dir().ends_with("tollway-pipeline/127.0.0.1_9"));
         let config = args.config("http://127.0.0.1:9", NonZeroU32::new(7).unwrap());
         assert_eq!(config.budget, Some(40));
         assert_eq!(config.concurrency, 3);

@@ -5,9 +5,9 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use tollgate::limiter::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tollgate::limiter::redis::{Client, RedisError};
-use tollgate_core::StoreUnavailable;
+use tollway::limiter::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tollway::limiter::redis::{Client, RedisError};
+use tollway_core::StoreUnavailable;
 
 use super::stack::pacing_interval;
 
@@ -118,7 +118,7 @@ pub fn check_redis_url(url: &str) -> Result<(), String> {
 }
 
 /// The key prefix of the fleet crawling `base_url` with `key`:
-/// `tollgate-pipeline:<host_port>:<digest of the key>`.
+/// `tollway-pipeline:<host_port>:<digest of the key>`.
 ///
 /// Every process that crawls the same API with the same key gets the same prefix, so they
 /// share one rate limit and one budget, whatever machine they run on; another key (another
@@ -141,7 +141,7 @@ pub fn fleet_prefix(base_url: &str, key: &str) -> String {
             }
         })
         .collect();
-    format!("tollgate-pipeline:{host}:{:016x}", fnv1a(key.as_bytes()))
+    format!("tollway-pipeline:{host}:{:016x}", fnv1a(key.as_bytes()))
 }
 
 /// The limiter's interval for a fleet sharing an account allowed `rate` requests per second:
@@ -168,7 +168,7 @@ mod tests {
     fn one_prefix_per_api_and_key_and_the_key_stays_secret() {
         let a = fleet_prefix("http://API.example:8080/", "secret-key");
         assert_eq!(a, fleet_prefix("http://api.example:8080", "secret-key"));
-        assert!(a.starts_with("tollgate-pipeline:api.example_8080:"), "{a}");
+        assert!(a.starts_with("tollway-pipeline:api.example_8080:"), "{a}");
         assert!(!a.contains("secret"), "{a}");
         assert_ne!(a, fleet_prefix("http://api.example:8080", "other-key"));
         assert_ne!(a, fleet_prefix("http://api.example:8081", "secret-key"));

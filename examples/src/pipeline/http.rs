@@ -1,7 +1,7 @@
 //! The HTTP side: the base client and the followers API's requests and answers.
 //!
-//! The run loop takes any tower service of the shape [`run`](super::run) names; the tollgate
-//! stack ([`tollgate_stack`](super::tollgate_stack)) goes in front of [`base_client`].
+//! The run loop takes any tower service of the shape [`run`](super::run) names; the tollway
+//! stack ([`tollway_stack`](super::tollway_stack)) goes in front of [`base_client`].
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use tollgate_core::BoxError;
+use tollway_core::BoxError;
 use tower::util::MapErr;
 use tower::{Service, ServiceExt};
 
@@ -25,8 +25,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 pub type ApiRequest = Request<Full<Bytes>>;
 
 /// The base client: hyper-util's pooled HTTP/1 client sending bodies of type `B`, its errors
-/// boxed, each attempt limited to [`REQUEST_TIMEOUT`]. The tollgate stack goes in front of it
-/// with `B = ReplayBody<Full<Bytes>>` (see [`tollgate_stack`](super::tollgate_stack)).
+/// boxed, each attempt limited to [`REQUEST_TIMEOUT`]. The tollway stack goes in front of it
+/// with `B = ReplayBody<Full<Bytes>>` (see [`tollway_stack`](super::tollway_stack)).
 pub type BaseClient<B = Full<Bytes>> = tower::timeout::Timeout<
     MapErr<Client<HttpConnector, B>, fn(hyper_util::client::legacy::Error) -> BoxError>,
 >;

@@ -1,4 +1,4 @@
-//! `--metrics ADDR`: every tollgate layer's metrics on a Prometheus endpoint.
+//! `--metrics ADDR`: every tollway layer's metrics on a Prometheus endpoint.
 
 use std::net::SocketAddr;
 

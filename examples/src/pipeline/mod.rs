@@ -1,7 +1,7 @@
 //! The `pipeline` demo: fetch every follower page of a list of users from the followers API of
 //! seed 000, the production way, and report what it cost.
 //!
-//! - [`crawl`] crawls [`Config::users`] through the tollgate stack ([`tollgate_stack`]: cache →
+//! - [`crawl`] crawls [`Config::users`] through the tollway stack ([`tollway_stack`]: cache →
 //!   retry → breaker → budget → limiter, in front of [`base_client`]); [`run`] does the same
 //!   through any tower service of the shape
 //!   `Service<Request<Full<Bytes>>, Response = Response<B>, Error = BoxError>`.
@@ -19,13 +19,13 @@
 //! - The [`Report`] is what the binary prints as a table and writes as JSON with `--report`.
 //!
 //! ```
-//! use tollgate_examples::pipeline::{self, Config};
-//! use tollgate_examples::upstream::Upstream;
+//! use tollway_examples::pipeline::{self, Config};
+//! use tollway_examples::upstream::Upstream;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let sim = Upstream::builder().rate(50).spawn().await?;
-//! let dir = std::env::temp_dir().join(format!("tollgate-pipeline-doc-{}", std::process::id()));
+//! let dir = std::env::temp_dir().join(format!("tollway-pipeline-doc-{}", std::process::id()));
 //! # let _ = std::fs::remove_dir_all(&dir);
 //! let mut config = Config::new(sim.url(), &dir);
 //! config.users = vec!["1553030189".into(), "12345".into()];
@@ -69,7 +69,7 @@ pub use report::{DeadLetter, Mode, Report, Table, UserFailure};
 pub use run::{NOT_FOUND, run};
 pub use stack::{
     CACHE_SUBDIR, MAX_PERMIT_WAIT, PipelineService, PipelineStack, STACK_ATTEMPTS, crawl,
-    pacing_interval, tollgate_stack,
+    pacing_interval, tollway_stack,
 };
 pub use stop::{StopReason, Stopped};
 pub use wire::{WireLog, WireLogLayer, WireLogged};

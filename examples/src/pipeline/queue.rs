@@ -336,7 +336,7 @@ mod tests {
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir =
-            std::env::temp_dir().join(format!("tollgate-queue-test-{name}-{}", std::process::id()));
+            std::env::temp_dir().join(format!("tollway-queue-test-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }

@@ -148,7 +148,7 @@ impl fmt::Display for Table<'_> {
             Mode::Pipeline => "pipeline",
             Mode::Naive => "naive (seed 000's client)",
         };
-        writeln!(f, "tollgate pipeline report: {mode}")?;
+        writeln!(f, "tollway pipeline report: {mode}")?;
         row(f, "users", &format_args!("{} requested", r.users_requested))?;
         row(f, "  completed", &r.users_completed)?;
         row(f, "  failed", &r.users_failed.len())?;

@@ -8,9 +8,9 @@ use http::Response;
 use http_body::Body;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tollgate::cache::CacheStatus;
-use tollgate::retry::Attempts;
-use tollgate_core::{BoxError, Classify, OutcomeKind};
+use tollway::cache::CacheStatus;
+use tollway::retry::Attempts;
+use tollway_core::{BoxError, Classify, OutcomeKind};
 use tower::{Service, ServiceExt};
 
 use super::config::Config;
@@ -27,12 +27,12 @@ pub const NOT_FOUND: &str = "not found";
 /// Crawls every user of `config` through `service`, resuming from the journal in
 /// `config.cache_dir`.
 ///
-/// `service` is cloned once per worker (`config.concurrency` of them): the tollgate stack
-/// ([`tollgate_stack`](super::tollgate_stack), or [`crawl`](super::crawl) that builds it) in
+/// `service` is cloned once per worker (`config.concurrency` of them): the tollway stack
+/// ([`tollway_stack`](super::tollway_stack), or [`crawl`](super::crawl) that builds it) in
 /// front of [`base_client`](super::base_client), or any service of this shape. Each request carries a
 /// [`WireLog`] that the pipeline's stack fills below every layer, so every attempt is counted
 /// with its status; for other services, a response's [`Attempts`] extension (the retry
-/// layer's) counts as that many requests, and one the cache's `x-tollgate-cache` header marks
+/// layer's) counts as that many requests, and one the cache's `x-tollway-cache` header marks
 /// as a hit costs no request and no credit.
 ///
 /// # Errors
@@ -227,7 +227,7 @@ where
 
 /// What a try put on the wire: the [`WireLog`] when the service keeps one (the pipeline's
 /// stack does, below every layer); otherwise what the response says (the retry layer's
-/// [`Attempts`], the cache's `x-tollgate-cache`), and one request for an error that is not a
+/// [`Attempts`], the cache's `x-tollway-cache`), and one request for an error that is not a
 /// layer's refusal.
 fn traffic<B>(wire: &WireLog, response: Option<&Response<B>>, refused: bool) -> Traffic {
     let cached = response.is_some_and(|response| {

@@ -8,8 +8,8 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tollgate_core::error::find_cause;
-use tollgate_core::{
+use tollway_core::error::find_cause;
+use tollway_core::{
     BoxError, BudgetExhausted, CircuitOpen, Classifier, Classify, ExhaustedReason, Outcome,
     OutcomeKind, RateLimited, StoreUnavailable,
 };
@@ -430,7 +430,7 @@ impl Run {
         }
     }
 
-    /// A tollgate layer refused the request before it was sent: no try is used up.
+    /// A tollway layer refused the request before it was sent: no try is used up.
     fn rejected(&self, mut task: Task, error: &(dyn std::error::Error + 'static)) {
         let now = Instant::now();
         let mut state = self.state.lock();

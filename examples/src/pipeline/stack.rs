@@ -1,4 +1,4 @@
-//! The tollgate stack the pipeline runs on: [`tollgate_stack`], and [`crawl`] that runs a
+//! The tollway stack the pipeline runs on: [`tollway_stack`], and [`crawl`] that runs a
 //! [`Config`] through it.
 
 use std::io;
@@ -9,14 +9,14 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tollgate::ClientStackLayer;
-use tollgate::breaker::{BreakerConfig, BreakerLayer, OpenDuration};
-use tollgate::budget::{BudgetLayer, Ledger, Window};
-use tollgate::cache::{CacheBody, CacheLayer};
-use tollgate::core::{BoxError, StoreUnavailable};
-use tollgate::limiter::{Adaptive, Quota, RateLimiter};
-use tollgate::retry::backoff::{Backoff, Jitter};
-use tollgate::retry::{ReplayBody, RetryBudget, RetryPolicy};
+use tollway::ClientStackLayer;
+use tollway::breaker::{BreakerConfig, BreakerLayer, OpenDuration};
+use tollway::budget::{BudgetLayer, Ledger, Window};
+use tollway::cache::{CacheBody, CacheLayer};
+use tollway::core::{BoxError, StoreUnavailable};
+use tollway::limiter::{Adaptive, Quota, RateLimiter};
+use tollway::retry::backoff::{Backoff, Jitter};
+use tollway::retry::{ReplayBody, RetryBudget, RetryPolicy};
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
@@ -28,7 +28,7 @@ use super::run::run;
 use super::stop::{StopReason, Stopped};
 use super::wire::WireLogLayer;
 
-/// The pipeline's service: the tollgate stack over [`base_client`], boxed.
+/// The pipeline's service: the tollway stack over [`base_client`], boxed.
 pub type PipelineService = BoxCloneSyncService<ApiRequest, Response<CacheBody<Incoming>>, BoxError>;
 
 /// Where the response cache lives inside [`Config::cache_dir`], beside the journal.
@@ -38,7 +38,7 @@ pub const CACHE_SUBDIR: &str = "http-cache";
 /// included); the run loop's own tries ([`Config::max_tries`]) come on top.
 pub const STACK_ATTEMPTS: u32 = 3;
 
-/// The longest a request waits for a rate permit inside the stack; see [`tollgate_stack`].
+/// The longest a request waits for a rate permit inside the stack; see [`tollway_stack`].
 pub const MAX_PERMIT_WAIT: Duration = Duration::from_secs(2);
 
 /// The stack and the layer that made it (for its handles: limiter, breaker, ledger, cache).
@@ -50,7 +50,7 @@ pub struct PipelineStack {
     pub layer: ClientStackLayer,
 }
 
-/// The tollgate stack for `config`, in front of [`base_client`] (with a
+/// The tollway stack for `config`, in front of [`base_client`] (with a
 /// [`WireLogLayer`](super::WireLogLayer) that counts every attempt for the report):
 ///
 /// - **cache** in `config.cache_dir/http-cache`, beside the journal: a page paid for is never
@@ -77,7 +77,7 @@ pub struct PipelineStack {
 /// # Errors
 ///
 /// The cache folder cannot be created or opened.
-pub fn tollgate_stack(config: &Config) -> io::Result<PipelineStack> {
+pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
     let interval = match &config.fleet {
         Some(_) => fleet_pacing_interval(config.rate),
         None => pacing_interval(config.rate),
@@ -151,7 +151,7 @@ pub fn pacing_interval(rate: NonZeroU32) -> Duration {
     }
 }
 
-/// Crawls `config` through [`tollgate_stack`]: [`run`](super::run) with the stack, and the
+/// Crawls `config` through [`tollway_stack`]: [`run`](super::run) with the stack, and the
 /// breaker's trips in the report.
 ///
 /// # Errors
@@ -162,7 +162,7 @@ pub async fn crawl(config: Config) -> Result<Report, Stopped> {
         reason,
         report: Report::new(super::report::Mode::Pipeline),
     };
-    let stack = match tollgate_stack(&config) {
+    let stack = match tollway_stack(&config) {
         Ok(stack) => stack,
         Err(error) => {
             return Err(stopped(StopReason::Config(format!(
@@ -258,10 +258,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_stack_has_every_layer_and_the_budget_of_the_run() {
-        let dir = std::env::temp_dir().join(format!("tollgate-stack-unit-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tollway-stack-unit-{}", std::process::id()));
         let mut config = Config::new("http://127.0.0.1:9", &dir);
         config.budget = Some(7);
-        let stack = tollgate_stack(&config).unwrap();
+        let stack = tollway_stack(&config).unwrap();
         assert!(stack.layer.breaker().is_some());
         assert_eq!(stack.layer.ledger().unwrap().remaining(), 7);
         assert_eq!(

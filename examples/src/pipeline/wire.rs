@@ -1,4 +1,4 @@
-//! [`WireLog`]: what each page's requests met on the wire, below every tollgate layer.
+//! [`WireLog`]: what each page's requests met on the wire, below every tollway layer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use parking_lot::Mutex;
-use tollgate_core::BoxError;
+use tollway_core::BoxError;
 use tower::{Layer, Service};
 
 /// A request extension that [`WireLogged`] fills with the answer to every attempt that was

@@ -58,7 +58,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// The answer does not depend on whether the simulator lets the user exist.
 ///
 /// ```
-/// use tollgate_examples::upstream::{pages_for, MAX_PAGES};
+/// use tollway_examples::upstream::{pages_for, MAX_PAGES};
 ///
 /// let pages = pages_for("1553030189");
 /// assert!((1..=MAX_PAGES).contains(&pages));

@@ -1,4 +1,4 @@
-//! A simulator of the rate-limited, credit-billed followers API that tollgate is built against,
+//! A simulator of the rate-limited, credit-billed followers API that tollway is built against,
 //! and the judge of every end-to-end test and demo.
 //!
 //! It behaves like the API of the seed documents (see `shared/seeds/000` and `001`):
@@ -29,7 +29,7 @@
 //!   costs one credit. Nothing else costs anything.
 //!
 //! Each known user has from 1 to 5 pages of followers ([`pages_for`]), derived from the user id,
-//! so tests know what a full crawl returns. The simulator uses no tollgate code: its record is
+//! so tests know what a full crawl returns. The simulator uses no tollway code: its record is
 //! independent of the client it judges.
 //!
 //! # Example
@@ -39,7 +39,7 @@
 //! use http_body_util::{BodyExt, Empty};
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::rt::TokioExecutor;
-//! use tollgate_examples::upstream::{DEFAULT_KEY, Upstream};
+//! use tollway_examples::upstream::{DEFAULT_KEY, Upstream};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -71,7 +71,7 @@
 //! ```
 //! use std::time::Duration;
 //! use axum::http::StatusCode;
-//! use tollgate_examples::upstream::Upstream;
+//! use tollway_examples::upstream::Upstream;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {

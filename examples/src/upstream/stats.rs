@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The simulator's record of a run, as served by `GET /__stats` and returned by
 /// [`Upstream::stats`](super::Upstream::stats).
 ///
-/// The record is kept by the simulator alone, with no tollgate code involved, so a test can use
+/// The record is kept by the simulator alone, with no tollway code involved, so a test can use
 /// it to judge a client: a well-behaved one shows no 429 in [`by_status`](Self::by_status), no
 /// [`duplicate_page_fetches`](Self::duplicate_page_fetches), and a
 /// [`max_in_flight`](Self::max_in_flight) within its own concurrency limit.
@@ -38,7 +38,7 @@ impl Stats {
     /// How many requests got `status`.
     ///
     /// ```
-    /// use tollgate_examples::upstream::Stats;
+    /// use tollway_examples::upstream::Stats;
     ///
     /// let mut stats = Stats::default();
     /// stats.by_status.insert("429".to_owned(), 3);

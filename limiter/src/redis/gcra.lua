@@ -1,4 +1,4 @@
--- tollgate-limiter fleet mode: GCRA over several quotas, all-or-nothing, on Redis's own clock.
+-- tollway-limiter fleet mode: GCRA over several quotas, all-or-nothing, on Redis's own clock.
 --
 -- KEYS[i]  the theoretical arrival time (TAT) of quota i, in microseconds since the Unix epoch
 -- ARGV[1]  the cost c of one request (permits)

@@ -34,11 +34,11 @@
 //!
 //! ```no_run
 //! use std::num::NonZeroU32;
-//! use tollgate_limiter::redis::aio::ConnectionManager;
-//! use tollgate_limiter::{LimiterLayer, Quota, RateLimiter};
+//! use tollway_limiter::redis::aio::ConnectionManager;
+//! use tollway_limiter::{LimiterLayer, Quota, RateLimiter};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = tollgate_limiter::redis::Client::open("redis://127.0.0.1/")?;
+//! let client = tollway_limiter::redis::Client::open("redis://127.0.0.1/")?;
 //! let connection = ConnectionManager::new(client).await?;
 //! // 20 requests per second for the whole fleet; 5 per second in this process if Redis is down.
 //! let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(20).unwrap()))

@@ -16,7 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
-use tollgate_core::RateLimited;
+use tollway_core::RateLimited;
 
 use super::error::StoreUnavailable;
 use super::store::{Decision, Store};

@@ -19,7 +19,7 @@ type MaxFn = dyn Fn(&RequestHead<'_>) -> u32 + Send + Sync;
 ///
 /// ```
 /// use http::{HeaderName, StatusCode};
-/// use tollgate_limiter::server::{ConcurrencyLimit, HeaderKey, KeyExtractor, PeerIp};
+/// use tollway_limiter::server::{ConcurrencyLimit, HeaderKey, KeyExtractor, PeerIp};
 ///
 /// // Seed 003: one search at a time per API key (or per IP without one), 402 beyond it,
 /// // two for the $20 tier.

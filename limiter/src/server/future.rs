@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use axum::body::{Body, Bytes, HttpBody};
 use http::Response;
 use pin_project_lite::pin_project;
-use tollgate_core::BoxError;
+use tollway_core::BoxError;
 use tower::Service;
 
 use super::concurrency::InFlightGuard;

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue};
-use tollgate_core::headers::{
+use tollway_core::headers::{
     RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, RateLimitStatus, Reset, XRateLimit,
     format_retry_after, whole_seconds_ceil,
 };

@@ -197,7 +197,7 @@ pub enum ProxyHeader {
 /// addresses count as IPv4.
 ///
 /// ```
-/// use tollgate_limiter::server::{Cidr, Key, KeyExtractor, PeerIp, RequestHead};
+/// use tollway_limiter::server::{Cidr, Key, KeyExtractor, PeerIp, RequestHead};
 ///
 /// let key = PeerIp::new().trust_proxy("10.0.0.0/8".parse::<Cidr>().unwrap());
 /// let mut request = http::Request::get("/hello")

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use tollgate_core::HeaderError;
+use tollway_core::HeaderError;
 use tower::Layer;
 
 use super::concurrency::{ConcurrencyLimit, InFlight};
@@ -83,7 +83,7 @@ impl ServerLimiterLayer<QuantaClock> {
 
 impl<C: LimiterClock> ServerLimiterLayer<C> {
     /// Keys the rate limits remember now, across every limit (the
-    /// `tollgate_limiter_tracked_keys` gauge).
+    /// `tollway_limiter_tracked_keys` gauge).
     pub fn tracked_keys(&self) -> usize {
         self.shared.limits.tracked_keys()
     }

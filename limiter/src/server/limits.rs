@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::HeaderValue;
-use tollgate_core::HeaderError;
-use tollgate_core::headers::RateLimitPolicy;
+use tollway_core::HeaderError;
+use tollway_core::headers::RateLimitPolicy;
 
 use super::headers::{self, PolicyInfo};
 use super::key::{Key, KeyExtractor, RequestHead};
@@ -28,8 +28,8 @@ const SWEEP_EVERY: usize = 512;
 /// ```
 /// use std::num::NonZeroU32;
 /// use std::time::Duration;
-/// use tollgate_limiter::Quota;
-/// use tollgate_limiter::server::{Limit, PeerIp};
+/// use tollway_limiter::Quota;
+/// use tollway_limiter::server::{Limit, PeerIp};
 ///
 /// // Seed 004, layer 1: 100 requests per 15 minutes per IP, all at once if need be.
 /// let hundred = NonZeroU32::new(100).unwrap();
@@ -268,7 +268,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::num::NonZeroU32;
 
-    use tollgate_core::FakeClock;
+    use tollway_core::FakeClock;
 
     use super::super::key::Global;
     use super::*;

@@ -2,10 +2,10 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `tollgate_limiter_tracked_keys` | gauge | | keys remembered by the rate limits |
-//! | `tollgate_limiter_server_rejected` | counter | `reason` | requests refused (`rate`, `concurrency`, `queue`) |
-//! | `tollgate_limiter_shadow_would_reject` | counter | `reason` | refusals shadow mode let through |
-//! | `tollgate_limiter_near_limit` | counter | `policy` | admitted requests that left a policy at or below 10% |
+//! | `tollway_limiter_tracked_keys` | gauge | | keys remembered by the rate limits |
+//! | `tollway_limiter_server_rejected_total` | counter | `reason` | requests refused (`rate`, `concurrency`, `queue`) |
+//! | `tollway_limiter_shadow_would_reject_total` | counter | `reason` | refusals shadow mode let through |
+//! | `tollway_limiter_near_limit_total` | counter | `policy` | admitted requests that left a policy at or below 10% |
 
 use super::rejection::RejectionKind;
 
@@ -27,21 +27,21 @@ mod imp {
     use super::{RejectionKind, reason};
 
     pub(crate) fn tracked_keys(keys: usize) {
-        metrics::gauge!("tollgate_limiter_tracked_keys").set(keys as f64);
+        metrics::gauge!("tollway_limiter_tracked_keys").set(keys as f64);
     }
 
     pub(crate) fn rejected(kind: RejectionKind) {
-        metrics::counter!("tollgate_limiter_server_rejected", "reason" => reason(kind))
+        metrics::counter!("tollway_limiter_server_rejected_total", "reason" => reason(kind))
             .increment(1);
     }
 
     pub(crate) fn would_reject(kind: RejectionKind) {
-        metrics::counter!("tollgate_limiter_shadow_would_reject", "reason" => reason(kind))
+        metrics::counter!("tollway_limiter_shadow_would_reject_total", "reason" => reason(kind))
             .increment(1);
     }
 
     pub(crate) fn near_limit(policy: &str) {
-        metrics::counter!("tollgate_limiter_near_limit", "policy" => policy.to_owned())
+        metrics::counter!("tollway_limiter_near_limit_total", "policy" => policy.to_owned())
             .increment(1);
     }
 }

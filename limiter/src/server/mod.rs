@@ -15,7 +15,7 @@
 //! - **Bounded memory**: each limit remembers at most `max_keys` keys; keys whose buckets are
 //!   full again are forgotten a shard at a time on the request path (one shard every 512
 //!   requests) (no background task), and
-//!   [`ServerLimiterLayer::tracked_keys`] (gauge `tollgate_limiter_tracked_keys`) says how many
+//!   [`ServerLimiterLayer::tracked_keys`] (gauge `tollway_limiter_tracked_keys`) says how many
 //!   are held.
 //! - **Per-key concurrency** ([`ConcurrencyLimit`]), refused with 429 or 402.
 //! - **Priority admission** ([`PriorityAdmission`]): a bounded queue shared by all priorities;
@@ -29,8 +29,8 @@
 //! use std::num::NonZeroU32;
 //! use axum::{Router, routing::get};
 //! use http::{HeaderName, Request, StatusCode};
-//! use tollgate_limiter::Quota;
-//! use tollgate_limiter::server::{HeaderKey, HeaderOptions, Limit, PeerIp, ServerLimiterLayer};
+//! use tollway_limiter::Quota;
+//! use tollway_limiter::server::{HeaderKey, HeaderOptions, Limit, PeerIp, ServerLimiterLayer};
 //! use axum::body::Body;
 //! use tower::ServiceExt;
 //!

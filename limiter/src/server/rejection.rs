@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
-use tollgate_core::headers::whole_seconds_ceil;
+use tollway_core::headers::whole_seconds_ceil;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,7 +44,7 @@ type BodyFn = dyn Fn(&RejectionInfo<'_>) -> (HeaderValue, Bytes) + Send + Sync;
 ///
 /// ```
 /// use http::StatusCode;
-/// use tollgate_limiter::server::Rejection;
+/// use tollway_limiter::server::Rejection;
 ///
 /// let seed_004 = Rejection::fixed(
 ///     StatusCode::TOO_MANY_REQUESTS,

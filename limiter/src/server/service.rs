@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
 use http::{HeaderMap, Request, Response, StatusCode};
-use tollgate_core::BoxError;
+use tollway_core::BoxError;
 use tower::Service;
 
 use super::future::ResponseFuture;

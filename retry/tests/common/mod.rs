@@ -11,8 +11,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tollgate_core::BoxError;
-use tollgate_retry::ReplayBody;
+use tollway_core::BoxError;
+use tollway_retry::ReplayBody;
 use tower::util::BoxCloneService;
 
 /// What the upstream answers to one call.
@@ -106,7 +106,7 @@ pub fn respond(reply: Reply) -> Result<Response<()>, BoxError> {
             std::io::ErrorKind::ConnectionReset,
         ))),
         Reply::Timeout => Err(Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut))),
-        Reply::Rejected => Err(Box::new(tollgate_core::RateLimited::new(
+        Reply::Rejected => Err(Box::new(tollway_core::RateLimited::new(
             Duration::from_secs(1),
         ))),
     }

@@ -2,11 +2,11 @@
 
 use std::fmt;
 
-use tollgate_breaker::{BreakerHandle, BreakerLayer};
-use tollgate_budget::{BudgetLayer, Ledger};
-use tollgate_cache::CacheLayer;
-use tollgate_limiter::{Limiter, LimiterClock, QuantaClock, RateLimiter};
-use tollgate_retry::{RetryLayer, RetryPolicy};
+use tollway_breaker::{BreakerHandle, BreakerLayer};
+use tollway_budget::{BudgetLayer, Ledger};
+use tollway_cache::CacheLayer;
+use tollway_limiter::{Limiter, LimiterClock, QuantaClock, RateLimiter};
+use tollway_retry::{RetryLayer, RetryPolicy};
 use tower::Layer;
 use tower::util::Either;
 

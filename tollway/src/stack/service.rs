@@ -4,12 +4,12 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tollgate_breaker::Breaker;
-use tollgate_budget::Budget;
-use tollgate_cache::{Cache, CacheBody};
-use tollgate_core::BoxError;
-use tollgate_limiter::{Limiter, LimiterClock, QuantaClock};
-use tollgate_retry::Retry;
+use tollway_breaker::Breaker;
+use tollway_budget::Budget;
+use tollway_cache::{Cache, CacheBody};
+use tollway_core::BoxError;
+use tollway_limiter::{Limiter, LimiterClock, QuantaClock};
+use tollway_retry::Retry;
 use tower::Service;
 use tower::util::{BoxCloneSyncService, Either};
 
@@ -27,10 +27,10 @@ type Layers<S, C> = Either<Cache<Retry<Guarded<S, C>>>, Uncached<Retry<Guarded<S
 ///
 /// For `S: Service<Request<ReplayBody<B>>, Response = Response<R>>` it is a
 /// `Service<Request<B>, Response = Response<CacheBody<R>>, Error = BoxError>`: the retry layer
-/// sends [`ReplayBody`](tollgate_retry::ReplayBody)s inward so that it can resend a body, and
+/// sends [`ReplayBody`](tollway_retry::ReplayBody)s inward so that it can resend a body, and
 /// the cache answers with [`CacheBody`]s. Errors are the inner service's error or one of the
 /// layers' rejections (`RateLimited`, `CircuitOpen`, `BudgetExhausted`, `RetryAfterTooLong`),
-/// boxed; find them with [`tollgate_core::error::find_cause`].
+/// boxed; find them with [`tollway_core::error::find_cause`].
 ///
 /// When `S`'s own error is a [`BoxError`], box the stack with [`boxed`](Self::boxed) before
 /// awaiting it in `tokio::spawn` (see the [module docs](crate::stack#spawning)).

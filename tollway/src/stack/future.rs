@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tollgate_cache::CacheBody;
+use tollway_cache::CacheBody;
 
 pin_project! {
     /// The future [`Uncached`](super::Uncached) returns: the inner future, its response's body

@@ -1,4 +1,4 @@
-//! [`TollgateMiddleware`]: a tower layer as a reqwest-middleware `Middleware`.
+//! [`TollwayMiddleware`]: a tower layer as a reqwest-middleware `Middleware`.
 
 use std::fmt;
 
@@ -9,24 +9,24 @@ use http::Extensions;
 use http_body::Body;
 use reqwest::ResponseBuilderExt;
 use reqwest_middleware::{Error, Middleware, Next};
-use tollgate_core::{BoxError, BudgetExhausted, CircuitOpen, RateLimited, RetryAfterTooLong};
+use tollway_core::{BoxError, BudgetExhausted, CircuitOpen, RateLimited, RetryAfterTooLong};
 use tower::{Layer, Service, ServiceExt};
 
 use super::forward::{Forward, Job};
 
-/// Any tower layer (one tollgate layer or the whole
+/// Any tower layer (one tollway layer or the whole
 /// [`ClientStackLayer`](crate::ClientStackLayer)) as a [`reqwest_middleware::Middleware`];
 /// see the [module docs](crate::middleware).
 ///
-/// The layer is applied once per request over a fresh [`Forward`]; tollgate layers share
-/// their state across those applications, so one `TollgateMiddleware` is one limiter, one
+/// The layer is applied once per request over a fresh [`Forward`]; tollway layers share
+/// their state across those applications, so one `TollwayMiddleware` is one limiter, one
 /// breaker, one ledger and one cache for every request of the client.
 #[derive(Clone)]
-pub struct TollgateMiddleware<L> {
+pub struct TollwayMiddleware<L> {
     layer: L,
 }
 
-impl<L> TollgateMiddleware<L> {
+impl<L> TollwayMiddleware<L> {
     /// A middleware running each request through `layer`.
     pub const fn new(layer: L) -> Self {
         Self { layer }
@@ -38,9 +38,9 @@ impl<L> TollgateMiddleware<L> {
     }
 }
 
-impl<L: fmt::Debug> fmt::Debug for TollgateMiddleware<L> {
+impl<L: fmt::Debug> fmt::Debug for TollwayMiddleware<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TollgateMiddleware")
+        f.debug_struct("TollwayMiddleware")
             .field("layer", &self.layer)
             .finish()
     }
@@ -51,7 +51,7 @@ impl<L: fmt::Debug> fmt::Debug for TollgateMiddleware<L> {
 struct AttemptUrl(reqwest::Url);
 
 #[async_trait::async_trait]
-impl<L, RB> Middleware for TollgateMiddleware<L>
+impl<L, RB> Middleware for TollwayMiddleware<L>
 where
     L: Layer<Forward> + Send + Sync + 'static,
     L::Service: Service<http::Request<reqwest::Body>, Response = http::Response<RB>> + Send,

@@ -1,4 +1,4 @@
-//! The client stack: every tollgate layer, in the right order, as one tower [`Layer`](tower::Layer).
+//! The client stack: every tollway layer, in the right order, as one tower [`Layer`](tower::Layer).
 //!
 //! [`ClientStackLayer`] wraps an HTTP client (hyper-util's, reqwest through
 //! [`middleware`](crate::middleware), or any `tower::Service` over `http` types) in, from the
@@ -15,7 +15,7 @@
 //!   coalesced into one).
 //! - **Retry outside the breaker**, so that each attempt is judged by the breaker, and an open
 //!   circuit ends the retries: its `CircuitOpen` is classified
-//!   [`Rejected`](tollgate_core::OutcomeKind::Rejected), which the retry layer never retries.
+//!   [`Rejected`](tollway_core::OutcomeKind::Rejected), which the retry layer never retries.
 //!   The same holds for the budget's `BudgetExhausted` and the limiter's `RateLimited`: no
 //!   layer retries another layer's refusal.
 //! - **Budget inside retry**: every attempt is billed by the API, so every attempt reserves its
@@ -48,16 +48,16 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::{BodyExt, Full};
-//! use tollgate::breaker::{BreakerConfig, BreakerLayer};
-//! use tollgate::budget::{BudgetLayer, Ledger, Window};
-//! use tollgate::cache::{CacheLayer, CacheStatus};
-//! use tollgate::limiter::{Adaptive, Quota, RateLimiter};
-//! use tollgate::retry::{ReplayBody, RetryPolicy};
-//! use tollgate::{ClientStackLayer, core::TokioClock};
+//! use tollway::breaker::{BreakerConfig, BreakerLayer};
+//! use tollway::budget::{BudgetLayer, Ledger, Window};
+//! use tollway::cache::{CacheLayer, CacheStatus};
+//! use tollway::limiter::{Adaptive, Quota, RateLimiter};
+//! use tollway::retry::{ReplayBody, RetryPolicy};
+//! use tollway::{ClientStackLayer, core::TokioClock};
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), tollgate::core::BoxError> {
+//! # async fn main() -> Result<(), tollway::core::BoxError> {
 //! let dir = tempfile::tempdir()?;
 //! let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(11).unwrap()))
 //!     .adaptive(Adaptive::new())
@@ -93,10 +93,10 @@
 //!
 //! # Spawning
 //!
-//! When the wrapped client's own error type is [`BoxError`](tollgate_core::BoxError), awaiting
+//! When the wrapped client's own error type is [`BoxError`](tollway_core::BoxError), awaiting
 //! the stack's future inside `tokio::spawn` fails to compile with "implementation of `From` is
 //! not general enough" (a rustc limitation with higher-ranked bounds in auto-trait checks; see
-//! tollgate-retry's README). Box the stack first with [`ClientStack::boxed`] (a
+//! tollway-retry's README). Box the stack first with [`ClientStack::boxed`] (a
 //! `BoxCloneSyncService`), or give the client a concrete error type (hyper-util's client has
 //! one).
 

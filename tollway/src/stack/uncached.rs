@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use super::future::UncachedFuture;
 use http::Response;
-use tollgate_cache::CacheBody;
+use tollway_cache::CacheBody;
 use tower::Service;
 
 /// Passes requests to the inner service and wraps each response body in

@@ -1,12 +1,12 @@
-//! The reqwest-middleware bridge (feature `reqwest`): any tollgate layer, or the whole
+//! The reqwest-middleware bridge (feature `reqwest`): any tollway layer, or the whole
 //! [`ClientStackLayer`](crate::ClientStackLayer), as a [`reqwest_middleware::Middleware`].
 //!
 //! ```
 //! # #[cfg(feature = "full")] {
 //! use std::num::NonZeroU32;
-//! use tollgate::ClientStackLayer;
-//! use tollgate::limiter::{Adaptive, Quota, RateLimiter};
-//! use tollgate::middleware::TollgateMiddleware;
+//! use tollway::ClientStackLayer;
+//! use tollway::limiter::{Adaptive, Quota, RateLimiter};
+//! use tollway::middleware::TollwayMiddleware;
 //!
 //! let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(11).unwrap()))
 //!     .adaptive(Adaptive::new())
@@ -16,7 +16,7 @@
 //!     .build()
 //!     .unwrap();
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest)
-//!     .with(TollgateMiddleware::new(ClientStackLayer::builder(limiter).build()))
+//!     .with(TollwayMiddleware::new(ClientStackLayer::builder(limiter).build()))
 //!     .build();
 //! # let _ = client; }
 //! ```
@@ -36,7 +36,7 @@
 //!
 //! The middleware [`Extensions`](http::Extensions) (`RequestBuilder::with_extension` in
 //! reqwest-middleware) are copied into the `http::Request` the layers see, so
-//! `tollgate::budget::Priority` or your own `Cost` key work as they do on any tower client;
+//! `tollway::budget::Priority` or your own `Cost` key work as they do on any tower client;
 //! each attempt passes the request's extensions on to the later middlewares.
 //!
 //! # reqwest's own retries
@@ -48,10 +48,10 @@
 //! # Errors
 //!
 //! Errors from reqwest and from later middlewares come back as they were
-//! ([`reqwest_middleware::Error::Reqwest`] or `Middleware`). Refusals of the tollgate layers
+//! ([`reqwest_middleware::Error::Reqwest`] or `Middleware`). Refusals of the tollway layers
 //! (`RateLimited`, `CircuitOpen`, `BudgetExhausted`, `RetryAfterTooLong`) come back as
 //! [`reqwest_middleware::Error::Middleware`], whose `anyhow::Error` downcasts to them:
-//! `error.downcast_ref::<tollgate::core::CircuitOpen>()` after matching the variant.
+//! `error.downcast_ref::<tollway::core::CircuitOpen>()` after matching the variant.
 //!
 //! Responses served by the cache carry the request's URL as their `Response::url`.
 
@@ -59,4 +59,4 @@ mod forward;
 mod service;
 
 pub use forward::{Forward, ForwardClosed};
-pub use service::TollgateMiddleware;
+pub use service::TollwayMiddleware;

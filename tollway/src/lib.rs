@@ -1,6 +1,6 @@
-//! One dependency for every tollgate layer, and the client stack in the right order.
+//! One dependency for every tollway layer, and the client stack in the right order.
 //!
-//! tollgate makes calls to rate-limited, credit-billed HTTP APIs production-grade. Each layer is
+//! tollway makes calls to rate-limited, credit-billed HTTP APIs production-grade. Each layer is
 //! its own crate, re-exported here behind a feature of the same name:
 //!
 //! | feature | module | what it does |
@@ -12,7 +12,7 @@
 //! | `budget` | `budget` | credit ledger: reservations, windows, a 402 latch, a journal |
 //! | `cache` | `cache` | idempotent disk cache: a page paid for is never paid for again |
 //! | `full` | [`stack`] | all five, and [`ClientStackLayer`] (**default**) |
-//! | `metrics` | | every enabled layer's `tollgate_<layer>_*` metrics |
+//! | `metrics` | | every enabled layer's `tollway_<layer>_*` metrics |
 //! | `reqwest` | `middleware` | any layer or the whole stack as a `reqwest_middleware::Middleware` |
 //!
 //! `full` is the default: most users want the whole stack. To pick single layers, turn the
@@ -33,10 +33,10 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
-//! use tollgate::ClientStackLayer;
-//! use tollgate::core::{BoxError, TokioClock};
-//! use tollgate::limiter::{Quota, RateLimiter};
-//! use tollgate::retry::{Attempts, ReplayBody};
+//! use tollway::ClientStackLayer;
+//! use tollway::core::{BoxError, TokioClock};
+//! use tollway::limiter::{Quota, RateLimiter};
+//! use tollway::retry::{Attempts, ReplayBody};
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -70,23 +70,23 @@
 //! line: see `middleware`.
 
 #[doc(inline)]
-pub use tollgate_core as core;
+pub use tollway_core as core;
 
 #[cfg(feature = "breaker")]
 #[doc(inline)]
-pub use tollgate_breaker as breaker;
+pub use tollway_breaker as breaker;
 #[cfg(feature = "budget")]
 #[doc(inline)]
-pub use tollgate_budget as budget;
+pub use tollway_budget as budget;
 #[cfg(feature = "cache")]
 #[doc(inline)]
-pub use tollgate_cache as cache;
+pub use tollway_cache as cache;
 #[cfg(feature = "limiter")]
 #[doc(inline)]
-pub use tollgate_limiter as limiter;
+pub use tollway_limiter as limiter;
 #[cfg(feature = "retry")]
 #[doc(inline)]
-pub use tollgate_retry as retry;
+pub use tollway_retry as retry;
 
 #[cfg(all(
     feature = "limiter",

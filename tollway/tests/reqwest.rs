@@ -6,16 +6,16 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
-use tollgate::ClientStackLayer;
-use tollgate::breaker::{BreakerConfig, BreakerLayer};
-use tollgate::budget::{BudgetLayer, Ledger, Priority, Window};
-use tollgate::cache::{CACHE_STATUS_HEADER, CacheLayer};
-use tollgate::core::{BudgetExhausted, ExhaustedReason};
-use tollgate::limiter::{Adaptive, LimiterLayer, Quota, RateLimiter};
-use tollgate::middleware::TollgateMiddleware;
-use tollgate::retry::RetryPolicy;
-use tollgate::retry::backoff::{Backoff, Jitter};
-use tollgate_examples::upstream::{DEFAULT_KEY, MISSING_SEED_USER_ID, SEED_USER_IDS, Upstream};
+use tollway::ClientStackLayer;
+use tollway::breaker::{BreakerConfig, BreakerLayer};
+use tollway::budget::{BudgetLayer, Ledger, Priority, Window};
+use tollway::cache::{CACHE_STATUS_HEADER, CacheLayer};
+use tollway::core::{BudgetExhausted, ExhaustedReason};
+use tollway::limiter::{Adaptive, LimiterLayer, Quota, RateLimiter};
+use tollway::middleware::TollwayMiddleware;
+use tollway::retry::RetryPolicy;
+use tollway::retry::backoff::{Backoff, Jitter};
+use tollway_examples::upstream::{DEFAULT_KEY, MISSING_SEED_USER_ID, SEED_USER_IDS, Upstream};
 
 fn reqwest_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -81,7 +81,7 @@ async fn the_whole_stack_on_reqwest_caches_paces_and_retries() {
         )
         .build();
     let client = ClientBuilder::new(reqwest_client())
-        .with(TollgateMiddleware::new(layer.clone()))
+        .with(TollwayMiddleware::new(layer.clone()))
         .build();
     let base = sim.url();
 
@@ -156,7 +156,7 @@ async fn priority_travels_in_the_request_extensions() {
         .budget(BudgetLayer::new(ledger.clone()))
         .build();
     let client = ClientBuilder::new(reqwest_client())
-        .with(TollgateMiddleware::new(layer))
+        .with(TollwayMiddleware::new(layer))
         .build();
     let base = sim.url();
 
@@ -191,7 +191,7 @@ async fn a_single_layer_is_a_middleware_too_and_transport_errors_pass_through() 
     let sim = Upstream::builder().rate(10).spawn().await.unwrap();
     let quota = Quota::per_second(NonZeroU32::new(5).unwrap());
     let client = ClientBuilder::new(reqwest_client())
-        .with(TollgateMiddleware::new(LimiterLayer::new(quota)))
+        .with(TollwayMiddleware::new(LimiterLayer::new(quota)))
         .build();
     let base = sim.url();
     let started = Instant::now();

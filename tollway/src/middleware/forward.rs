@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::Body;
 use tokio::sync::{mpsc, oneshot};
-use tollgate_core::BoxError;
+use tollway_core::BoxError;
 use tower::Service;
 
 /// One attempt the stack wants sent: the request, and where its answer goes.
@@ -18,8 +18,8 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<Result<http::Response<reqwest::Body>, BoxError>>,
 }
 
-/// The client at the bottom of a bridged tollgate stack. It sends nothing itself: each request
-/// travels over a channel to the [`TollgateMiddleware::handle`](super::TollgateMiddleware) call
+/// The client at the bottom of a bridged tollway stack. It sends nothing itself: each request
+/// travels over a channel to the [`TollwayMiddleware::handle`](super::TollwayMiddleware) call
 /// that made the stack, which runs it through the rest of the reqwest-middleware chain
 /// (`Next::run`) and sends the answer back. So the stack stays `'static` (as the cache and
 /// `tokio::spawn` need) although reqwest-middleware's `Next<'_>` borrows.
@@ -52,7 +52,7 @@ pub struct ForwardClosed;
 
 impl fmt::Display for ForwardClosed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the reqwest-middleware call that owned this tollgate stack has ended")
+        f.write_str("the reqwest-middleware call that owned this tollway stack has ended")
     }
 }
 
