@@ -82,10 +82,7 @@ fn ledger_reports_charges_refunds_rejections_and_levels() {
         let held = ledger.reserve(3, Priority::Normal).unwrap();
         assert!(ledger.reserve(1, Priority::Normal).is_err());
         assert_eq!(memory.get("tollway_budget_reserved_credits,ledger=api"), 3);
-        assert_eq!(
-            memory.get("tollway_budget_remaining_credits,ledger=api"),
-            0
-        );
+        assert_eq!(memory.get("tollway_budget_remaining_credits,ledger=api"), 0);
         drop(held);
         ledger.latch();
     });

@@ -111,6 +111,81 @@ impl Clock for FakeClock {
     }
 }
 
+/// Any [`Clock`], type-erased behind an `Arc`: for state that should not be generic over its
+/// clock (policies, budgets, ledgers, caches). Clones share the clock; it is a [`Clock`] too.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollway_core::clock::{Clock, FakeClock, SharedClock};
+///
+/// let fake = FakeClock::new();
+/// let shared = SharedClock::new(fake.clone());
+/// let start = shared.now();
+/// fake.advance(Duration::from_secs(3));
+/// assert_eq!(shared.now() - start, Duration::from_secs(3));
+/// ```
+#[derive(Clone)]
+pub struct SharedClock(Arc<dyn DynClock>);
+
+trait DynClock: Send + Sync {
+    fn dyn_now(&self) -> Instant;
+    fn dyn_system_now(&self) -> SystemTime;
+}
+
+impl<K: Clock> DynClock for K {
+    fn dyn_now(&self) -> Instant {
+        Clock::now(self)
+    }
+
+    fn dyn_system_now(&self) -> SystemTime {
+        Clock::system_now(self)
+    }
+}
+
+impl SharedClock {
+    /// `clock`, type-erased.
+    pub fn new(clock: impl Clock) -> Self {
+        Self(Arc::new(clock))
+    }
+
+    /// [`Clock::now`], without importing the trait.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.0.dyn_now()
+    }
+
+    /// [`Clock::system_now`], without importing the trait.
+    #[inline]
+    pub fn system_now(&self) -> SystemTime {
+        self.0.dyn_system_now()
+    }
+}
+
+impl Clock for SharedClock {
+    #[inline]
+    fn now(&self) -> Instant {
+        self.0.dyn_now()
+    }
+
+    #[inline]
+    fn system_now(&self) -> SystemTime {
+        self.0.dyn_system_now()
+    }
+}
+
+/// [`TokioClock`]: follows tokio's paused clock in tests, the system's otherwise.
+impl Default for SharedClock {
+    fn default() -> Self {
+        Self::new(TokioClock)
+    }
+}
+
+impl std::fmt::Debug for SharedClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedClock")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,11 @@
 //!   layers all consume it, so an API's quirks are described in one place.
 //! - [`headers`]: `Retry-After`, legacy `X-RateLimit-*` and the IETF `RateLimit-Policy` /
 //!   `RateLimit` fields, parsed without panics and formatted the way clients expect.
+//! - [`durable`]: private files, atomic writes and `flock` locks for everything persisted.
 //! - [`idempotency`]: which requests may be sent twice.
+//! - [`random`]: [`JitterRng`], the injectable randomness every jittered wait draws from.
+//! - `client_ip` (feature `client-ip`): the client's address behind trusted proxies, grouped
+//!   the way server-side limits and quotas count clients.
 //! - [`clock`]: the [`Clock`] every layer reads time from, with a [`FakeClock`] for tests.
 //! - [`error`]: the rejection errors layers return ([`RateLimited`], [`CircuitOpen`],
 //!   [`BudgetExhausted`]) and [`BoxError`].
@@ -30,14 +34,19 @@
 //! ```
 
 pub mod classify;
+#[cfg(feature = "client-ip")]
+pub mod client_ip;
 pub mod clock;
+pub mod durable;
 pub mod error;
 pub mod headers;
 pub mod idempotency;
+pub mod random;
 
 pub use classify::{Classifier, Classify, Outcome, OutcomeKind};
-pub use clock::{Clock, FakeClock, MonotonicClock, TokioClock};
+pub use clock::{Clock, FakeClock, MonotonicClock, SharedClock, TokioClock};
 pub use error::{
     BoxError, BudgetExhausted, CircuitOpen, ExhaustedReason, HeaderError, RateLimited,
     RetryAfterTooLong, StoreUnavailable,
 };
+pub use random::JitterRng;

@@ -57,8 +57,7 @@ async fn worker() {
     let upstream = std::env::var(UPSTREAM).expect("upstream url");
     let prefix = std::env::var(PREFIX).expect("prefix");
     let ledger = ledger(&redis, &prefix).await;
-    tollway_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64)
-        .await;
+    tollway_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let service = BudgetLayer::new(ledger.clone()).layer(client);
     let mut tasks = JoinSet::new();
@@ -109,11 +108,7 @@ async fn four_processes_share_one_redis_budget_and_spend_exactly_it() {
         .spawn()
         .await
         .unwrap();
-    let prefix = format!(
-        "tollway-fleet-{}-{}",
-        std::process::id(),
-        sim.addr().port()
-    );
+    let prefix = format!("tollway-fleet-{}-{}", std::process::id(), sim.addr().port());
     let workers = tollway_test_support::run_workers(TEST_NAME, PROCESSES, |_| {
         vec![
             (ROLE, "worker".to_owned()),

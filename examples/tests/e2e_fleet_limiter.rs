@@ -74,13 +74,8 @@ async fn worker() {
     let upstream = std::env::var(UPSTREAM).expect("upstream url");
     let prefix = std::env::var(PREFIX).expect("prefix");
     let leased = std::env::var(LEASED).is_ok_and(|v| v == "1");
-    let limiter = limiter(
-        tollway_test_support::connect(&redis).await,
-        &prefix,
-        leased,
-    );
-    tollway_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64)
-        .await;
+    let limiter = limiter(tollway_test_support::connect(&redis).await, &prefix, leased);
+    tollway_test_support::redis_barrier(&redis, &format!("{prefix}:ready"), PROCESSES as u64).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let service = LimiterLayer::from_limiter(limiter).layer(client);
     let deadline = Instant::now() + RUN;

@@ -27,8 +27,7 @@ async fn every_layer_reports_to_the_prometheus_endpoint() {
         .spawn()
         .await
         .unwrap();
-    let dir =
-        std::env::temp_dir().join(format!("tollway-pipeline-metrics-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tollway-pipeline-metrics-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = Config::new(sim.url(), &dir);
     config.users = vec!["47857986514".into(), "57606704380".into()];

@@ -17,9 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tollway_limiter::Quota;
-use tollway_limiter::server::{
-    ConcurrencyLimit, HeaderOptions, Limit, PeerIp, ServerLimiterLayer,
-};
+use tollway_limiter::server::{ConcurrencyLimit, HeaderOptions, Limit, PeerIp, ServerLimiterLayer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

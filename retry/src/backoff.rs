@@ -27,7 +27,7 @@
 
 use std::time::Duration;
 
-use crate::random::JitterRng;
+use tollway_core::JitterRng;
 
 /// How the exponential delay is randomised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tollway_core::Clock;
 
-use crate::clock::SharedClock;
 use crate::error::InvalidConfig;
+use tollway_core::SharedClock;
 
 const SLOTS: usize = 10;
 /// Fixed-point scale: one retry is this many units, so ratios keep three decimals exactly

@@ -80,14 +80,12 @@
 pub mod backoff;
 mod body;
 pub mod budget;
-mod clock;
 mod error;
 mod extensions;
 pub mod future;
 mod layer;
 mod observe;
 mod policy;
-mod random;
 mod service;
 
 pub use body::ReplayBody;
@@ -97,8 +95,8 @@ pub use extensions::{Attempts, RetriesStopped, StopReason};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::{RetryPolicy, RetryPolicyBuilder};
-pub use random::JitterRng;
 pub use service::Retry;
+pub use tollway_core::JitterRng;
 
 #[doc(no_inline)]
 pub use tollway_core::{Classifier, Classify};

@@ -8,9 +8,9 @@ use tollway_core::{Classifier, Classify, Clock};
 
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
-use crate::clock::SharedClock;
 use crate::error::InvalidConfig;
-use crate::random::JitterRng;
+use tollway_core::JitterRng;
+use tollway_core::SharedClock;
 
 /// The retry rules one [`RetryLayer`](crate::RetryLayer) applies. Cheap to clone; clones share
 /// the budget and the random generator.

@@ -1,17 +1,16 @@
 //! Who a request counts against: [`Key`] and the [`KeyExtractor`]s ([`PeerIp`], [`HeaderKey`],
 //! [`Global`], closures, and [`Or`] to fall back from one to another).
 
-use std::error::Error;
-use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use axum::extract::ConnectInfo;
 use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderName, Method, Request, Uri};
+use tollway_core::client_ip::ClientIp;
+pub use tollway_core::client_ip::{Cidr, InvalidCidr, ProxyHeader};
 
 /// The identity a request is limited by.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -173,19 +172,11 @@ impl KeyExtractor for HeaderKey {
     }
 }
 
-/// Which header a trusted proxy writes the client's address into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ProxyHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2`.
-    #[default]
-    XForwardedFor,
-    /// `Forwarded: for=client, for="[2001:db8::1]:4711"` (RFC 7239).
-    Forwarded,
-}
-
 /// The client's IP address: the TCP peer from axum's [`ConnectInfo<SocketAddr>`] (serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()`), or, when the peer is a trusted
-/// proxy, the address that proxy forwarded.
+/// proxy, the address that proxy forwarded, found and grouped by
+/// [`ClientIp`](tollway_core::client_ip::ClientIp) (the same rules the budget's quota keys
+/// use).
 ///
 /// Forwarding headers are read **from the right**: each entry was appended by the hop to its
 /// right, so the walk goes leftwards while the address is a trusted proxy and stops at the
@@ -212,117 +203,63 @@ pub enum ProxyHeader {
 ///     Some(Key::Ip("203.0.113.9".parse().unwrap()))
 /// );
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PeerIp {
-    trusted: Vec<Cidr>,
-    header: ProxyHeader,
-    ipv6_prefix: u8,
-    ipv4_prefix: u8,
-}
-
-impl Default for PeerIp {
-    fn default() -> Self {
-        Self::new()
-    }
+    resolver: ClientIp,
 }
 
 impl PeerIp {
     /// The TCP peer's address, trusting no proxy; IPv6 grouped by /64.
     pub const fn new() -> Self {
         Self {
-            trusted: Vec::new(),
-            header: ProxyHeader::XForwardedFor,
-            ipv6_prefix: 64,
-            ipv4_prefix: 32,
+            resolver: ClientIp::new(),
         }
+    }
+
+    /// Keys by what `resolver` says (trusted proxies, header, prefixes), so one configuration
+    /// can serve this limit and the budget's quota alike.
+    pub const fn with_resolver(resolver: ClientIp) -> Self {
+        Self { resolver }
     }
 
     /// Trusts proxies in `cidr` to report the client's address.
     #[must_use]
     pub fn trust_proxy(mut self, cidr: Cidr) -> Self {
-        self.trusted.push(cidr);
+        self.resolver = self.resolver.trust_proxy(cidr);
         self
     }
 
     /// Which header the trusted proxies write (default `X-Forwarded-For`). Only one is read:
     /// mixing them would let a client choose.
     #[must_use]
-    pub const fn proxy_header(mut self, header: ProxyHeader) -> Self {
-        self.header = header;
+    pub fn proxy_header(mut self, header: ProxyHeader) -> Self {
+        self.resolver = self.resolver.proxy_header(header);
         self
     }
 
     /// Groups IPv6 clients by this prefix length (default 64; 128 keys each address; values
     /// above 128 count as 128).
     #[must_use]
-    pub const fn ipv6_prefix(mut self, bits: u8) -> Self {
-        self.ipv6_prefix = if bits > 128 { 128 } else { bits };
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.resolver = self.resolver.ipv6_prefix(bits);
         self
     }
 
     /// Groups IPv4 clients by this prefix length (default 32: each address).
     #[must_use]
-    pub const fn ipv4_prefix(mut self, bits: u8) -> Self {
-        self.ipv4_prefix = if bits > 32 { 32 } else { bits };
+    pub fn ipv4_prefix(mut self, bits: u8) -> Self {
+        self.resolver = self.resolver.ipv4_prefix(bits);
         self
     }
 
     /// The client address of a request that came from `peer` with `headers`, before grouping.
     pub fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
-        let peer = canonical(peer);
-        if !self.is_trusted(peer) {
-            return peer;
-        }
-        let mut hops = Vec::new();
-        match self.header {
-            ProxyHeader::XForwardedFor => {
-                for value in headers.get_all("x-forwarded-for") {
-                    let Ok(text) = value.to_str() else {
-                        return peer;
-                    };
-                    hops.extend(text.split(',').map(parse_xff_entry));
-                }
-            }
-            ProxyHeader::Forwarded => {
-                for value in headers.get_all(http::header::FORWARDED) {
-                    let Ok(text) = value.to_str() else {
-                        return peer;
-                    };
-                    hops.extend(text.split(',').filter_map(forwarded_for));
-                }
-            }
-        }
-        // The right-most entry came from the nearest proxy; stop at the first untrusted one.
-        let mut client = peer;
-        for hop in hops.into_iter().rev() {
-            match hop {
-                Some(ip) => {
-                    client = canonical(ip);
-                    if !self.is_trusted(client) {
-                        return client;
-                    }
-                }
-                // A trusted proxy wrote something unreadable: count the request against it.
-                None => return client,
-            }
-        }
-        client
+        self.resolver.client_ip(peer, headers)
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|c| c.contains(ip))
-    }
-
-    #[inline]
-    fn group(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(v4) => {
-                IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & mask32(self.ipv4_prefix)))
-            }
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(
-                v6.to_bits() & mask128(self.ipv6_prefix),
-            )),
-        }
+    /// The rules this key follows.
+    pub fn resolver(&self) -> &ClientIp {
+        &self.resolver
     }
 }
 
@@ -338,140 +275,9 @@ impl KeyExtractor for PeerIp {
             }
             return None;
         };
-        let peer = canonical(peer.ip());
-        // Without trusted proxies the headers are never read: skip the walk.
-        let client = if self.trusted.is_empty() {
-            peer
-        } else {
-            self.client_ip(peer, parts.headers)
-        };
-        Some(Key::Ip(self.group(client)))
+        Some(Key::Ip(self.resolver.resolve(peer.ip(), parts.headers)))
     }
 }
-
-/// An address of the form IPv4-mapped IPv6 (`::ffff:1.2.3.4`) counts as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn mask32(bits: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0)
-}
-
-fn mask128(bits: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0)
-}
-
-/// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:80`,
-/// `[2001:db8::1]:80`).
-fn parse_xff_entry(entry: &str) -> Option<IpAddr> {
-    parse_node(entry.trim())
-}
-
-/// The `for=` value of one `Forwarded` element; `None` for an element without one, and
-/// `Some(None)` for a `for=` that is not an address (`unknown`, `_hidden`, garbage).
-fn forwarded_for(element: &str) -> Option<Option<IpAddr>> {
-    element.split(';').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("for")
-            .then(|| parse_node(value.trim().trim_matches('"')))
-    })
-}
-
-fn parse_node(node: &str) -> Option<IpAddr> {
-    if let Ok(ip) = node.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    if let Ok(socket) = node.parse::<SocketAddr>() {
-        return Some(socket.ip());
-    }
-    // `[v6]` without a port.
-    node.strip_prefix('[')
-        .and_then(|n| n.strip_suffix(']'))
-        .and_then(|n| n.parse::<Ipv6Addr>().ok())
-        .map(IpAddr::V6)
-}
-
-/// A block of addresses, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// The block of `prefix` leading bits of `network`; `None` if the prefix is longer than
-    /// the address.
-    pub fn new(network: IpAddr, prefix: u8) -> Option<Self> {
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Self {
-            network: canonical(network),
-            prefix: if network.is_ipv6() && canonical(network).is_ipv4() {
-                prefix.saturating_sub(96)
-            } else {
-                prefix
-            },
-        })
-    }
-
-    /// Whether `ip` is in the block.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = mask32(self.prefix);
-                net.to_bits() & mask == ip.to_bits() & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = mask128(self.prefix);
-                net.to_bits() & mask == ip.to_bits() & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = InvalidCidr;
-
-    fn from_str(text: &str) -> Result<Self, InvalidCidr> {
-        let invalid = || InvalidCidr {
-            text: text.to_owned(),
-        };
-        let (address, prefix) = match text.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text.trim(), None),
-        };
-        let network: IpAddr = address.parse().map_err(|_| invalid())?;
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().map_err(|_| invalid())?,
-            None if network.is_ipv4() => 32,
-            None => 128,
-        };
-        Self::new(network, prefix).ok_or_else(invalid)
-    }
-}
-
-/// A proxy block that is not `ADDRESS/PREFIX`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidCidr {
-    text: String,
-}
-
-impl fmt::Display for InvalidCidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not an address block such as 10.0.0.0/8 or 2001:db8::/32",
-            self.text
-        )
-    }
-}
-
-impl Error for InvalidCidr {}
 
 #[cfg(test)]
 mod tests {
@@ -606,25 +412,5 @@ mod tests {
             Global.extract(&head(&parts("1.2.3.4:1", &[]))),
             Some(Key::Global)
         );
-    }
-
-    #[test]
-    fn cidr_parsing_and_errors() {
-        let v4: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(v4.contains("10.255.0.1".parse().unwrap()));
-        assert!(v4.contains("::ffff:10.1.1.1".parse().unwrap()));
-        assert!(!v4.contains("11.0.0.1".parse().unwrap()));
-        let v6: Cidr = "2001:db8::/32".parse().unwrap();
-        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
-        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
-        let host: Cidr = "192.0.2.1".parse().unwrap();
-        assert!(host.contains("192.0.2.1".parse().unwrap()));
-        assert!(!host.contains("192.0.2.2".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("8.8.8.8".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::/129", ""] {
-            let err = bad.parse::<Cidr>().unwrap_err();
-            assert!(err.to_string().contains("address block"), "{bad}");
-        }
     }
 }

@@ -1,4 +1,7 @@
-//! Injectable randomness for jitter.
+//! Injectable randomness: jitter for retries and open circuits, fresh idempotency keys.
+//!
+//! Every layer that draws a random number takes a [`JitterRng`], so a test can seed it and get
+//! the same delays every run.
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use rand::{Rng, RngCore, SeedableRng};
 /// every delay is reproducible:
 ///
 /// ```
-/// use tollway_retry::JitterRng;
+/// use tollway_core::JitterRng;
 ///
 /// let a = JitterRng::seeded(7);
 /// let b = JitterRng::seeded(7);
@@ -43,6 +46,7 @@ impl JitterRng {
     }
 
     /// A number uniformly drawn from `[0, 1)`.
+    #[inline]
     pub fn unit(&self) -> f64 {
         match &self.shared {
             None => rand::rng().random::<f64>(),
@@ -51,7 +55,7 @@ impl JitterRng {
     }
 
     /// 128 random bits, hex-encoded (32 characters): a fresh `Idempotency-Key`.
-    pub(crate) fn hex_key(&self) -> String {
+    pub fn hex_key(&self) -> String {
         let value: u128 = match &self.shared {
             None => rand::rng().random(),
             Some(shared) => shared.lock().random(),

@@ -1,0 +1,368 @@
+//! Files that hold spend records, cached responses and work queues: private, atomic, locked.
+//!
+//! One small module, so the journal, the cache and the pipeline's queue get the same three
+//! guarantees from the same code:
+//!
+//! - **Private**: files are created `0600` and folders `0700` on Unix, whatever the umask; spend
+//!   records and cached responses are nobody else's business.
+//! - **Atomic**: [`write_atomic`] writes a temporary file beside the target, fsyncs it, renames
+//!   it over the target and fsyncs the folder, so a crash leaves the old bytes or the new ones,
+//!   never a mix, and the rename itself survives a power cut.
+//! - **Locked**: [`LockFile`] holds an exclusive advisory lock (`flock`) that the kernel
+//!   releases when its holder dies, `kill -9` included. It is never trusted by pid (a dead
+//!   process's pid is reused, and every container's first process is pid 1), and the lock file
+//!   is never deleted, so two processes can never each hold "the" lock on different inodes.
+//!
+//! ```
+//! use tollway_core::durable::{self, LockFile};
+//!
+//! let dir = std::env::temp_dir().join(format!("tollway-durable-doc-{}", std::process::id()));
+//! durable::create_dir_all(&dir)?;
+//! let lock = LockFile::try_lock(dir.join("ledger.lock"))?.expect("nobody else holds it");
+//! // A second holder in this or any other process is refused while `lock` lives.
+//! assert!(LockFile::try_lock(dir.join("ledger.lock"))?.is_none());
+//! durable::write_atomic(dir.join("state.json"), b"{\"spent\":3}")?;
+//! assert_eq!(std::fs::read(dir.join("state.json"))?, b"{\"spent\":3}");
+//! drop(lock);
+//! assert!(LockFile::try_lock(dir.join("ledger.lock"))?.is_some());
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::error::Error;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The mode of the files this module creates (owner read and write).
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of the folders this module creates (owner only).
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` and its missing parents, each new one `0700`. Folders that already exist keep
+/// their mode.
+pub fn create_dir_all(dir: impl AsRef<Path>) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, DIR_MODE);
+    builder.create(dir.as_ref())
+}
+
+/// Options that create a missing file `0600` (then set read, write, append and so on as
+/// usual).
+pub fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    options
+}
+
+/// Opens `path` for reading and appending, creating it `0600` if missing.
+pub fn open_append(path: impl AsRef<Path>) -> io::Result<File> {
+    private_options()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+}
+
+/// Flushes a folder's entries (a new name, a rename, a removal) to disk. A no-op where the
+/// platform cannot open folders as files.
+pub fn sync_dir(dir: impl AsRef<Path>) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir.as_ref())?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Replaces `path` with `bytes` atomically and durably: after it returns, a crash shows the new
+/// bytes; if it fails or the process dies part-way, the old file is untouched. The file is
+/// `0600`.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`], with the bytes written by `fill` (which may stream them).
+pub fn write_atomic_with(
+    path: impl AsRef<Path>,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let path = path.as_ref();
+    let dir = parent(path);
+    let temp = temp_path(path);
+    let result = (|| {
+        let mut file = private_options().write(true).create_new(true).open(&temp)?;
+        fill(&mut file)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// The folder `path` lives in (`.` for a bare name).
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A temporary name beside `path`, unique within this process and across processes.
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent(path).join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Whether `name` is a temporary file left by [`write_atomic`] (a crash between create and
+/// rename), for folder sweeps.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// An exclusive advisory lock on a file, held until this value is dropped or the process dies.
+///
+/// Built on `flock` (through [`File::try_lock`]): the kernel drops it when the last descriptor
+/// closes, `kill -9` included, so a stale lock cannot outlive its holder. The lock file is
+/// created `0600` and left in place (deleting it would let a waiter lock an unlinked inode
+/// while a newcomer locks a new file). Two `LockFile`s in one process on one path exclude each
+/// other too.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// Takes the lock at `path` if nobody holds it: `Ok(None)` when another holder (this
+    /// process or another) has it.
+    pub fn try_lock(path: impl Into<PathBuf>) -> io::Result<Option<Self>> {
+        let path = path.into();
+        let file = Self::open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { file, path })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Takes the lock at `path`, or fails with [`Locked`] (inside the `io::Error`, kind
+    /// `WouldBlock`) when another holder has it.
+    pub fn lock_or_fail(path: impl Into<PathBuf>) -> io::Result<Self> {
+        let path = path.into();
+        Self::try_lock(path.clone())?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::WouldBlock, Locked { path }))
+    }
+
+    /// Waits until the lock at `path` is free, then takes it. This blocks the thread: call it
+    /// from `spawn_blocking` in async code.
+    pub fn lock(path: impl Into<PathBuf>) -> io::Result<Self> {
+        let path = path.into();
+        let file = Self::open(&path)?;
+        file.lock()?;
+        Ok(Self { file, path })
+    }
+
+    fn open(path: &Path) -> io::Result<File> {
+        private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    }
+
+    /// Where the lock lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The locked file (to write diagnostics into, say; its contents mean nothing to the lock).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// Someone else holds a [`LockFile`]: another process (or another owner in this one) has the
+/// file open for writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    path: PathBuf,
+}
+
+impl Locked {
+    /// A refusal for the lock at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The lock file another holder has.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Display for Locked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is locked by another process (or another owner in this one)",
+            self.path.display()
+        )
+    }
+}
+
+impl Error for Locked {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tollway-durable-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_and_folders_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = scratch("modes");
+        let dir = root.join("a/b");
+        create_dir_all(&dir).unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        write_atomic(dir.join("f"), b"x").unwrap();
+        assert_eq!(
+            fs::metadata(dir.join("f")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(open_append(dir.join("j")).unwrap());
+        assert_eq!(
+            fs::metadata(dir.join("j")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let _lock = LockFile::try_lock(dir.join("l")).unwrap().unwrap();
+        assert_eq!(
+            fs::metadata(dir.join("l")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_a_failed_fill_leaves_the_old_bytes_and_no_temp() {
+        let dir = scratch("atomic");
+        create_dir_all(&dir).unwrap();
+        let path = dir.join("state");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let err = write_atomic_with(&path, |f| {
+            f.write_all(b"partial")?;
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["state"], "no temporary file left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lock_excludes_a_second_holder_until_dropped() {
+        let dir = scratch("lock");
+        create_dir_all(&dir).unwrap();
+        let path = dir.join("x.lock");
+        let first = LockFile::try_lock(&path).unwrap().expect("free");
+        assert!(LockFile::try_lock(&path).unwrap().is_none());
+        let err = LockFile::lock_or_fail(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let locked = err.get_ref().unwrap().downcast_ref::<Locked>().unwrap();
+        assert_eq!(locked.path(), path);
+        // A waiter gets it as soon as the holder lets go.
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || LockFile::lock(path).map(|l| l.path().to_owned()))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "the waiter waits while the lock is held"
+        );
+        drop(first);
+        assert_eq!(waiter.join().unwrap().unwrap(), path);
+        assert!(path.exists(), "the lock file stays");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The guarantee a pid file cannot give: a holder killed with `SIGKILL` releases the lock.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_killed_holder_releases_the_lock() {
+        if std::process::Command::new("flock")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            return; // util-linux's flock(1) is not installed: nothing to hold the lock with.
+        }
+        let dir = scratch("kill");
+        create_dir_all(&dir).unwrap();
+        let path = dir.join("held.lock");
+        let mut child = std::process::Command::new("flock")
+            // `-o`: the lock stays with flock(1) itself, not with the `sleep` it runs.
+            .arg("-o")
+            .arg(&path)
+            .args(["sleep", "30"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while LockFile::try_lock(&path).unwrap().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never took the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if LockFile::try_lock(&path).unwrap().is_some() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lock outlived its holder"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
