@@ -12,6 +12,8 @@
 //! | `budget` | `budget` | credit ledger: reservations, windows, a 402 latch, a journal |
 //! | `cache` | `cache` | idempotent disk cache: a page paid for is never paid for again |
 //! | `full` | [`stack`] | all five, and [`ClientStackLayer`] (**default**) |
+//! | `redis` | | fleet mode: the limiter's and the budget's state in Redis, shared by processes |
+//! | `server` | `limiter::server` | the limiter's server side for axum APIs (turns on `limiter`) |
 //! | `metrics` | | every enabled layer's `tollway_<layer>_*` metrics |
 //! | `reqwest` | `middleware` | any layer or the whole stack as a `reqwest_middleware::Middleware` |
 //!
