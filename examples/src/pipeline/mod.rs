@@ -40,9 +40,11 @@
 //! # }
 //! ```
 
+mod budget;
 pub mod cli;
 mod config;
 mod fleet;
+mod guard;
 mod http;
 mod metrics;
 pub mod naive;
@@ -51,25 +53,36 @@ pub mod queue;
 mod report;
 mod run;
 mod scheduler;
+mod settle;
 mod stack;
 mod stop;
+mod validate;
+mod wait;
 mod wire;
 
-pub use config::{Config, DEFAULT_CONCURRENCY, DEFAULT_MAX_TRIES};
+pub use budget::LEDGER_FILE;
+pub use config::{
+    Config, DEADLINE_GRACE, DEFAULT_CONCURRENCY, DEFAULT_MAX_BODY, DEFAULT_MAX_TRIES,
+    DEFAULT_MAX_WAIT,
+};
 pub use fleet::{
     CONNECT_TIMEOUT, FLEET_SPREAD, Fleet, check_redis_url, fleet_pacing_interval, fleet_prefix,
 };
+pub use guard::{
+    BodyTooLarge, ExchangeGuard, ExchangeGuardLayer, ExchangeTimeout, GuardFuture, GuardedBody,
+};
 pub use http::{
-    ApiRequest, BaseClient, FollowersList, FollowersPage, REQUEST_TIMEOUT, base_client, fetch_rate,
-    followers_request,
+    ApiRequest, BaseBody, BaseClient, FollowersList, FollowersPage, REQUEST_TIMEOUT, base_client,
+    base_client_with, fetch_rate, followers_request,
 };
 pub use metrics::{BUCKETS, serve_metrics};
-pub use progress::{Progress, ProgressLine, Snapshot};
+pub use progress::{LogWriter, Progress, ProgressLine, Snapshot};
 pub use report::{DeadLetter, Mode, Report, Table, UserFailure};
-pub use run::{NOT_FOUND, run};
+pub use run::{LOCK_WAIT, NOT_FOUND, run};
 pub use stack::{
-    CACHE_SUBDIR, MAX_PERMIT_WAIT, PipelineService, PipelineStack, STACK_ATTEMPTS, crawl,
-    pacing_interval, tollway_stack,
+    CACHE_SUBDIR, MAX_PERMIT_WAIT, PipelineBody, PipelineService, PipelineStack, STACK_ATTEMPTS,
+    crawl, pacing_interval, tollway_stack,
 };
 pub use stop::{StopReason, Stopped};
+pub use validate::{InvalidPage, MAX_CURSOR_BYTES, accept_response, validate_page};
 pub use wire::{WireLog, WireLogLayer, WireLogged};

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tollway::ClientStackLayer;
 use tollway::breaker::{BreakerConfig, BreakerLayer, OpenDuration};
 use tollway::budget::{BudgetLayer, Ledger, Window};
@@ -22,14 +21,17 @@ use tower::util::BoxCloneSyncService;
 
 use super::config::Config;
 use super::fleet::{Fleet, fleet_pacing_interval};
-use super::http::{ApiRequest, base_client};
+use super::http::{ApiRequest, BaseBody, base_client_with};
 use super::report::Report;
 use super::run::run;
 use super::stop::{StopReason, Stopped};
 use super::wire::WireLogLayer;
 
 /// The pipeline's service: the tollway stack over [`base_client`], boxed.
-pub type PipelineService = BoxCloneSyncService<ApiRequest, Response<CacheBody<Incoming>>, BoxError>;
+pub type PipelineService = BoxCloneSyncService<ApiRequest, Response<PipelineBody>, BoxError>;
+
+/// The response body of the [`PipelineService`].
+pub type PipelineBody = CacheBody<BaseBody>;
 
 /// Where the response cache lives inside [`Config::cache_dir`], beside the journal.
 pub const CACHE_SUBDIR: &str = "http-cache";
@@ -50,17 +52,20 @@ pub struct PipelineStack {
     pub layer: ClientStackLayer,
 }
 
-/// The tollway stack for `config`, in front of [`base_client`] (with a
-/// [`WireLogLayer`](super::WireLogLayer) that counts every attempt for the report):
+/// The tollway stack for `config`, in front of [`base_client_with`] (`config.request_timeout`
+/// per exchange, body included, and `config.max_body` per body) with a
+/// [`WireLogLayer`](super::WireLogLayer) that counts every attempt for the report:
 ///
 /// - **cache** in `config.cache_dir/http-cache`, beside the journal: a page paid for is never
-///   paid for again, even if the run is killed between the answer and the journal write;
+///   paid for again, even if the run is killed between the answer and the journal write; it
+///   stores no body over `config.max_body`;
 /// - **retry**: up to [`STACK_ATTEMPTS`] attempts per page, full-jitter backoff from 200 ms,
 ///   `Retry-After` honoured up to 10 s, a retry budget (20% of requests, 10/s floor);
 /// - **breaker**: opens after 5 failures in a row, for 500 ms doubling to 5 s (or for the
 ///   tripping failure's `Retry-After`, at most 10 s);
-/// - **budget**: a ledger of `config.budget` credits for this run (no limit without one), which
-///   latches on a `402`;
+/// - **budget**: a ledger of `config.budget_per_run` credits for this run (no limit without
+///   one), which latches on a `402` (the crawl's `config.budget` is kept by the run loop in the
+///   crawl's own ledger on disk: see [`run`](super::run));
 /// - **limiter**: a little under `config.rate` requests per second ([`pacing_interval`]),
 ///   adaptive to `429`s, `503`s with `Retry-After`
 ///   and rate-limit headers; a permit more than [`MAX_PERMIT_WAIT`] away is refused with
@@ -114,16 +119,24 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         .build()
         .map_err(io::Error::other)?;
     let mut ledger = Ledger::builder().name("pipeline");
-    if let Some(budget) = config.budget {
-        ledger = ledger.limit(budget, Window::lifetime());
-    }
     let ledger = match &config.fleet {
-        Some(fleet) => ledger.redis(fleet.connection(), fleet.budget_prefix()),
-        None => ledger.build(),
+        Some(fleet) => {
+            if let Some(budget) = config.budget {
+                ledger = ledger.limit(budget, Window::lifetime());
+            }
+            ledger.redis(fleet.connection(), fleet.budget_prefix())
+        }
+        None => {
+            if let Some(budget) = config.budget_per_run {
+                ledger = ledger.limit(budget, Window::lifetime());
+            }
+            ledger.build()
+        }
     };
     let cache = CacheLayer::builder(config.cache_dir.join(CACHE_SUBDIR))
         .ttl(Duration::from_secs(7 * 24 * 3600))
         .route_ttl("/sys/", Duration::ZERO)
+        .max_entry_bytes(usize::try_from(config.max_body).unwrap_or(usize::MAX))
         .build()?;
     let layer = ClientStackLayer::builder(limiter)
         .retry(retry)
@@ -131,7 +144,10 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         .budget(BudgetLayer::new(ledger))
         .cache(cache)
         .build();
-    let client = WireLogLayer.layer(base_client::<ReplayBody<Full<Bytes>>>());
+    let client = WireLogLayer.layer(base_client_with::<ReplayBody<Full<Bytes>>>(
+        config.request_timeout,
+        config.max_body,
+    ));
     let service = layer.layer(client).boxed();
     Ok(PipelineStack { service, layer })
 }
@@ -260,7 +276,8 @@ mod tests {
     async fn the_stack_has_every_layer_and_the_budget_of_the_run() {
         let dir = std::env::temp_dir().join(format!("tollway-stack-unit-{}", std::process::id()));
         let mut config = Config::new("http://127.0.0.1:9", &dir);
-        config.budget = Some(7);
+        config.budget = Some(70);
+        config.budget_per_run = Some(7);
         let stack = tollway_stack(&config).unwrap();
         assert!(stack.layer.breaker().is_some());
         assert_eq!(stack.layer.ledger().unwrap().remaining(), 7);

@@ -28,6 +28,10 @@
 //!   `{"detail": "Insufficient balance"}` when no credit is left, and otherwise **200**, which
 //!   costs one credit. Nothing else costs anything.
 //!
+//! A [hostile mode](UpstreamBuilder::hostile) makes it answer as a broken or hostile API does
+//! ([`Hostile`]: hints no clock can add, waits with no end, broken or endless bodies, cursors that
+//! loop), for testing that a client survives.
+//!
 //! Each known user has from 1 to 5 pages of followers ([`pages_for`]), derived from the user id,
 //! so tests know what a full crawl returns. The simulator uses no tollway code: its record is
 //! independent of the client it judges.
@@ -93,6 +97,7 @@
 mod config;
 mod data;
 mod handlers;
+mod hostile;
 mod server;
 mod state;
 mod stats;
@@ -102,5 +107,6 @@ pub use config::{
     DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, MAX_PAGE_SIZE, UpstreamBuilder,
 };
 pub use data::{MAX_PAGES, MISSING_SEED_USER_ID, SEED_USER_IDS, follower_count, pages_for};
+pub use hostile::{DAY_RETRY_AFTER, FAR_RESET, Hostile, OVERFLOWING_RETRY_AFTER, YEAR_9999};
 pub use server::{Upstream, UpstreamHandle};
 pub use stats::Stats;
