@@ -68,8 +68,11 @@ pub struct PipelineStack {
 ///   crawl's own ledger on disk: see [`run`](super::run));
 /// - **limiter**: a little under `config.rate` requests per second ([`pacing_interval`]),
 ///   adaptive to `429`s, `503`s with `Retry-After`
-///   and rate-limit headers; a permit more than [`MAX_PERMIT_WAIT`] away is refused with
-///   `RateLimited`, which the run loop waits out without using a try.
+///   and rate-limit headers (pausing 30 s at most); a permit more than [`MAX_PERMIT_WAIT`] away
+///   is refused with `RateLimited`, which the run loop waits out without using a try.
+///
+/// No layer waits longer than `config.max_wait`: the retry's, the breaker's and the limiter's
+/// longest waits are cut to it.
 ///
 /// With [`Config::fleet`], the limiter and the ledger live in Redis under the fleet's prefix
 /// ([`Fleet::limiter_prefix`](super::Fleet::limiter_prefix),
@@ -88,8 +91,10 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         None => pacing_interval(config.rate),
     };
     let quota = Quota::with_period(interval).unwrap_or(Quota::per_second(config.rate));
+    // No layer waits longer than the run loop would (`--max-wait`).
+    let cap = |most: Duration| most.min(config.max_wait);
     let limiter = RateLimiter::builder(quota)
-        .adaptive(Adaptive::new().max_pause(Duration::from_secs(30)))
+        .adaptive(Adaptive::new().max_pause(cap(Duration::from_secs(30))))
         // A permit further away than this is refused (`RateLimited` with the wait), so that a
         // long pause is waited out by the run loop, which a deadline can stop, rather than
         // inside a request.
@@ -104,7 +109,7 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
             Backoff::exponential(Duration::from_millis(200), Duration::from_secs(5))
                 .with_jitter(Jitter::Full),
         )
-        .max_retry_after(Duration::from_secs(10))
+        .max_retry_after(cap(Duration::from_secs(10)))
         .budget(RetryBudget::default())
         .build()
         .map_err(io::Error::other)?;
@@ -115,7 +120,7 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
             Duration::from_millis(500),
             Duration::from_secs(5),
         ))
-        .honor_retry_after(Some(Duration::from_secs(10)))
+        .honor_retry_after(Some(cap(Duration::from_secs(10))))
         .build()
         .map_err(io::Error::other)?;
     let mut ledger = Ledger::builder().name("pipeline");

@@ -15,7 +15,8 @@ use super::scheduler::{Run, State, Task};
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between two tries without a hint.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Waits at least this long are logged at `info` (shorter ones at `debug`).
+/// Waits at least this long, and every wait cut to the cap, are logged at `info` (others at
+/// `debug`).
 const LONG_WAIT: Duration = Duration::from_secs(1);
 
 /// A long wait that was logged, so that the workers meeting one pause log it once.
@@ -49,7 +50,7 @@ impl Run {
         let until = later(now, wait);
         task.not_before = Some(until);
         let capped = asked > wait;
-        if wait >= LONG_WAIT {
+        if wait >= LONG_WAIT || capped {
             let repeat = state
                 .last_wait
                 .as_ref()
