@@ -14,7 +14,7 @@ use tollway_examples::pipeline::{
 use tollway_examples::upstream::{Upstream, follower_count, pages_for};
 
 const RATE: u32 = 50;
-/// Users with several pages each, the duplicate of the seed list, and the missing `12345`.
+/// Users with several pages each, the duplicate of the example list, and the missing `12345`.
 const USERS: [&str; 6] = [
     "1553030189",
     "25044994947",

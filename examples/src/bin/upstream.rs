@@ -49,7 +49,7 @@ struct Args {
     /// Followers requests each key may have in progress at once (default: no limit).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Option<u32>,
-    /// Status for a request beyond --concurrency (429, or 402 like the search API of seed 003).
+    /// Status for a request beyond --concurrency (429, or 402 as some search APIs do).
     #[arg(long, default_value_t = 429, value_name = "CODE")]
     concurrency_status: u16,
     /// Followers per page.

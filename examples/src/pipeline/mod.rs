@@ -1,5 +1,5 @@
-//! The `pipeline` demo: fetch every follower page of a list of users from the followers API of
-//! seed 000, the production way, and report what it cost.
+//! The `pipeline` demo: fetch every follower page of a list of users from the followers API,
+//! the production way, and report what it cost.
 //!
 //! - [`crawl`] crawls [`Config::users`] through the tollway stack ([`tollway_stack`]: cache →
 //!   retry → breaker → budget → limiter, in front of [`base_client`]); [`run`] does the same
@@ -15,7 +15,7 @@
 //!   live in Redis under a prefix derived from the upstream URL and the key ([`fleet_prefix`]),
 //!   so every pipeline process crawling with that key shares one limit and one budget. A Redis
 //!   failure stops the run ([`StopReason::Store`]): no request goes out without Redis's say.
-//! - [`naive::run`] is seed 000's own client, for comparison.
+//! - [`naive::run`] is the API document's example client, for comparison.
 //! - The [`Report`] is what the binary prints as a table and writes as JSON with `--report`.
 //!
 //! ```

@@ -119,7 +119,7 @@ where
         }
         chains.insert(user_id, held.chain.into_iter().collect::<HashSet<_>>());
     }
-    tracing::info!(
+    tracing::debug!(
         journal = %journal.path().display(),
         pages_held = report.pages_from_journal,
         users_left = ready.len(),

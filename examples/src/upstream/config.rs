@@ -157,7 +157,7 @@ impl UpstreamBuilder {
     }
 
     /// The status that answers a request beyond the concurrency limit (default 429; the search
-    /// API of seed 003 uses 402).
+    /// APIs use 402).
     pub fn concurrency_status(mut self, status: StatusCode) -> Self {
         self.concurrency_status = status;
         self

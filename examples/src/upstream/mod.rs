@@ -1,7 +1,7 @@
 //! A simulator of the rate-limited, credit-billed followers API that tollway is built against,
 //! and the judge of every end-to-end test and demo.
 //!
-//! It behaves like the API of the seed documents (see `shared/seeds/000` and `001`):
+//! It answers as that API does:
 //!
 //! | endpoint | answer |
 //! |---|---|
@@ -70,7 +70,7 @@
 //!
 //! A customised simulator: the free-trial plan (1 request per second, 100 credits), a fault
 //! every 10th request, a one-second outage two seconds in, and a slow server that takes one
-//! request at a time and answers a second one with 402, as the search API of seed 003 does.
+//! request at a time and answers a second one with 402, as some search APIs do.
 //!
 //! ```
 //! use std::time::Duration;
