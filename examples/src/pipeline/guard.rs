@@ -92,7 +92,11 @@ impl fmt::Display for BodyTooLarge {
 
 impl std::error::Error for BodyTooLarge {}
 
-/// Guards each exchange of the service it wraps: see the [module docs](self).
+/// Guards each exchange of the service it wraps: one clock for headers and body together
+/// (the body fails with [`ExchangeTimeout`] when it runs out, however slowly its bytes come),
+/// and a cap on the body's size ([`BodyTooLarge`], at once when `Content-Length` says so). Both
+/// failures come from the body, not the call, so a retry layer that sees only the call's result
+/// does not pay again for a `200`.
 #[derive(Debug, Clone, Copy)]
 pub struct ExchangeGuardLayer {
     timeout: Duration,

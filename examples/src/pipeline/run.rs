@@ -66,14 +66,14 @@ where
     let mut report = Report::new(Mode::Pipeline);
     report.users_requested = users.len() as u64;
     config.progress.set_users(users.len() as u64);
-    let stopped = |reason, report| Err(Stopped { reason, report });
+    let stopped = |reason, report| Stopped { reason, report };
 
     if let Err(why) = check_config(&config) {
-        return stopped(StopReason::Config(why), report);
+        return Err(stopped(StopReason::Config(why), report));
     }
     let (journal, replay) = match open_journal(&config.cache_dir).await {
         Ok(opened) => opened,
-        Err(error) => return stopped(StopReason::Journal(error.to_string()), report),
+        Err(error) => return Err(stopped(StopReason::Journal(error.to_string()), report)),
     };
     // A page takes more room as a journal line than as a body only by its two cursors.
     let journal = journal.with_max_line(journal_line_limit(config.max_body));
@@ -83,10 +83,10 @@ where
         match CrawlLedger::open(&config.cache_dir, config.budget) {
             Ok(ledger) => Some(ledger),
             Err(error) => {
-                return stopped(
+                return Err(stopped(
                     StopReason::Journal(format!("the crawl's ledger: {error}")),
                     report,
-                );
+                ));
             }
         }
     };

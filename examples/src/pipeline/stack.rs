@@ -27,7 +27,7 @@ use super::run::run;
 use super::stop::{StopReason, Stopped};
 use super::wire::WireLogLayer;
 
-/// The pipeline's service: the tollway stack over [`base_client`], boxed.
+/// The pipeline's service: the tollway stack over [`base_client`](super::base_client), boxed.
 pub type PipelineService = BoxCloneSyncService<ApiRequest, Response<PipelineBody>, BoxError>;
 
 /// The response body of the [`PipelineService`].

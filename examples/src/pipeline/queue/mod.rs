@@ -181,9 +181,8 @@ impl Journal {
         };
         durable::create_dir_all(dir).map_err(io_err)?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = match LockFile::try_lock(lock_path.clone()).map_err(io_err)? {
-            Some(lock) => lock,
-            None => return Err(JournalError::Locked { path: lock_path }),
+        let Some(lock) = LockFile::try_lock(lock_path.clone()).map_err(io_err)? else {
+            return Err(JournalError::Locked { path: lock_path });
         };
         let existed = path.exists();
         let file = durable::open_append(&path).map_err(io_err)?;
