@@ -430,6 +430,8 @@ async fn the_crawls_budget_holds_across_restarts() {
         (crawl(8), 0, 8),
     ] {
         let mut config = config(&sim, &dir);
+        // More workers than credits: reservations, not luck, keep the counts exact.
+        config.concurrency = 16;
         config.budget = Some(8);
         config.budget_per_run = Some(3);
         let stopped = pipeline::crawl(config).await.unwrap_err();

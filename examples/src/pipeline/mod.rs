@@ -10,7 +10,14 @@
 //!   paid for again. A page that keeps failing goes to the dead letters after
 //!   [`Config::max_tries`] tries, with its last error.
 //! - Each user is crawled once; a 404 fails the user for good (`"not found"`); a 401, a 402,
-//!   the budget or the deadline stop the run with a [`StopReason`].
+//!   a budget or the deadline stop the run with a [`StopReason`]. [`Config::budget`] is the
+//!   crawl's, kept in a kill-safe ledger in [`Config::cache_dir`] ([`LEDGER_FILE`]), so restarts
+//!   continue it; [`Config::budget_per_run`] is one run's.
+//! - A hostile upstream cannot hang or break it: every wait is capped at [`Config::max_wait`]
+//!   and computed without overflow, the deadline ends the run on time, one timeout covers each
+//!   exchange, body included ([`ExchangeGuard`]), bodies are capped at [`Config::max_body`], a
+//!   `200` that is not a page ([`validate_page`]) is a failed try, and a `next_page_id` that
+//!   points back into the user's chain is a dead letter.
 //! - Fleet mode ([`Config::fleet`], the binary's `--redis URL`): the rate limit and the budget
 //!   live in Redis under a prefix derived from the upstream URL and the key ([`fleet_prefix`]),
 //!   so every pipeline process crawling with that key shares one limit and one budget. A Redis

@@ -26,6 +26,9 @@ pub const FAR_RESET: &str = "9999999999";
 /// `Retry-After` of [`Hostile::Year9999`]: an HTTP-date at the end of time.
 pub const YEAR_9999: &str = "Fri, 31 Dec 9999 23:59:59 GMT";
 
+/// The largest page `oversized:BYTES` takes from the command line: 64 GiB.
+pub const MAX_OVERSIZED: u64 = 64 << 30;
+
 /// A way the simulator misbehaves on the followers endpoint.
 ///
 /// Modes that refuse (`RetryAfterOverflow`, `LongRetryAfter`, `FarReset`, `Year9999`) answer
@@ -242,9 +245,12 @@ impl FromStr for Hostile {
             "wrong-shape" => Self::WrongShape,
             "cycle" => Self::CyclicPages,
             "trickle" => Self::Trickle(Duration::from_millis(number("milliseconds per byte")?)),
-            "oversized" => Self::Oversized(
-                usize::try_from(number("a size in bytes")?).map_err(|e| e.to_string())?,
-            ),
+            "oversized" => match number("a size in bytes")? {
+                size if size > MAX_OVERSIZED => {
+                    return Err(format!("`oversized`: at most {MAX_OVERSIZED} bytes"));
+                }
+                size => Self::Oversized(usize::try_from(size).map_err(|e| e.to_string())?),
+            },
             other => {
                 return Err(format!(
                     "unknown hostile mode `{other}`; one of retry-after-overflow, \

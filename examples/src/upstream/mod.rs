@@ -107,6 +107,8 @@ pub use config::{
     DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, MAX_PAGE_SIZE, UpstreamBuilder,
 };
 pub use data::{MAX_PAGES, MISSING_SEED_USER_ID, SEED_USER_IDS, follower_count, pages_for};
-pub use hostile::{DAY_RETRY_AFTER, FAR_RESET, Hostile, OVERFLOWING_RETRY_AFTER, YEAR_9999};
+pub use hostile::{
+    DAY_RETRY_AFTER, FAR_RESET, Hostile, MAX_OVERSIZED, OVERFLOWING_RETRY_AFTER, YEAR_9999,
+};
 pub use server::{Upstream, UpstreamHandle};
 pub use stats::Stats;
