@@ -182,12 +182,10 @@ impl Run {
                         return self.stop(StopReason::Journal(error.to_string()));
                     }
                 } else {
+                    // The upstream's hint when it gave one (`asked_s` in the log), else backoff.
                     let hint = outcome.retry_delay(SystemTime::now());
                     let mut wait = hint.unwrap_or_else(|| backoff(task.tries));
-                    let mut why = match hint {
-                        Some(_) => format!("{message}, and the upstream asked to wait"),
-                        None => message,
-                    };
+                    let mut why = message;
                     if let Some(open_for) = refused_for {
                         let now = Instant::now();
                         if state.breaker_open_until.is_none_or(|until| now >= until) {
