@@ -1,5 +1,6 @@
 //! Runnable companions to tollway: a simulator of the rate-limited, credit-billed API that
-//! tollway is built against, and (in later issues) a demo and an example server built on it.
+//! tollway is built against, the `pipeline` demo that crawls it, and two small binaries: an
+//! axum `server` behind tollway-limiter's server side, and a `hyper_client` on the client stack.
 //!
 //! - [`upstream`]: the simulator, as a library (for tests) and as the `upstream` binary
 //!   (`cargo run -p tollway-examples --bin upstream -- --help`). It keeps its own exact record
@@ -7,6 +8,8 @@
 //! - [`pipeline`]: the demo that crawls the followers of a list of users with a durable work
 //!   queue and dead letters, and reports what it spent
 //!   (`cargo run -p tollway-examples --bin pipeline`).
+//! - `server` (`cargo run -p tollway-examples --bin server`): an axum API with a per-IP limit
+//!   and a per-key quota, answering 429 with `Retry-After` and the standard rate-limit headers.
 //!
 //! ```
 //! use tollway_examples::upstream::Upstream;
@@ -26,10 +29,6 @@
 //! # Ok(())
 //! # }
 //! ```
-
-// Still to come, in later issues:
-// - `server`: an axum server example that puts tollway's server-side layers in front of a
-//   handler.
 
 pub mod pipeline;
 pub mod upstream;

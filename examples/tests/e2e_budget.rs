@@ -65,7 +65,7 @@ async fn synced_balance_spends_exactly_the_account_and_never_meets_a_402() {
         .spawn()
         .await
         .unwrap();
-    // Poll the balance endpoint once, as seed 000's client does.
+    // Poll the balance endpoint once, as the API document's example client does.
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let request = Request::get(format!("{}/sys/balance", sim.url()))
         .header("x-access-key", DEFAULT_KEY)

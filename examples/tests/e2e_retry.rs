@@ -43,7 +43,7 @@ async fn throttled_and_faulty_answers_are_retried_and_each_page_is_paid_once()
         .await?;
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
     let service = RetryLayer::new(policy()).layer(client);
-    // Twelve distinct users that exist (the seed list has a missing one and a duplicate).
+    // Twelve distinct users that exist (the example list has a missing one and a duplicate).
     let users: Vec<&str> = SEED_USER_IDS
         .iter()
         .copied()

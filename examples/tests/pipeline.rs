@@ -14,7 +14,7 @@ use tollway_examples::pipeline::{
 use tollway_examples::upstream::{Upstream, follower_count, pages_for};
 
 const RATE: u32 = 50;
-/// Users with several pages each, the duplicate of the seed list, and the missing `12345`.
+/// Users with several pages each, the duplicate of the example list, and the missing `12345`.
 const USERS: [&str; 6] = [
     "1553030189",
     "25044994947",
@@ -104,7 +104,8 @@ async fn every_page_is_fetched_once_and_the_missing_user_fails_for_good() {
     assert_eq!(report.pages_fetched, total_pages());
     assert_eq!(report.followers_fetched, total_followers());
     assert_eq!(report.credits_spent, total_pages());
-    assert_eq!(report.cache_hits, 0);
+    assert_eq!((report.pages_from_journal, report.cache_hits), (0, 0));
+    assert_eq!(report.crawl_credits_spent, total_pages());
     assert!(report.dead_letters.is_empty());
     assert_eq!(report.incomplete(), None);
     assert_eq!(report.status(200), total_pages());
@@ -134,7 +135,13 @@ async fn a_stopped_run_resumes_without_paying_twice() {
     let mut first = config(&sim, &dir);
     first.budget = Some(4);
     let stopped = crawl(first).await.unwrap_err();
-    assert_eq!(stopped.reason, StopReason::BudgetSpent { budget: 4 });
+    assert_eq!(
+        stopped.reason,
+        StopReason::CrawlBudgetSpent {
+            budget: 4,
+            earlier_runs: 0
+        }
+    );
     assert_eq!(
         stopped.report.credits_spent, 4,
         "the budget is never overspent"
@@ -145,9 +152,11 @@ async fn a_stopped_run_resumes_without_paying_twice() {
 
     let second = crawl(config(&sim, &dir)).await.unwrap();
     assert_eq!(
-        second.cache_hits, 4,
+        (second.pages_from_journal, second.cache_hits),
+        (4, 0),
         "the first run's pages come from the journal"
     );
+    assert_eq!(second.crawl_credits_spent, total_pages());
     assert_eq!(second.credits_spent, total_pages() - 4);
     assert_eq!(second.pages_fetched, total_pages());
     assert_eq!(second.followers_fetched, total_followers());
@@ -157,7 +166,8 @@ async fn a_stopped_run_resumes_without_paying_twice() {
     let requests = sim.stats().requests;
     let third = crawl(config(&sim, &dir)).await.unwrap();
     assert_eq!(third.requests_sent, 0);
-    assert_eq!(third.cache_hits, total_pages());
+    assert_eq!(third.pages_from_journal, total_pages());
+    assert_eq!(third.cache_hits, 0);
     assert_eq!(third.users_failed[0].reason, NOT_FOUND);
     assert_eq!(sim.stats().requests, requests);
 
@@ -195,7 +205,7 @@ async fn a_run_killed_mid_flight_resumes_and_loses_nothing() {
     assert!((3..total_pages()).contains(&held), "{held}");
 
     let second = crawl(config(&sim, &dir)).await.unwrap();
-    assert!(second.cache_hits >= 3, "{second:?}");
+    assert!(second.pages_from_journal >= 3, "{second:?}");
     assert_eq!(second.pages_fetched, total_pages());
     assert_eq!(second.followers_fetched, total_followers());
     let stats = sim.stats();
@@ -497,7 +507,7 @@ fn refusing(
     refusal: fn() -> tollway_core::BoxError,
 ) -> impl tower::Service<
     pipeline::ApiRequest,
-    Response = http::Response<tollway::cache::CacheBody<hyper::body::Incoming>>,
+    Response = http::Response<pipeline::PipelineBody>,
     Error = tollway_core::BoxError,
     Future: Send,
 > + Clone
@@ -595,7 +605,7 @@ async fn a_base_url_that_cannot_be_sent_to_is_refused_up_front() {
 
 /// Issue 9's end-to-end test. On the same flaky simulator (10 req/s, a 500 every 9th request)
 /// and six users with four or five pages each, the pipeline fetches every page, pays for none
-/// twice, is never throttled, and crawls more pages per second than seed 000's client, which
+/// twice, is never throttled, and crawls more pages per second than the example client, which
 /// bursts into 429s (and sleeps 2 s on each) and gives up on a user at its first 500: only the
 /// pages of the users it completed count for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ use tollway_test_support::{TestRedis, random_prefix};
 /// The simulator's rate, which the whole fleet shares.
 const RATE: u32 = 20;
 
-/// The seed's users, each once, without the missing one, split in two disjoint halves.
+/// The example's users, each once, without the missing one, split in two disjoint halves.
 fn halves() -> (Vec<&'static str>, Vec<&'static str>) {
     let mut unique: Vec<&str> = Vec::new();
     for &id in &SEED_USER_IDS {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use clap::Parser;
 use tollway_examples::upstream::{
-    DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, MAX_PAGE_SIZE, Upstream,
+    DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, Hostile, MAX_PAGE_SIZE, Upstream,
 };
 
 /// A simulator of the rate-limited, credit-billed followers API.
@@ -49,7 +49,7 @@ struct Args {
     /// Followers requests each key may have in progress at once (default: no limit).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Option<u32>,
-    /// Status for a request beyond --concurrency (429, or 402 like the search API of seed 003).
+    /// Status for a request beyond --concurrency (429, or 402 as some search APIs do).
     #[arg(long, default_value_t = 429, value_name = "CODE")]
     concurrency_status: u16,
     /// Followers per page.
@@ -58,6 +58,14 @@ struct Args {
     /// Let every all-digit user id exist (except 12345), not only the seed ones.
     #[arg(long)]
     all_numeric_users: bool,
+    /// Misbehave as a broken or hostile API does: retry-after-overflow, long-retry-after,
+    /// far-reset, year-9999, invalid-json, truncated-json, wrong-shape, cycle,
+    /// trickle:MILLIS (one byte every MILLIS), oversized:BYTES.
+    #[arg(long, value_name = "MODE")]
+    hostile: Option<Hostile>,
+    /// Misbehave on the first N answers the hostile mode can spoil, then behave (default: all).
+    #[arg(long, value_name = "N", requires = "hostile")]
+    hostile_count: Option<u64>,
 }
 
 fn page_size(value: &str) -> Result<usize, String> {
@@ -88,6 +96,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .concurrency_status(concurrency_status)
         .page_size(args.page_size)
         .all_numeric_users_exist(args.all_numeric_users);
+    if let Some(mode) = args.hostile {
+        builder = builder
+            .hostile(mode)
+            .hostile_count(args.hostile_count.unwrap_or(u64::MAX));
+    }
     if let (Some(at), Some(length)) = (args.outage_at, args.outage_for) {
         builder = builder.outage(seconds(at, "outage-at")?, seconds(length, "outage-for")?);
     }

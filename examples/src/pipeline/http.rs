@@ -9,30 +9,50 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tollway_core::BoxError;
 use tower::util::MapErr;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
-/// How long one attempt may take, as the seed's client (`httpx.AsyncClient(timeout=20)`).
+use super::guard::{BodyTooLarge, ExchangeGuard, ExchangeGuardLayer, GuardedBody};
+
+/// How long one exchange may take, headers and body together, by default: 20 s, as the API
+/// document's example client allows (`httpx.AsyncClient(timeout=20)`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The request type every service in the pipeline takes.
 pub type ApiRequest = Request<Full<Bytes>>;
 
 /// The base client: hyper-util's pooled HTTP/1 client sending bodies of type `B`, its errors
-/// boxed, each attempt limited to [`REQUEST_TIMEOUT`]. The tollway stack goes in front of it
-/// with `B = ReplayBody<Full<Bytes>>` (see [`tollway_stack`](super::tollway_stack)).
-pub type BaseClient<B = Full<Bytes>> = tower::timeout::Timeout<
+/// boxed, each exchange (headers and body) limited in time and its body in size by an
+/// [`ExchangeGuard`]. The tollway stack goes in front of it with
+/// `B = ReplayBody<Full<Bytes>>` (see [`tollway_stack`](super::tollway_stack)).
+pub type BaseClient<B = Full<Bytes>> = ExchangeGuard<
     MapErr<Client<HttpConnector, B>, fn(hyper_util::client::legacy::Error) -> BoxError>,
 >;
 
-/// The base client; clones share one connection pool.
+/// The response body of the [`BaseClient`].
+pub type BaseBody = GuardedBody<Incoming>;
+
+/// The base client with the defaults: [`REQUEST_TIMEOUT`] per exchange, bodies of at most
+/// [`DEFAULT_MAX_BODY`](super::DEFAULT_MAX_BODY); clones share one connection pool.
 pub fn base_client<B>() -> BaseClient<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    base_client_with(REQUEST_TIMEOUT, super::config::DEFAULT_MAX_BODY)
+}
+
+/// The base client allowing each exchange `timeout`, headers and body together, and each
+/// response body `max_body` bytes.
+pub fn base_client_with<B>(timeout: Duration, max_body: u64) -> BaseClient<B>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
@@ -40,7 +60,7 @@ where
 {
     let client = Client::builder(TokioExecutor::new()).build_http::<B>();
     let boxed: fn(hyper_util::client::legacy::Error) -> BoxError = |e| Box::new(e);
-    tower::timeout::Timeout::new(MapErr::new(client, boxed), REQUEST_TIMEOUT)
+    ExchangeGuardLayer::new(timeout, max_body).layer(MapErr::new(client, boxed))
 }
 
 /// A followers request: `GET {base}/v2/user/followers?user_id=&page_id=` with the access key.
@@ -96,17 +116,24 @@ pub struct FollowersList {
     pub users: Vec<serde_json::Value>,
 }
 
-/// Reads a whole body.
+/// Reads a whole body of at most `limit` bytes.
 ///
 /// # Errors
 ///
-/// The body's own error, boxed.
-pub(crate) async fn read_body<B>(body: B) -> Result<Bytes, BoxError>
+/// The body's own error, boxed; [`BodyTooLarge`] past `limit`.
+pub(crate) async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, BoxError>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    Ok(body.collect().await.map_err(Into::into)?.to_bytes())
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => {
+            Err(Box::new(BodyTooLarge::new(limit, None)))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// The `detail` of an error body (`{"detail": "User not found"}`), if it has one.
@@ -146,7 +173,7 @@ pub async fn fetch_rate(base_url: &str, key: &str) -> Result<NonZeroU32, BoxErro
             }
         };
         let status = response.status();
-        let body = read_body(response.into_body()).await?;
+        let body = read_body(response.into_body(), 64 * 1024).await?;
         if status == StatusCode::OK {
             let balance: Balance = serde_json::from_slice(&body)
                 .map_err(|e| format!("GET /sys/balance: unexpected body: {e}"))?;

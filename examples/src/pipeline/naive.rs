@@ -1,4 +1,4 @@
-//! `--naive`: the client of seed 000, ported faithfully, for comparison.
+//! `--naive`: the example client of the API document, ported faithfully, for comparison.
 //!
 //! One task per user id as given (the duplicate is crawled twice), all started at once; a
 //! semaphore of `rate` permits around each request; `sleep(1 / rate)` after each request, as the
@@ -24,10 +24,10 @@ use super::report::{Mode, Report};
 use super::run::NOT_FOUND;
 use super::stop::{StopReason, Stopped};
 
-/// How long the seed's client waits after a 429.
+/// How long the example client waits after a 429.
 pub const WAIT_ON_429: Duration = Duration::from_secs(2);
 
-/// Runs seed 000's client over `config.users` against `config.base_url`.
+/// Runs the example client over `config.users` against `config.base_url`.
 ///
 /// Uses `rate`, `users`, `key`, `base_url`, `deadline` and `progress` from `config`; the journal,
 /// the budget, `concurrency` and `max_tries` are the pipeline's and play no part here.
@@ -74,7 +74,7 @@ pub async fn run(config: Config) -> Result<Report, Stopped> {
     }
 }
 
-/// The seed's `get_followers(user_id)`.
+/// The example's `get_followers(user_id)`.
 async fn get_followers(
     config: Arc<Config>,
     semaphore: Arc<Semaphore>,
@@ -109,7 +109,7 @@ async fn get_followers(
                         report.credits_spent += 1;
                     }
                 }
-                let body = read_body(response.into_body()).await;
+                let body = read_body(response.into_body(), config.max_body).await;
                 page(status, body.ok().as_deref())
             }
         };
@@ -156,7 +156,7 @@ enum Step {
     },
 }
 
-/// What the seed's loop body makes of a response: `Err` is its `except` branch.
+/// What the example's loop body makes of a response: `Err` is its `except` branch.
 fn page(status: StatusCode, body: Option<&[u8]>) -> Result<Step, String> {
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Ok(Step::RateLimited);

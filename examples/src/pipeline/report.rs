@@ -13,15 +13,17 @@ pub use super::queue::{DeadLetter, UserFailure};
 pub enum Mode {
     /// The pipeline: durable queue, pacing, retries with dead letters.
     Pipeline,
-    /// Seed 000's client, ported faithfully (`--naive`).
+    /// The API document's example client, ported faithfully (`--naive`).
     Naive,
 }
 
 /// The outcome of a run. Its JSON form (`--report PATH`) has exactly these keys.
 ///
 /// `pages_fetched` and `followers_fetched` describe what the run holds at its end, pages taken
-/// from the journal of an earlier run included; `cache_hits` says how many of those pages cost no
-/// request. `requests_sent`, `responses` and `credits_spent` count this run's traffic only.
+/// from the journal of an earlier run included (`pages_from_journal` of them); `cache_hits`
+/// counts the answers the response cache gave instead of the upstream. `requests_sent`,
+/// `responses` and `credits_spent` count this run's traffic only; `crawl_credits_spent` is what
+/// the crawl's ledger holds, earlier runs included.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Report {
     /// Which client ran.
@@ -42,10 +44,15 @@ pub struct Report {
     pub responses: BTreeMap<String, u64>,
     /// Requests sent again after a failed attempt.
     pub retries: u64,
-    /// Pages served without a request (journal of an earlier run, or a response cache).
+    /// Pages taken from the journal of earlier runs: no request, no credit.
+    pub pages_from_journal: u64,
+    /// Answers served by the response cache instead of the upstream: no credit.
     pub cache_hits: u64,
-    /// Credits spent: one per followers `200`.
+    /// Credits this run spent: one per followers `200`.
     pub credits_spent: u64,
+    /// Credits the whole crawl has spent, earlier runs included (its ledger's count, which also
+    /// counts requests a crash cut short); this run's alone without a crawl ledger.
+    pub crawl_credits_spent: u64,
     /// Wall-clock seconds the run took.
     pub elapsed_s: f64,
     /// Times a circuit breaker opened, as seen by the run loop.
@@ -69,8 +76,10 @@ impl Report {
             requests_sent: 0,
             responses: BTreeMap::new(),
             retries: 0,
+            pages_from_journal: 0,
             cache_hits: 0,
             credits_spent: 0,
+            crawl_credits_spent: 0,
             elapsed_s: 0.0,
             breaker_opens: 0,
             budget_exhausted: 0,
@@ -114,9 +123,12 @@ impl Report {
     }
 
     /// The shortest time `rate` allows for the requests this run could not avoid: one per page
-    /// not served from a cache, and one per 404.
+    /// not taken from the journal or the cache, and one per 404.
     pub fn fastest_possible_s(&self, rate: u32) -> f64 {
-        let needed = self.pages_fetched.saturating_sub(self.cache_hits) + self.status(404);
+        let needed = self
+            .pages_fetched
+            .saturating_sub(self.pages_from_journal + self.cache_hits)
+            + self.status(404);
         needed as f64 / f64::from(rate.max(1))
     }
 
@@ -146,7 +158,7 @@ impl fmt::Display for Table<'_> {
         };
         let mode = match r.mode {
             Mode::Pipeline => "pipeline",
-            Mode::Naive => "naive (seed 000's client)",
+            Mode::Naive => "naive (the API document's example client)",
         };
         writeln!(f, "tollway pipeline report: {mode}")?;
         row(f, "users", &format_args!("{} requested", r.users_requested))?;
@@ -173,8 +185,20 @@ impl fmt::Display for Table<'_> {
         }
         row(f, "responses", &by_status)?;
         row(f, "retries", &r.retries)?;
+        row(f, "from journal", &r.pages_from_journal)?;
         row(f, "cache hits", &r.cache_hits)?;
-        row(f, "credits spent", &r.credits_spent)?;
+        if r.crawl_credits_spent > r.credits_spent {
+            row(
+                f,
+                "credits spent",
+                &format_args!(
+                    "{} ({} for the crawl so far)",
+                    r.credits_spent, r.crawl_credits_spent
+                ),
+            )?;
+        } else {
+            row(f, "credits spent", &r.credits_spent)?;
+        }
         row(
             f,
             "elapsed",
@@ -226,8 +250,10 @@ mod tests {
             "requests_sent",
             "responses",
             "retries",
+            "pages_from_journal",
             "cache_hits",
             "credits_spent",
+            "crawl_credits_spent",
             "elapsed_s",
             "breaker_opens",
             "budget_exhausted",

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tollway::ClientStackLayer;
 use tollway::breaker::{BreakerConfig, BreakerLayer, OpenDuration};
 use tollway::budget::{BudgetLayer, Ledger, Window};
@@ -22,14 +21,17 @@ use tower::util::BoxCloneSyncService;
 
 use super::config::Config;
 use super::fleet::{Fleet, fleet_pacing_interval};
-use super::http::{ApiRequest, base_client};
+use super::http::{ApiRequest, BaseBody, base_client_with};
 use super::report::Report;
 use super::run::run;
 use super::stop::{StopReason, Stopped};
 use super::wire::WireLogLayer;
 
-/// The pipeline's service: the tollway stack over [`base_client`], boxed.
-pub type PipelineService = BoxCloneSyncService<ApiRequest, Response<CacheBody<Incoming>>, BoxError>;
+/// The pipeline's service: the tollway stack over [`base_client`](super::base_client), boxed.
+pub type PipelineService = BoxCloneSyncService<ApiRequest, Response<PipelineBody>, BoxError>;
+
+/// The response body of the [`PipelineService`].
+pub type PipelineBody = CacheBody<BaseBody>;
 
 /// Where the response cache lives inside [`Config::cache_dir`], beside the journal.
 pub const CACHE_SUBDIR: &str = "http-cache";
@@ -50,21 +52,27 @@ pub struct PipelineStack {
     pub layer: ClientStackLayer,
 }
 
-/// The tollway stack for `config`, in front of [`base_client`] (with a
-/// [`WireLogLayer`](super::WireLogLayer) that counts every attempt for the report):
+/// The tollway stack for `config`, in front of [`base_client_with`] (`config.request_timeout`
+/// per exchange, body included, and `config.max_body` per body) with a
+/// [`WireLogLayer`](super::WireLogLayer) that counts every attempt for the report:
 ///
 /// - **cache** in `config.cache_dir/http-cache`, beside the journal: a page paid for is never
-///   paid for again, even if the run is killed between the answer and the journal write;
+///   paid for again, even if the run is killed between the answer and the journal write; it
+///   stores no body over `config.max_body`;
 /// - **retry**: up to [`STACK_ATTEMPTS`] attempts per page, full-jitter backoff from 200 ms,
 ///   `Retry-After` honoured up to 10 s, a retry budget (20% of requests, 10/s floor);
 /// - **breaker**: opens after 5 failures in a row, for 500 ms doubling to 5 s (or for the
 ///   tripping failure's `Retry-After`, at most 10 s);
-/// - **budget**: a ledger of `config.budget` credits for this run (no limit without one), which
-///   latches on a `402`;
+/// - **budget**: a ledger of `config.budget_per_run` credits for this run (no limit without
+///   one), which latches on a `402` (the crawl's `config.budget` is kept by the run loop in the
+///   crawl's own ledger on disk: see [`run`](super::run));
 /// - **limiter**: a little under `config.rate` requests per second ([`pacing_interval`]),
 ///   adaptive to `429`s, `503`s with `Retry-After`
-///   and rate-limit headers; a permit more than [`MAX_PERMIT_WAIT`] away is refused with
-///   `RateLimited`, which the run loop waits out without using a try.
+///   and rate-limit headers (pausing 30 s at most); a permit more than [`MAX_PERMIT_WAIT`] away
+///   is refused with `RateLimited`, which the run loop waits out without using a try.
+///
+/// No layer waits longer than `config.max_wait`: the retry's, the breaker's and the limiter's
+/// longest waits are cut to it.
 ///
 /// With [`Config::fleet`], the limiter and the ledger live in Redis under the fleet's prefix
 /// ([`Fleet::limiter_prefix`](super::Fleet::limiter_prefix),
@@ -83,8 +91,10 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         None => pacing_interval(config.rate),
     };
     let quota = Quota::with_period(interval).unwrap_or(Quota::per_second(config.rate));
+    // No layer waits longer than the run loop would (`--max-wait`).
+    let cap = |most: Duration| most.min(config.max_wait);
     let limiter = RateLimiter::builder(quota)
-        .adaptive(Adaptive::new().max_pause(Duration::from_secs(30)))
+        .adaptive(Adaptive::new().max_pause(cap(Duration::from_secs(30))))
         // A permit further away than this is refused (`RateLimited` with the wait), so that a
         // long pause is waited out by the run loop, which a deadline can stop, rather than
         // inside a request.
@@ -99,7 +109,7 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
             Backoff::exponential(Duration::from_millis(200), Duration::from_secs(5))
                 .with_jitter(Jitter::Full),
         )
-        .max_retry_after(Duration::from_secs(10))
+        .max_retry_after(cap(Duration::from_secs(10)))
         .budget(RetryBudget::default())
         .build()
         .map_err(io::Error::other)?;
@@ -110,20 +120,28 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
             Duration::from_millis(500),
             Duration::from_secs(5),
         ))
-        .honor_retry_after(Some(Duration::from_secs(10)))
+        .honor_retry_after(Some(cap(Duration::from_secs(10))))
         .build()
         .map_err(io::Error::other)?;
     let mut ledger = Ledger::builder().name("pipeline");
-    if let Some(budget) = config.budget {
-        ledger = ledger.limit(budget, Window::lifetime());
-    }
     let ledger = match &config.fleet {
-        Some(fleet) => ledger.redis(fleet.connection(), fleet.budget_prefix()),
-        None => ledger.build(),
+        Some(fleet) => {
+            if let Some(budget) = config.budget {
+                ledger = ledger.limit(budget, Window::lifetime());
+            }
+            ledger.redis(fleet.connection(), fleet.budget_prefix())
+        }
+        None => {
+            if let Some(budget) = config.budget_per_run {
+                ledger = ledger.limit(budget, Window::lifetime());
+            }
+            ledger.build()
+        }
     };
     let cache = CacheLayer::builder(config.cache_dir.join(CACHE_SUBDIR))
         .ttl(Duration::from_secs(7 * 24 * 3600))
         .route_ttl("/sys/", Duration::ZERO)
+        .max_entry_bytes(usize::try_from(config.max_body).unwrap_or(usize::MAX))
         .build()?;
     let layer = ClientStackLayer::builder(limiter)
         .retry(retry)
@@ -131,7 +149,10 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         .budget(BudgetLayer::new(ledger))
         .cache(cache)
         .build();
-    let client = WireLogLayer.layer(base_client::<ReplayBody<Full<Bytes>>>());
+    let client = WireLogLayer.layer(base_client_with::<ReplayBody<Full<Bytes>>>(
+        config.request_timeout,
+        config.max_body,
+    ));
     let service = layer.layer(client).boxed();
     Ok(PipelineStack { service, layer })
 }
@@ -260,7 +281,8 @@ mod tests {
     async fn the_stack_has_every_layer_and_the_budget_of_the_run() {
         let dir = std::env::temp_dir().join(format!("tollway-stack-unit-{}", std::process::id()));
         let mut config = Config::new("http://127.0.0.1:9", &dir);
-        config.budget = Some(7);
+        config.budget = Some(70);
+        config.budget_per_run = Some(7);
         let stack = tollway_stack(&config).unwrap();
         assert!(stack.layer.breaker().is_some());
         assert_eq!(stack.layer.ledger().unwrap().remaining(), 7);

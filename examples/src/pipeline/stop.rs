@@ -13,10 +13,18 @@ pub enum StopReason {
     Unauthorized,
     /// The account has no credit left (402).
     InsufficientBalance,
-    /// This run's `--budget` is spent.
+    /// This run's `--budget-per-run` is spent.
     BudgetSpent {
         /// The budget, in credits.
         budget: u64,
+    },
+    /// The crawl's `--budget` is spent: what earlier runs of the crawl (same cache directory)
+    /// spent counts, their requests cut short by a crash or a kill included.
+    CrawlBudgetSpent {
+        /// The crawl's budget, in credits.
+        budget: u64,
+        /// What earlier runs had spent when this one started.
+        earlier_runs: u64,
     },
     /// The fleet's `--budget` (shared in Redis by every process of the fleet) is spent.
     FleetBudgetSpent {
@@ -45,6 +53,13 @@ impl fmt::Display for StopReason {
             Self::BudgetSpent { budget } => {
                 write!(f, "budget exhausted: this run's {budget} credits are spent")
             }
+            Self::CrawlBudgetSpent {
+                budget,
+                earlier_runs,
+            } => write!(
+                f,
+                "budget exhausted: the crawl's {budget} credits are spent ({earlier_runs} by earlier runs)"
+            ),
             Self::FleetBudgetSpent { budget } => write!(
                 f,
                 "budget exhausted: the fleet's {budget} credits are spent (shared in Redis)"

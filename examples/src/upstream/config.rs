@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 
 use super::data::{MISSING_SEED_USER_ID, SEED_USER_IDS};
+use super::hostile::Hostile;
 
 /// The access key the simulator accepts unless told otherwise.
 pub const DEFAULT_KEY: &str = "sim-key";
@@ -59,6 +60,8 @@ pub struct UpstreamBuilder {
     pub(crate) page_size: usize,
     pub(crate) all_numeric_users_exist: bool,
     pub(crate) missing_users: BTreeSet<String>,
+    pub(crate) hostile: Option<Hostile>,
+    pub(crate) hostile_count: u64,
 }
 
 impl Default for UpstreamBuilder {
@@ -76,6 +79,8 @@ impl Default for UpstreamBuilder {
             page_size: DEFAULT_PAGE_SIZE,
             all_numeric_users_exist: false,
             missing_users: BTreeSet::from([MISSING_SEED_USER_ID.to_owned()]),
+            hostile: None,
+            hostile_count: u64::MAX,
         }
     }
 }
@@ -152,7 +157,7 @@ impl UpstreamBuilder {
     }
 
     /// The status that answers a request beyond the concurrency limit (default 429; the search
-    /// API of seed 003 uses 402).
+    /// APIs use 402).
     pub fn concurrency_status(mut self, status: StatusCode) -> Self {
         self.concurrency_status = status;
         self
@@ -182,6 +187,21 @@ impl UpstreamBuilder {
     /// Makes `user_id` answer 404. `12345` is missing by default.
     pub fn missing_user(mut self, user_id: impl Into<String>) -> Self {
         self.missing_users.insert(user_id.into());
+        self
+    }
+
+    /// Misbehaves on the followers endpoint in the way `mode` says (default: never); see
+    /// [`Hostile`] for what each mode does, and [`hostile_count`](Self::hostile_count) for how
+    /// often.
+    pub fn hostile(mut self, mode: Hostile) -> Self {
+        self.hostile = Some(mode);
+        self
+    }
+
+    /// Misbehaves on the first `count` answers the [hostile mode](Self::hostile) can spoil,
+    /// then behaves (default: on every one).
+    pub fn hostile_count(mut self, count: u64) -> Self {
+        self.hostile_count = count;
         self
     }
 

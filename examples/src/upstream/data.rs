@@ -97,12 +97,13 @@ pub(crate) fn page_token(user_id: &str, page: u32) -> String {
 }
 
 /// Which page a `page_id` names: `Some(1)` for an empty one, `None` for one that is not a
-/// `next_page_id` this user's pages hand out.
+/// `next_page_id` this user's pages hand out. Page 1 has a token too, which only the
+/// [cyclic](super::Hostile::CyclicPages) simulator hands out.
 pub(crate) fn page_number(user_id: &str, page_id: &str) -> Option<u32> {
     if page_id.is_empty() {
         return Some(1);
     }
-    (2..=pages_for(user_id)).find(|&page| page_token(user_id, page) == page_id)
+    (1..=pages_for(user_id)).find(|&page| page_token(user_id, page) == page_id)
 }
 
 /// One follower, as the API lists it.

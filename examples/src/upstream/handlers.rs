@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::data::{self, Follower};
+use super::hostile::Hostile;
 use super::state::{Refused, Shared};
 use super::window::{Admission, Rejection, ceil_secs};
 
@@ -144,6 +145,11 @@ async fn serve_followers(
         Ok(key) => key,
         Err(blocked) => return blocked.into_response(),
     };
+    if let Some(mode) = shared.config.hostile.filter(|mode| mode.refuses())
+        && let Some(nth) = shared.take_hostile()
+    {
+        return mode.refusal(nth);
+    }
     let rate = shared.config.rate;
     let admitted = match shared.admit(&key) {
         Ok(admitted) => admitted,
@@ -190,12 +196,33 @@ fn answer(
     if shared.charge(&user_id, page).is_err() {
         return detail(StatusCode::PAYMENT_REQUIRED, "Insufficient balance");
     }
-    let (users, next_page_id) = data::page(&user_id, page, config.page_size);
-    Json(FollowersPage {
-        response: Users { users },
-        next_page_id,
-    })
-    .into_response()
+    let (users, mut next_page_id) = data::page(&user_id, page, config.page_size);
+    let hostile = config.hostile;
+    if hostile == Some(Hostile::CyclicPages) && next_page_id.is_none() {
+        // The last page points back: to page 2, or to page 1 under its token.
+        if shared.take_hostile().is_some() {
+            let back = data::pages_for(&user_id).min(2);
+            next_page_id = Some(data::page_token(&user_id, back));
+        }
+    }
+    match hostile.filter(|mode| mode.spoils_pages()) {
+        Some(mode) if shared.take_hostile().is_some() => {
+            // Serializing these plain structs cannot fail.
+            let users_json = serde_json::to_string(&users).unwrap_or_default();
+            let next_json = serde_json::to_string(&next_page_id).unwrap_or_default();
+            let page = serde_json::to_vec(&FollowersPage {
+                response: Users { users },
+                next_page_id,
+            })
+            .unwrap_or_default();
+            mode.spoil(page.into(), &users_json, &next_json)
+        }
+        _ => Json(FollowersPage {
+            response: Users { users },
+            next_page_id,
+        })
+        .into_response(),
+    }
 }
 
 /// Adds `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds from now, rounded up).

@@ -1,7 +1,7 @@
 //! A simulator of the rate-limited, credit-billed followers API that tollway is built against,
 //! and the judge of every end-to-end test and demo.
 //!
-//! It behaves like the API of the seed documents (see `shared/seeds/000` and `001`):
+//! It answers as that API does:
 //!
 //! | endpoint | answer |
 //! |---|---|
@@ -27,6 +27,10 @@
 //!   `{"detail": "User not found"}` for an unknown user (`12345`), **402**
 //!   `{"detail": "Insufficient balance"}` when no credit is left, and otherwise **200**, which
 //!   costs one credit. Nothing else costs anything.
+//!
+//! A [hostile mode](UpstreamBuilder::hostile) makes it answer as a broken or hostile API does
+//! ([`Hostile`]: hints no clock can add, waits with no end, broken or endless bodies, cursors that
+//! loop), for testing that a client survives.
 //!
 //! Each known user has from 1 to 5 pages of followers ([`pages_for`]), derived from the user id,
 //! so tests know what a full crawl returns. The simulator uses no tollway code: its record is
@@ -66,7 +70,7 @@
 //!
 //! A customised simulator: the free-trial plan (1 request per second, 100 credits), a fault
 //! every 10th request, a one-second outage two seconds in, and a slow server that takes one
-//! request at a time and answers a second one with 402, as the search API of seed 003 does.
+//! request at a time and answers a second one with 402, as some search APIs do.
 //!
 //! ```
 //! use std::time::Duration;
@@ -93,6 +97,7 @@
 mod config;
 mod data;
 mod handlers;
+mod hostile;
 mod server;
 mod state;
 mod stats;
@@ -102,5 +107,8 @@ pub use config::{
     DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, MAX_PAGE_SIZE, UpstreamBuilder,
 };
 pub use data::{MAX_PAGES, MISSING_SEED_USER_ID, SEED_USER_IDS, follower_count, pages_for};
+pub use hostile::{
+    DAY_RETRY_AFTER, FAR_RESET, Hostile, MAX_OVERSIZED, OVERFLOWING_RETRY_AFTER, YEAR_9999,
+};
 pub use server::{Upstream, UpstreamHandle};
 pub use stats::Stats;

@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) config: UpstreamBuilder,
     started: Instant,
     inner: Mutex<Inner>,
+    /// Answers spoilt by the hostile mode so far.
+    spoilt: std::sync::atomic::AtomicU64,
 }
 
 /// One access key's rate window and requests in progress.
@@ -101,6 +103,7 @@ impl Shared {
             config,
             started: Instant::now(),
             inner: Mutex::new(inner),
+            spoilt: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -112,6 +115,19 @@ impl Shared {
             .iter()
             .filter_map(|outage| outage.remaining(elapsed))
             .max()
+    }
+
+    /// Claims one answer for the hostile mode: its 0-based rank among spoilt answers, or `None`
+    /// when there is no mode or it has spoilt its count.
+    pub(crate) fn take_hostile(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        self.config.hostile?;
+        let limit = self.config.hostile_count;
+        self.spoilt
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
     }
 
     /// Counts a request to the API.

@@ -18,7 +18,8 @@ pub const KEY_ENV: &str = "TOLLWAY_API_KEY";
 /// Fetches every follower page of a list of users from the followers API, the production way.
 ///
 /// With no --upstream it starts the upstream simulator in-process (11 req/s, a 500 every 17th
-/// request, a 1 s outage 2 s in, 30 ms latency) and crawls the 20 user ids of seed 000.
+/// request, a 1 s outage 2 s in, 30 ms latency) and crawls the 20 user ids of the API
+/// document's example.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "pipeline", version)]
 pub struct Args {
@@ -28,8 +29,8 @@ pub struct Args {
     /// Access key, sent as x-access-key (default: $TOLLWAY_API_KEY, else the simulator's key).
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
-    /// User ids to crawl, comma separated (default: the 20 ids of seed 000, duplicate included;
-    /// a duplicate is crawled once).
+    /// User ids to crawl, comma separated (default: the 20 ids of the API document's example,
+    /// duplicate included; a duplicate is crawled once).
     #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', value_parser = user_id)]
     pub users: Option<Vec<String>>,
     /// Requests per second: a number, or `auto` to read `rate` from GET /sys/balance.
@@ -38,11 +39,16 @@ pub struct Args {
     /// Requests in flight at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY, value_parser = at_least_one)]
     pub concurrency: usize,
-    /// Credits this run may spend (default: no limit).
+    /// Credits the whole crawl may spend, over every run with the same --cache-dir (kept in
+    /// DIR/budget.ledger, so a restart continues it); with --redis, the fleet's (default: no
+    /// limit).
     #[arg(long, value_name = "N")]
     pub budget: Option<u64>,
-    /// Where the durable work queue (journal.jsonl) lives (default: a folder per upstream under
-    /// the system's temp dir, see --help).
+    /// Credits this run alone may spend (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub budget_per_run: Option<u64>,
+    /// Where the durable work queue (journal.jsonl), the crawl's ledger and the response cache
+    /// live (default: a folder per upstream under the system's temp dir, see --help).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Write the report as JSON to PATH.
@@ -53,19 +59,35 @@ pub struct Args {
     /// --budget is then the fleet's. Needs --upstream.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    /// Run seed 000's own client instead, for comparison.
+    /// Run the API document's example client instead, for comparison.
     #[arg(long)]
     pub naive: bool,
     /// Serve every layer's metrics for Prometheus on http://ADDR/metrics (e.g. 127.0.0.1:9000).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Stop with an error if not finished after SECS.
+    /// End the run after SECS (counted from the start), with its report and an error status;
+    /// requests in flight get a second to finish.
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub deadline: Option<Duration>,
     /// Tries a page gets before it goes to the dead letters.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TRIES,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tries: u32,
+    /// The longest wait before a page is tried again, whatever Retry-After (or a reset, or the
+    /// breaker) asks for.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    pub max_wait: Duration,
+    /// How long one exchange with the API may take, headers and body together.
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = positive_seconds)]
+    pub request_timeout: Duration,
+    /// The largest response body accepted (bytes; or with KiB, MiB, GiB); a larger page goes to
+    /// the dead letters.
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = bytes)]
+    pub max_body: u64,
+    /// When stderr is not a terminal, print a progress line this often (when something
+    /// changed); on a terminal a progress bar is drawn instead.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = positive_seconds)]
+    pub progress_every: Duration,
 }
 
 /// `--rate`: fixed, or read from the API.
@@ -113,6 +135,38 @@ fn seconds(value: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
+fn positive_seconds(value: &str) -> Result<Duration, String> {
+    match seconds(value)? {
+        Duration::ZERO => Err("must be above 0".to_owned()),
+        secs => Ok(secs),
+    }
+}
+
+/// A size in bytes: a whole number, optionally followed by `KiB`, `MiB` or `GiB` (or `K`, `M`,
+/// `G`, powers of 1024 all the same).
+fn bytes(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a size such as 4194304 or 4MiB, got `{value}`"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}`; use KiB, MiB or GiB")),
+    };
+    match number.checked_mul(scale) {
+        Some(0) => Err("must be above 0".to_owned()),
+        Some(size) => Ok(size),
+        None => Err(format!("`{value}` is too large")),
+    }
+}
+
 impl Args {
     /// Refuses flags that cannot work together, and an `--upstream` the base client cannot
     /// reach, with a one-line reason.
@@ -121,7 +175,7 @@ impl Args {
     ///
     /// The reason: an `--upstream` that is not `http://`; a `--redis` that is not a Redis URL,
     /// or comes without `--upstream` (the in-process simulator is this process's alone, so
-    /// there is no fleet to share it with) or with `--naive` (seed 000's client has no fleet
+    /// there is no fleet to share it with) or with `--naive` (the example client has no fleet
     /// mode).
     pub fn check_available(&self) -> Result<(), String> {
         if let Some(url) = &self.upstream
@@ -138,7 +192,7 @@ impl Args {
             }
             if self.naive {
                 return Err(
-                    "--redis cannot go with --naive: seed 000's client has no fleet mode"
+                    "--redis cannot go with --naive: the example client has no fleet mode"
                         .to_owned(),
                 );
             }
@@ -154,7 +208,7 @@ impl Args {
             .unwrap_or_else(|| DEFAULT_KEY.to_owned())
     }
 
-    /// The users: `--users`, else the seed's 20 ids.
+    /// The users: `--users`, else the example's 20 ids.
     pub fn users(&self) -> Vec<String> {
         self.users
             .clone()
@@ -187,8 +241,12 @@ impl Args {
         config.rate = rate;
         config.concurrency = self.concurrency;
         config.budget = self.budget;
+        config.budget_per_run = self.budget_per_run;
         config.max_tries = self.max_tries;
         config.deadline = self.deadline;
+        config.max_wait = self.max_wait;
+        config.request_timeout = self.request_timeout;
+        config.max_body = self.max_body;
         config
     }
 }
@@ -216,7 +274,7 @@ pub fn default_cache_dir(upstream: Option<&str>) -> PathBuf {
     std::env::temp_dir().join("tollway-pipeline").join(name)
 }
 
-/// The simulator the binary starts when no `--upstream` is given: the seed's rate of 11 req/s,
+/// The simulator the binary starts when no `--upstream` is given: the document's rate of 11 req/s,
 /// a 500 for every 17th admitted request, a 1 s outage 2 s after start, 30 ms of latency, and
 /// plenty of credits.
 pub fn embedded_simulator() -> UpstreamBuilder {
@@ -229,121 +287,4 @@ pub fn embedded_simulator() -> UpstreamBuilder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults() {
-        let args = Args::try_parse_from(["pipeline"]).unwrap();
-        assert_eq!(args.rate, Rate::Auto);
-        assert_eq!(args.users().len(), 20);
-        assert_eq!(args.concurrency, DEFAULT_CONCURRENCY);
-        assert_eq!(args.max_tries, DEFAULT_MAX_TRIES);
-        assert!(args.cache_dir().ends_with(format!(
-            "tollway-pipeline/simulator/run-{}",
-            std::process::id()
-        )));
-        assert!(args.uses_run_cache_dir());
-        assert!(args.check_available().is_ok());
-    }
-
-    #[test]
-    fn every_flag_parses() {
-        let args = Args::try_parse_from([
-            "pipeline",
-            "--upstream",
-            "http://127.0.0.1:9/",
-            "--key",
-            "k",
-            "--users",
-            "1,2, 3",
-            "--rate",
-            "7",
-            "--concurrency",
-            "3",
-            "--budget",
-            "40",
-            "--report",
-            "r.json",
-            "--naive",
-            "--deadline",
-            "2.5",
-            "--max-tries",
-            "2",
-        ])
-        .unwrap();
-        assert_eq!(args.users(), ["1", "2", "3"]);
-        assert_eq!(args.rate, Rate::Fixed(NonZeroU32::new(7).unwrap()));
-        assert_eq!(args.key(), "k");
-        assert!(args.cache_dir().ends_with("tollway-pipeline/127.0.0.1_9"));
-        let config = args.config("http://127.0.0.1:9", NonZeroU32::new(7).unwrap());
-        assert_eq!(config.budget, Some(40));
-        assert_eq!(config.concurrency, 3);
-        assert_eq!(config.max_tries, 2);
-        assert_eq!(config.deadline, Some(Duration::from_millis(2500)));
-        assert!(args.naive);
-    }
-
-    #[test]
-    fn bad_values_are_refused() {
-        for bad in [
-            &["pipeline", "--rate", "0"][..],
-            &["pipeline", "--rate", "fast"],
-            &["pipeline", "--concurrency", "0"],
-            &["pipeline", "--users", "1,,2"],
-            &["pipeline", "--deadline", "-1"],
-            &["pipeline", "--max-tries", "0"],
-        ] {
-            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn fleet_mode_needs_an_upstream_and_a_redis_url() {
-        let fleet = ["pipeline", "--upstream", "http://127.0.0.1:9"];
-        let args =
-            Args::try_parse_from([&fleet[..], &["--redis", "redis://127.0.0.1:6379/"]].concat())
-                .unwrap();
-        assert!(args.check_available().is_ok());
-        assert_eq!(args.redis.as_deref(), Some("redis://127.0.0.1:6379/"));
-        // The flag does not touch the rest of the configuration: the fleet is connected later.
-        let config = args.config("http://127.0.0.1:9", NonZeroU32::new(7).unwrap());
-        assert!(config.fleet.is_none());
-
-        let args = Args::try_parse_from([&fleet[..], &["--redis", "http://x"]].concat()).unwrap();
-        assert!(
-            args.check_available()
-                .unwrap_err()
-                .starts_with("--redis: not a Redis URL: "),
-            "{:?}",
-            args.check_available()
-        );
-        let args = Args::try_parse_from(["pipeline", "--redis", "redis://x"]).unwrap();
-        assert!(
-            args.check_available()
-                .unwrap_err()
-                .starts_with("--redis needs --upstream")
-        );
-        let args =
-            Args::try_parse_from([&fleet[..], &["--redis", "redis://x", "--naive"]].concat())
-                .unwrap();
-        assert!(args.check_available().unwrap_err().contains("--naive"));
-        for error in [
-            Args::try_parse_from(["pipeline", "--redis", "redis://x"]).unwrap(),
-            Args::try_parse_from([&fleet[..], &["--redis", "nope"]].concat()).unwrap(),
-        ]
-        .map(|args| args.check_available().unwrap_err())
-        {
-            assert!(!error.contains('\n'), "{error}");
-        }
-    }
-
-    #[test]
-    fn the_upstream_must_be_plain_http() {
-        let args = Args::try_parse_from(["pipeline", "--upstream", "https://x"]).unwrap();
-        assert!(args.check_available().unwrap_err().contains("http://"));
-        let args = Args::try_parse_from(["pipeline", "--metrics", "127.0.0.1:9000"]).unwrap();
-        assert!(args.check_available().is_ok());
-        assert_eq!(args.metrics.as_deref(), Some("127.0.0.1:9000"));
-    }
-}
+mod tests;
