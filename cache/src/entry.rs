@@ -4,9 +4,9 @@
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 8 | magic `TGCACHE1` (format version 1) |
+//! | 8 | magic `TWCACHE2` (format version 2) |
 //! | 32 | the entry's key (a keyed hash: it tells nothing about the request) |
-//! | 8 + 8 + 8 | stored at, fresh until, stale-usable until (milliseconds since the Unix epoch) |
+//! | 4 × 8 | stored at, fresh until, stale-usable until, kept until (milliseconds since the Unix epoch) |
 //! | 2 | status code |
 //! | 4 | number of headers, then for each: 2-byte name length, name, 4-byte value length, value |
 //! | 8 | body length, then the body |
@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::key::CacheKey;
 
-const MAGIC: &[u8; 8] = b"TGCACHE1";
+const MAGIC: &[u8; 8] = b"TWCACHE2";
 const CHECKSUM_LEN: usize = 32;
 
 /// A response kept by the cache: status, headers, the whole body, and its lifetimes.
@@ -37,6 +37,9 @@ pub(crate) struct StoredResponse {
     pub(crate) expires_at: SystemTime,
     /// Usable as a stale fallback, when the upstream fails, before this.
     pub(crate) stale_until: SystemTime,
+    /// Kept (to revalidate, or as a stale fallback) before this; removed after. Never before
+    /// `stale_until`.
+    pub(crate) keep_until: SystemTime,
 }
 
 impl StoredResponse {
@@ -48,6 +51,11 @@ impl StoredResponse {
     /// Whether it may stand in for a failed upstream at `now`.
     pub(crate) fn is_usable_stale(&self, now: SystemTime) -> bool {
         now < self.stale_until
+    }
+
+    /// Whether it is still worth keeping at `now`: to revalidate or to stand in for a failure.
+    pub(crate) fn is_kept(&self, now: SystemTime) -> bool {
+        now < self.keep_until
     }
 
     /// Its age at `now`, for the `Age` header.
@@ -67,10 +75,15 @@ pub(crate) fn encode(key: &CacheKey, entry: &StoredResponse) -> Vec<u8> {
         .iter()
         .map(|(n, v)| 6 + n.as_str().len() + v.len())
         .sum();
-    let mut out = Vec::with_capacity(8 + 32 + 24 + 2 + 4 + headers_len + 8 + entry.body.len() + 32);
+    let mut out = Vec::with_capacity(8 + 32 + 32 + 2 + 4 + headers_len + 8 + entry.body.len() + 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(key.as_bytes());
-    for time in [entry.stored_at, entry.expires_at, entry.stale_until] {
+    for time in [
+        entry.stored_at,
+        entry.expires_at,
+        entry.stale_until,
+        entry.keep_until,
+    ] {
         out.extend_from_slice(&millis(time).to_le_bytes());
     }
     out.extend_from_slice(&entry.status.as_u16().to_le_bytes());
@@ -113,6 +126,7 @@ pub(crate) fn decode(key: &CacheKey, file: &Bytes) -> Result<StoredResponse, Cor
     let stored_at = from_millis(reader.u64()?);
     let expires_at = from_millis(reader.u64()?);
     let stale_until = from_millis(reader.u64()?);
+    let keep_until = from_millis(reader.u64()?);
     let status = StatusCode::from_u16(reader.u16()?).map_err(|_| Corrupt("bad status"))?;
     let count = reader.u32()? as usize;
     let mut headers = HeaderMap::with_capacity(count.min(256));
@@ -138,6 +152,7 @@ pub(crate) fn decode(key: &CacheKey, file: &Bytes) -> Result<StoredResponse, Cor
         stored_at,
         expires_at,
         stale_until,
+        keep_until,
     })
 }
 
@@ -201,6 +216,7 @@ mod tests {
             stored_at: now,
             expires_at: now + Duration::from_secs(60),
             stale_until: now + Duration::from_secs(120),
+            keep_until: now + Duration::from_secs(180),
         };
         (CacheKey::from_bytes([7; 32]), entry)
     }
@@ -215,6 +231,7 @@ mod tests {
         assert_eq!(decoded.stored_at, entry.stored_at);
         assert_eq!(decoded.expires_at, entry.expires_at);
         assert_eq!(decoded.stale_until, entry.stale_until);
+        assert_eq!(decoded.keep_until, entry.keep_until);
     }
 
     #[test]

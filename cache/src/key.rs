@@ -1,7 +1,7 @@
 //! Cache keys: which requests share an entry.
 //!
 //! A key is a BLAKE3 hash, keyed with the cache's own random secret, of the method, scheme,
-//! host, port, path, query parameters sorted by name (values of one name keep their order), the
+//! the URL's userinfo (`user:password@`, a credential), host, port, path, query parameters sorted by name (values of one name keep their order), the
 //! selected `Vary` request headers, the credential headers, and, for methods cached only because
 //! they carry one, the `Idempotency-Key`. Two API keys therefore never share an entry, and what
 //! reaches the disk (file names, and the key inside each file) is a keyed hash from which no
@@ -9,8 +9,7 @@
 
 use std::fmt;
 
-use http::request::Parts;
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, HeaderName, Method, Uri};
 use tollway_core::idempotency::IDEMPOTENCY_KEY;
 
 /// The 32-byte identity of a cache entry.
@@ -24,7 +23,6 @@ impl fmt::Debug for CacheKey {
 }
 
 impl CacheKey {
-    #[cfg(test)]
     pub(crate) const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
@@ -71,22 +69,32 @@ pub(crate) struct KeyParts {
 }
 
 impl KeyParts {
-    /// The key of the request described by `parts`.
-    pub(crate) fn key(&self, secret: &[u8; 32], parts: &Parts) -> CacheKey {
+    /// The key of the request with this method, URI and headers.
+    pub(crate) fn key(
+        &self,
+        secret: &[u8; 32],
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> CacheKey {
         let mut hasher = blake3::Hasher::new_keyed(secret);
         let mut field = |bytes: &[u8]| {
             hasher.update(&(bytes.len() as u64).to_le_bytes());
             hasher.update(bytes);
         };
-        field(parts.method.as_str().as_bytes());
+        field(method.as_str().as_bytes());
 
-        let uri = &parts.uri;
         let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+        // `user:password@` is a credential: two of them never share an entry (and, hashed
+        // with the secret, it never reaches the disk).
+        let userinfo = uri
+            .authority()
+            .and_then(|authority| authority.as_str().rsplit_once('@'))
+            .map_or("", |(userinfo, _)| userinfo);
         let (host, port) = match uri.authority() {
             Some(authority) => (authority.host().to_ascii_lowercase(), authority.port_u16()),
             // A server sees relative URIs: the Host header names the authority.
-            None => parts
-                .headers
+            None => headers
                 .get(http::header::HOST)
                 .and_then(|host| host.to_str().ok())
                 .and_then(|host| host.parse::<http::uri::Authority>().ok())
@@ -95,6 +103,7 @@ impl KeyParts {
         };
         let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
         field(scheme.as_bytes());
+        field(userinfo.as_bytes());
         field(host.as_bytes());
         field(&port.to_le_bytes());
         field(uri.path().as_bytes());
@@ -114,13 +123,13 @@ impl KeyParts {
             field(value.as_bytes());
         }
 
-        headers_field(&mut field, &parts.headers, &self.vary);
-        headers_field(&mut field, &parts.headers, &self.credentials);
+        headers_field(&mut field, headers, &self.vary);
+        headers_field(&mut field, headers, &self.credentials);
         // Any method cached beyond GET and HEAD is cached on the strength of its
         // Idempotency-Key, which stands for its body: it must be part of the key (a PUT too,
         // though PUT is idempotent: two PUTs to one URL may carry different bodies).
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            headers_field(&mut field, &parts.headers, &[IDEMPOTENCY_KEY]);
+        if method != Method::GET && method != Method::HEAD {
+            headers_field(&mut field, headers, &[IDEMPOTENCY_KEY]);
         }
         CacheKey(*hasher.finalize().as_bytes())
     }
@@ -142,8 +151,9 @@ mod tests {
     use super::*;
     use http::Request;
 
-    fn parts(builder: http::request::Builder) -> Parts {
-        builder.body(()).unwrap().into_parts().0
+    fn key_with(secret: &[u8; 32], builder: http::request::Builder) -> CacheKey {
+        let request = builder.body(()).unwrap();
+        key_parts().key(secret, request.method(), request.uri(), request.headers())
     }
 
     fn key_parts() -> KeyParts {
@@ -154,7 +164,7 @@ mod tests {
     }
 
     fn key(builder: http::request::Builder) -> CacheKey {
-        key_parts().key(&[1; 32], &parts(builder))
+        key_with(&[1; 32], builder)
     }
 
     #[test]
@@ -179,6 +189,8 @@ mod tests {
             Request::head("http://api.test/f?x=1"),
             Request::get("http://api.test/f?x=1").header("accept", "text/csv"),
             Request::get("http://api.test/f?x=1").header("x-access-key", "k1"),
+            Request::get("http://user:pw@api.test/f?x=1"),
+            Request::get("http://user@api.test/f?x=1"),
         ] {
             assert_ne!(key(other), base);
         }
@@ -196,11 +208,21 @@ mod tests {
         let a = key(Request::get("http://api.test/f").header("x-access-key", "k1"));
         let b = key(Request::get("http://api.test/f").header("x-access-key", "k2"));
         assert_ne!(a, b);
-        let other_secret = key_parts().key(
+        let other_secret = key_with(
             &[2; 32],
-            &parts(Request::get("http://api.test/f").header("x-access-key", "k1")),
+            Request::get("http://api.test/f").header("x-access-key", "k1"),
         );
         assert_ne!(a, other_secret);
+    }
+
+    #[test]
+    fn userinfo_credentials_separate() {
+        let a = key(Request::get("https://alice:pw1@api.test/f"));
+        let b = key(Request::get("https://alice:pw2@api.test/f"));
+        let c = key(Request::get("https://bob:pw1@api.test/f"));
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, key(Request::get("https://alice:pw1@api.test/f")));
     }
 
     #[test]

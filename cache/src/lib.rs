@@ -79,21 +79,33 @@
 
 mod body;
 mod buffer;
+mod builder;
 mod coalesce;
+mod disk;
 mod entry;
+mod error;
+mod freshness;
 mod future;
-mod index;
+mod handle;
 mod key;
 mod layer;
-mod lock;
-mod memory;
 mod policy;
+mod respond;
+mod revalidate;
+mod serve;
 mod service;
 mod status;
 mod store;
 
 pub use body::CacheBody;
+pub use builder::CacheBuilder;
+pub use error::RevalidationMismatch;
+pub use freshness::Freshness;
 pub use future::ResponseFuture;
-pub use layer::{CacheBuilder, CacheLayer};
+pub use handle::CacheHandle;
+pub use layer::CacheLayer;
 pub use service::Cache;
 pub use status::{CACHE_STATUS_HEADER, CacheStatus};
+/// The error type of [`Cache`]: the inner service's errors, boxed, and the cache's own
+/// ([`RevalidationMismatch`]). Re-exported from `tollway-core`.
+pub use tollway_core::BoxError;

@@ -1,19 +1,19 @@
 //! A small in-memory tier over the disk store: recently used entries, bounded in bytes.
 //!
-//! A hit from memory costs a hash lookup and a reference-count increment instead of a trip to
-//! the blocking pool and a file read. It only ever holds entries that are also on disk (every
-//! removal and eviction from disk removes them here too), so it changes how fast a hit is,
-//! never what is served. Another process sharing the folder may replace an entry on disk with
-//! a newer copy; until this one expires, this process may keep serving its own copy, which was
-//! an equally valid answer for the same key.
+//! A hit from memory costs a hash lookup and a reference-count increment instead of a file
+//! read. It only ever holds entries that are also on disk (every removal and eviction from
+//! disk by this process removes them here too), so it changes how fast a hit is, never what is
+//! served. Another process's writes, evictions and invalidations reach this tier when this
+//! process next reads the folder's journal (at its next write); until then it may keep serving
+//! its own copy, which was a valid answer for the same key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::index::Index;
 use crate::entry::StoredResponse;
-use crate::index::Index;
 use crate::key::CacheKey;
 
 /// Bytes an entry is counted as: body, headers, and a fixed allowance for the bookkeeping.
@@ -84,6 +84,16 @@ impl MemoryTier {
         hot.index.remove(key);
         hot.entries.remove(key);
     }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&self) {
+        if self.cap == 0 {
+            return;
+        }
+        let mut hot = self.hot.lock();
+        hot.index.clear();
+        hot.entries.clear();
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +114,7 @@ mod tests {
             stored_at: now,
             expires_at: now,
             stale_until: now,
+            keep_until: now,
         })
     }
 
