@@ -7,6 +7,7 @@
 //! entries above [`INLINE_READ_MAX`] go to the pool. Writes (two fsyncs) and removals (the
 //! folder lock) always do.
 
+use std::fs::File;
 use std::sync::Arc;
 
 use crate::entry::StoredResponse;
@@ -30,14 +31,39 @@ pub(crate) enum Found {
     Nothing,
 }
 
-/// Reads `key`'s entry. Past what it is kept for, or corrupt, it is removed. With `fresh_ok`
-/// false a fresh entry counts as stale.
-pub(crate) async fn lookup(shared: &Arc<Shared>, key: CacheKey, fresh_ok: bool) -> Found {
+/// A read begun on the calling task: small files are read whole, large ones only opened.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// What the read found.
+    Done(Lookup),
+    /// A file too large to read here, open.
+    Large(File, u64),
+}
+
+/// Begins reading `key`'s entry on the calling task: opens the file (two system calls) and
+/// reads it if it is at most [`INLINE_READ_MAX`] bytes.
+pub(crate) fn read_here(shared: &Shared, key: &CacheKey) -> Read {
     let store = &shared.store;
-    let read = match store.open_entry(&key) {
-        Ok(None) => return Found::Nothing,
-        Ok(Some((file, len))) if len <= INLINE_READ_MAX => store.read_open(&key, file, len),
-        Ok(Some((file, len))) => {
+    match store.open_entry(key) {
+        Ok(None) => Read::Done(Lookup::Missing),
+        Ok(Some((file, len))) if len <= INLINE_READ_MAX => {
+            Read::Done(store.read_open(key, file, len))
+        }
+        Ok(Some((file, len))) => Read::Large(file, len),
+        Err(error) => {
+            tracing::warn!(error = %error, "cache file unreadable; treating as a miss");
+            Read::Done(Lookup::Missing)
+        }
+    }
+}
+
+/// Finishes a read (on the blocking pool if the file is large) and judges what it found
+/// against the time. Past what it is kept for, or corrupt, it is removed. With `fresh_ok`
+/// false a fresh entry counts as stale.
+pub(crate) async fn finish(shared: &Arc<Shared>, key: CacheKey, read: Read, fresh_ok: bool) -> Found {
+    let read = match read {
+        Read::Done(read) => read,
+        Read::Large(file, len) => {
             let shared = Arc::clone(shared);
             let read = tokio::task::spawn_blocking(move || shared.store.read_open(&key, file, len));
             match read.await {
@@ -47,10 +73,6 @@ pub(crate) async fn lookup(shared: &Arc<Shared>, key: CacheKey, fresh_ok: bool) 
                     return Found::Nothing;
                 }
             }
-        }
-        Err(error) => {
-            tracing::warn!(error = %error, "cache file unreadable; treating as a miss");
-            return Found::Nothing;
         }
     };
     let now = shared.policy.now();
@@ -67,6 +89,12 @@ pub(crate) async fn lookup(shared: &Arc<Shared>, key: CacheKey, fresh_ok: bool) 
             Found::Nothing
         }
     }
+}
+
+/// Reads `key`'s entry and judges it (see [`finish`]).
+pub(crate) async fn lookup(shared: &Arc<Shared>, key: CacheKey, fresh_ok: bool) -> Found {
+    let read = read_here(shared, &key);
+    finish(shared, key, read, fresh_ok).await
 }
 
 /// Removes `key`'s entry if `when` still holds; whether a file was removed.

@@ -13,7 +13,7 @@ use tower::{Service, ServiceExt};
 use crate::body::CacheBody;
 use crate::buffer::{Buffered, buffer};
 use crate::coalesce::{self, Lead, Published, Role};
-use crate::disk::{self, CrossProcess, Found};
+use crate::disk::{self, CrossProcess, Found, Read};
 use crate::entry::StoredResponse;
 use crate::error::RevalidationMismatch;
 use crate::freshness::RequestView;
@@ -23,24 +23,32 @@ use crate::policy::{Decision, may_serve_stale};
 use crate::respond::{from_entry, pass_through, storable_headers};
 use crate::revalidate;
 use crate::status::{CACHE_STATUS_HEADER, CacheStatus};
-use crate::store::RemoveIf;
+use crate::store::{Lookup, RemoveIf};
 
-pub(crate) async fn serve<S, ReqBody, ResBody>(
-    shared: Arc<Shared>,
-    mut inner: S,
-    request: Request<ReqBody>,
-) -> Result<Response<CacheBody<ResBody>>, BoxError>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes>,
-    ResBody::Error: Into<BoxError>,
-{
+/// What [`start`] settled on the calling task.
+pub(crate) enum Start<B> {
+    /// A hit: the response.
+    Hit(Response<CacheBody<B>>),
+    /// The cache has no part in this request: straight to the inner service.
+    PassThrough,
+    /// The rest needs waiting: for a large file, the upstream, other callers.
+    Cached(Plan),
+}
+
+/// How far [`start`] got with a cacheable request.
+pub(crate) struct Plan {
+    key: CacheKey,
+    fresh_ok: bool,
+    route_ttl: Duration,
+    read: Read,
+}
+
+/// The part of a request that never waits, run in `call`: the key, the memory tier, and a
+/// small file's read. Hits end here, with no future to box.
+pub(crate) fn start<B>(shared: &Shared, parts: &Parts) -> Start<B> {
     let policy = &shared.policy;
-    let (parts, body) = request.into_parts();
-    if !policy.is_cacheable_request(&parts) {
-        let response = call_inner(&mut inner, Request::from_parts(parts, body)).await?;
-        return Ok(pass_through(response));
+    if !policy.is_cacheable_request(parts) {
+        return Start::PassThrough;
     }
     let key = policy.key.key(
         shared.store.secret(),
@@ -53,19 +61,57 @@ where
         let now = policy.now();
         if entry.is_fresh(now) {
             CacheStatus::Hit.record();
-            return Ok(from_entry(&entry, CacheStatus::Hit, now));
+            return Start::Hit(from_entry(&entry, CacheStatus::Hit, now));
         }
     }
-
-    let route_ttl = policy.route_ttl(&parts);
+    let route_ttl = policy.route_ttl(parts);
     if route_ttl.is_zero() && policy.not_found_ttl.is_none() {
         // Nothing on this route is ever stored: do not make callers queue for it.
+        return Start::PassThrough;
+    }
+    // A fresh entry on disk needs no flight: most hits end here.
+    let read = disk::read_here(shared, &key);
+    if let Read::Done(Lookup::Found(entry)) = &read {
+        let now = policy.now();
+        if fresh_ok && entry.is_fresh(now) {
+            CacheStatus::Hit.record();
+            return Start::Hit(from_entry(entry, CacheStatus::Hit, now));
+        }
+    }
+    Start::Cached(Plan {
+        key,
+        fresh_ok,
+        route_ttl,
+        read,
+    })
+}
+
+/// The rest of a request [`start`] could not settle.
+pub(crate) async fn serve<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    parts: Parts,
+    body: ReqBody,
+    plan: Option<Plan>,
+) -> Result<Response<CacheBody<ResBody>>, BoxError>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    let policy = &shared.policy;
+    let Some(Plan {
+        key,
+        fresh_ok,
+        route_ttl,
+        read,
+    }) = plan
+    else {
         let response = call_inner(&mut inner, Request::from_parts(parts, body)).await?;
         return Ok(pass_through(response));
-    }
-
-    // A fresh entry on disk needs no flight: most hits end here.
-    let found = disk::lookup(&shared, key, fresh_ok).await;
+    };
+    let found = disk::finish(&shared, key, read, fresh_ok).await;
     if let Found::Fresh(entry) = found {
         CacheStatus::Hit.record();
         return Ok(from_entry(&entry, CacheStatus::Hit, policy.now()));
@@ -81,9 +127,7 @@ where
             key,
             route_ttl,
         };
-        return fetch
-            .run(&mut inner, parts, body, stale, Lead::alone())
-            .await;
+        return fetch.run(&mut inner, parts, body, stale, Lead::alone()).await;
     }
 
     let lead = loop {

@@ -14,7 +14,7 @@ use crate::body::CacheBody;
 use crate::future::ResponseFuture;
 use crate::handle::CacheHandle;
 use crate::layer::Shared;
-use crate::serve::serve;
+use crate::serve::{Start, serve, start};
 
 /// A disk cache in front of an HTTP service; built by [`CacheLayer`](crate::CacheLayer).
 ///
@@ -91,8 +91,14 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let plan = match start(&self.shared, &parts) {
+            Start::Hit(response) => return ResponseFuture::ready(response),
+            Start::PassThrough => None,
+            Start::Cached(plan) => Some(plan),
+        };
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
-        ResponseFuture::new(Box::pin(serve(shared, inner, request)))
+        ResponseFuture::boxed(Box::pin(serve(shared, inner, parts, body, plan)))
     }
 }

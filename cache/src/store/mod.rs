@@ -106,7 +106,7 @@ impl DiskStore {
         }
         // A lowered cap, or the leftovers of a crash.
         while let Some(victim) = index.pop_victim(self.max_bytes) {
-            remove_file(&self.path_of(&victim).1)?;
+            remove_file(&self.path_of(&victim))?;
         }
         let cursor = journal::rewrite(&self.root, &index)?;
         *self.index.lock() = index;
@@ -134,12 +134,15 @@ impl DiskStore {
         self.index.lock().len()
     }
 
-    /// The shard folder and the file of `key`.
-    fn path_of(&self, key: &CacheKey) -> (PathBuf, PathBuf) {
-        let hex = key.hex();
-        let dir = self.root.join(&hex[..2]);
-        let file = dir.join(hex);
-        (dir, file)
+    /// The file of `key` (in its shard folder): one allocation, since every read needs it.
+    fn path_of(&self, key: &CacheKey) -> PathBuf {
+        let mut hex = [0; 64];
+        let hex = key.hex_in(&mut hex);
+        let mut path = PathBuf::with_capacity(self.root.as_os_str().len() + 80);
+        path.push(&self.root);
+        path.push(&hex[..2]);
+        path.push(hex);
+        path
     }
 
     /// `key`'s entry if the memory tier holds it (marked as used in both tiers). Never blocks
@@ -152,16 +155,15 @@ impl DiskStore {
 
     /// Tries to take the cross-process lock for `key`: `None` if another holder has it.
     pub(crate) fn try_lock(&self, key: &CacheKey) -> io::Result<Option<KeyLock>> {
-        let (dir, file) = self.path_of(key);
-        lock::try_lock(&dir, &file.with_extension("lock"))
+        let file = self.path_of(key);
+        lock::try_lock(shard_of(&file), &file.with_extension("lock"))
     }
 
     /// Opens `key`'s file and reads its length: two system calls, cheap enough to make on an
     /// async task, so the caller can read small files there too and leave only large ones to
     /// the blocking pool. `None` if there is no file.
     pub(crate) fn open_entry(&self, key: &CacheKey) -> io::Result<Option<(File, u64)>> {
-        let (_, path) = self.path_of(key);
-        let file = match File::open(&path) {
+        let file = match File::open(self.path_of(key)) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.memory.remove(key);
@@ -235,9 +237,10 @@ impl DiskStore {
             self.remove(key, RemoveIf::Always)?;
             return Ok(0);
         }
-        let (dir, path) = self.path_of(key);
+        let path = self.path_of(key);
+        let dir = shard_of(&path);
         if !dir.is_dir() {
-            durable::create_dir_all(&dir)?;
+            durable::create_dir_all(dir)?;
             durable::sync_dir(&self.root)?;
         }
         let tmp = dir.join(format!(
@@ -258,7 +261,7 @@ impl DiskStore {
                     break;
                 };
                 self.memory.remove(&victim);
-                remove_file(&self.path_of(&victim).1)?;
+                remove_file(&self.path_of(&victim))?;
                 txn.append(&[Record::Remove(victim)])?;
                 evicted += 1;
             }
@@ -287,7 +290,7 @@ impl DiskStore {
                 return Err(e);
             }
         };
-        durable::sync_dir(&dir)?;
+        durable::sync_dir(dir)?;
         self.memory.insert(*key, Arc::clone(entry));
         Ok(evicted)
     }
@@ -296,7 +299,7 @@ impl DiskStore {
     /// file was removed.
     pub(crate) fn remove(&self, key: &CacheKey, when: RemoveIf) -> io::Result<bool> {
         self.memory.remove(key);
-        let path = self.path_of(key).1;
+        let path = self.path_of(key);
         self.mutate(|txn| {
             let judged = match when {
                 RemoveIf::Always => None,
@@ -332,11 +335,18 @@ enum Load {
     Corrupt(&'static str),
 }
 
-/// Reads and decodes an open entry file of `len` bytes.
-fn load(key: &CacheKey, mut file: File, len: u64) -> Result<StoredResponse, Load> {
-    let len = usize::try_from(len).map_err(|_| Load::Corrupt("too long"))?;
-    let mut bytes = Vec::with_capacity(len.saturating_add(1));
-    file.read_to_end(&mut bytes).map_err(Load::Io)?;
+/// The shard folder a file is in.
+fn shard_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(path)
+}
+
+/// Reads and decodes an open entry file of `len` bytes (its length when opened: files are
+/// replaced, never rewritten in place).
+fn load(key: &CacheKey, file: File, len: u64) -> Result<StoredResponse, Load> {
+    let capacity = usize::try_from(len).map_err(|_| Load::Corrupt("too long"))?;
+    let mut bytes = Vec::with_capacity(capacity);
+    // `take`: one read, into memory not zeroed first, and no read to find the end.
+    file.take(len).read_to_end(&mut bytes).map_err(Load::Io)?;
     entry::decode(key, &Bytes::from(bytes)).map_err(|corrupt| Load::Corrupt(corrupt.0))
 }
 
