@@ -60,7 +60,12 @@ pub(crate) fn read_here(shared: &Shared, key: &CacheKey) -> Read {
 /// Finishes a read (on the blocking pool if the file is large) and judges what it found
 /// against the time. Past what it is kept for, or corrupt, it is removed. With `fresh_ok`
 /// false a fresh entry counts as stale.
-pub(crate) async fn finish(shared: &Arc<Shared>, key: CacheKey, read: Read, fresh_ok: bool) -> Found {
+pub(crate) async fn finish(
+    shared: &Arc<Shared>,
+    key: CacheKey,
+    read: Read,
+    fresh_ok: bool,
+) -> Found {
     let read = match read {
         Read::Done(read) => read,
         Read::Large(file, len) => {

@@ -127,7 +127,9 @@ where
             key,
             route_ttl,
         };
-        return fetch.run(&mut inner, parts, body, stale, Lead::alone()).await;
+        return fetch
+            .run(&mut inner, parts, body, stale, Lead::alone())
+            .await;
     }
 
     let lead = loop {

@@ -333,3 +333,62 @@ async fn the_byte_cap_holds_for_the_folder_not_per_process() {
         Some(CacheStatus::Hit)
     );
 }
+
+#[tokio::test]
+async fn a_failed_write_still_serves_the_response_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(layer(&dir).build().unwrap(), Duration::ZERO, echo());
+    h.get(URL).await;
+    let [file] = entry_files(dir.path()).try_into().unwrap();
+    let shard = file.parent().unwrap().to_owned();
+    assert!(
+        h.layer
+            .handle()
+            .invalidate(&Request::get(URL).body(()).unwrap())
+            .await
+            .unwrap()
+    );
+    // The entry's shard folder is now a plain file: every write under it fails.
+    std::fs::remove_dir_all(&shard).unwrap();
+    std::fs::write(&shard, b"in the way").unwrap();
+    for n in 1..=2 {
+        let reply = h.get(URL).await;
+        assert_eq!(reply.cache, Some(CacheStatus::Miss));
+        assert!(reply.body.ends_with(format!("#{n}").as_bytes()));
+    }
+    assert!(h.layer.is_empty());
+    std::fs::remove_file(&shard).unwrap();
+    h.get(URL).await;
+    assert_eq!(h.get(URL).await.cache, Some(CacheStatus::Hit));
+    assert_eq!(h.layer.len(), 1);
+}
+
+#[tokio::test]
+async fn an_unusable_journal_fails_writes_until_it_can_be_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(layer(&dir).build().unwrap(), Duration::ZERO, echo());
+    h.get("https://api.test/a").await;
+    let journal = dir.path().join("journal");
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::create_dir(&journal).unwrap();
+    let reply = h.get("https://api.test/b").await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.cache),
+        (200, Some(CacheStatus::Miss))
+    );
+    assert_eq!(
+        h.get("https://api.test/b").await.cache,
+        Some(CacheStatus::Miss)
+    );
+    std::fs::remove_dir(&journal).unwrap();
+    h.get("https://api.test/b").await;
+    assert_eq!(
+        h.get("https://api.test/b").await.cache,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(
+        h.get("https://api.test/a").await.cache,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(h.layer.len(), 2, "rebuilt from the files");
+}
