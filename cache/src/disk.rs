@@ -7,14 +7,13 @@
 //! entries above [`INLINE_READ_MAX`] go to the pool. Writes (two fsyncs) and removals (the
 //! folder lock) always do.
 
-use std::fs::File;
 use std::sync::Arc;
 
 use crate::entry::StoredResponse;
 use crate::key::CacheKey;
 use crate::layer::Shared;
 use crate::status::record_evictions;
-use crate::store::{KeyLock, LOCK_POLL, LOCK_WAIT_MAX, Lookup, RemoveIf};
+use crate::store::{KeyLock, LOCK_POLL, LOCK_WAIT_MAX, Lookup, Opened, RemoveIf};
 
 /// The largest entry file read on the calling task.
 pub(crate) const INLINE_READ_MAX: u64 = 128 * 1024;
@@ -37,7 +36,7 @@ pub(crate) enum Read {
     /// What the read found.
     Done(Lookup),
     /// A file too large to read here, open.
-    Large(File, u64),
+    Large(Opened),
 }
 
 /// Begins reading `key`'s entry on the calling task: opens the file (two system calls) and
@@ -46,10 +45,10 @@ pub(crate) fn read_here(shared: &Shared, key: &CacheKey) -> Read {
     let store = &shared.store;
     match store.open_entry(key) {
         Ok(None) => Read::Done(Lookup::Missing),
-        Ok(Some((file, len))) if len <= INLINE_READ_MAX => {
-            Read::Done(store.read_open(key, file, len))
+        Ok(Some(opened)) if opened.len() <= INLINE_READ_MAX => {
+            Read::Done(store.read_open(key, opened))
         }
-        Ok(Some((file, len))) => Read::Large(file, len),
+        Ok(Some(opened)) => Read::Large(opened),
         Err(error) => {
             tracing::warn!(error = %error, "cache file unreadable; treating as a miss");
             Read::Done(Lookup::Missing)
@@ -68,9 +67,9 @@ pub(crate) async fn finish(
 ) -> Found {
     let read = match read {
         Read::Done(read) => read,
-        Read::Large(file, len) => {
+        Read::Large(opened) => {
             let shared = Arc::clone(shared);
-            let read = tokio::task::spawn_blocking(move || shared.store.read_open(&key, file, len));
+            let read = tokio::task::spawn_blocking(move || shared.store.read_open(&key, opened));
             match read.await {
                 Ok(read) => read,
                 Err(error) => {

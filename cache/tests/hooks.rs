@@ -170,3 +170,44 @@ async fn invalidation_reaches_another_process_sharing_the_folder() {
     assert!(first.layer.handle().invalidate(&request).await.unwrap());
     assert_eq!(second.get(URL).await.cache, Some(CacheStatus::Miss));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invalidation_racing_readers_is_never_undone_by_the_memory_tier() {
+    // Readers that loaded the file just before it was removed must not put it back in their
+    // memory tier after the removal. One layer writes; the other (with its memory tier) reads
+    // from disk, races its own invalidation, and must not serve the old body afterwards.
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Harness::new(
+        CacheLayer::builder(dir.path()).build().unwrap(),
+        Duration::ZERO,
+        echo(),
+    );
+    let reader = Arc::new(Harness::new(
+        CacheLayer::builder(dir.path()).build().unwrap(),
+        Duration::ZERO,
+        Arc::new(|n, _: &Request<()>| {
+            Ok(Response::new(Full::new(Bytes::from(format!("fresh {n}")))))
+        }),
+    ));
+    let handle = reader.layer.handle();
+    for round in 0..200 {
+        let url = format!("https://api.test/race?round={round}");
+        let stored = writer.get(&url).await.body;
+        let mut readers = JoinSet::new();
+        for _ in 0..3 {
+            let reader = Arc::clone(&reader);
+            let url = url.clone();
+            readers.spawn(async move { reader.get(&url).await });
+        }
+        let request = Request::get(url.as_str()).body(()).unwrap();
+        handle.invalidate(&request).await.unwrap();
+        while let Some(reply) = readers.join_next().await {
+            reply.unwrap();
+        }
+        let after = reader.get(&url).await;
+        assert_ne!(
+            after.body, stored,
+            "round {round}: the invalidated entry came back"
+        );
+    }
+}

@@ -8,7 +8,7 @@
 //! [journal], so the byte cap holds for every process sharing the folder.
 //!
 //! Lock order, in-process and out: the journal cursor's mutex, then the folder lock, then the
-//! index's mutex (held briefly, never across I/O). Every call here may block: the service runs
+//! index's mutex, then the memory tier's (the last two held briefly, never across I/O). Every call here may block: the service runs
 //! them on tokio's blocking pool, except the reads of small files (see
 //! [`DiskStore::open_entry`]).
 
@@ -162,27 +162,26 @@ impl DiskStore {
     /// Opens `key`'s file and reads its length: two system calls, cheap enough to make on an
     /// async task, so the caller can read small files there too and leave only large ones to
     /// the blocking pool. `None` if there is no file.
-    pub(crate) fn open_entry(&self, key: &CacheKey) -> io::Result<Option<(File, u64)>> {
+    pub(crate) fn open_entry(&self, key: &CacheKey) -> io::Result<Option<Opened>> {
+        let since = self.memory.since();
         let file = match File::open(self.path_of(key)) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.memory.remove(key);
-                return Ok(None);
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let len = file.metadata()?.len();
-        Ok(Some((file, len)))
+        Ok(Some(Opened { file, len, since }))
     }
 
     /// Reads and verifies the file [`open_entry`](Self::open_entry) opened; a verified entry
-    /// joins the memory tier.
-    pub(crate) fn read_open(&self, key: &CacheKey, file: File, len: u64) -> Lookup {
-        match load(key, file, len) {
+    /// joins the memory tier, unless an entry was written or removed since it was opened.
+    pub(crate) fn read_open(&self, key: &CacheKey, opened: Opened) -> Lookup {
+        match load(key, opened.file, opened.len) {
             Ok(found) => {
                 self.index.lock().touch_existing(key);
                 let found = Arc::new(found);
-                self.memory.insert(*key, Arc::clone(&found));
+                self.memory
+                    .insert_read(*key, Arc::clone(&found), opened.since);
                 Lookup::Found(found)
             }
             Err(Load::Io(e)) => {
@@ -200,7 +199,7 @@ impl DiskStore {
     #[cfg(test)]
     pub(crate) fn read(&self, key: &CacheKey) -> Lookup {
         match self.open_entry(key) {
-            Ok(Some((file, len))) => self.read_open(key, file, len),
+            Ok(Some(opened)) => self.read_open(key, opened),
             Ok(None) => Lookup::Missing,
             Err(e) => {
                 tracing::warn!(error = %e, "cache file unreadable; treating as a miss");
@@ -260,8 +259,8 @@ impl DiskStore {
                 let Some(victim) = txn.lru_except(key) else {
                     break;
                 };
-                self.memory.remove(&victim);
                 remove_file(&self.path_of(&victim))?;
+                self.memory.remove(&victim);
                 txn.append(&[Record::Remove(victim)])?;
                 evicted += 1;
             }
@@ -281,6 +280,8 @@ impl DiskStore {
             if size < old {
                 txn.append(&[Record::Put(*key, size)])?;
             }
+            // Under the journal's mutex, so a removal of this key is ordered before or after.
+            self.memory.insert(*key, Arc::clone(entry));
             Ok(evicted)
         });
         let evicted = match evicted {
@@ -291,14 +292,12 @@ impl DiskStore {
             }
         };
         durable::sync_dir(dir)?;
-        self.memory.insert(*key, Arc::clone(entry));
         Ok(evicted)
     }
 
     /// Removes `key`'s entry if `when` still holds under the folder lock. Returns whether a
     /// file was removed.
     pub(crate) fn remove(&self, key: &CacheKey, when: RemoveIf) -> io::Result<bool> {
-        self.memory.remove(key);
         let path = self.path_of(key);
         self.mutate(|txn| {
             let judged = match when {
@@ -320,12 +319,32 @@ impl DiskStore {
                 (_, _) => false,
             };
             let removed = doomed && remove_file(&path)?;
+            if doomed {
+                // After the file is gone: a read that began before cannot bring it back.
+                self.memory.remove(key);
+            }
             // The journal follows the disk: a file gone, now or before, keeps no record.
             if txn.size_of(key).is_some() && !path.exists() {
                 txn.append(&[Record::Remove(*key)])?;
             }
             Ok(removed)
         })
+    }
+}
+
+/// An entry file, open, with its length and the memory tier's change counter from before it
+/// was opened.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    file: File,
+    len: u64,
+    since: u64,
+}
+
+impl Opened {
+    /// Its length when opened.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
     }
 }
 
