@@ -392,3 +392,73 @@ async fn an_unusable_journal_fails_writes_until_it_can_be_rebuilt() {
     );
     assert_eq!(h.layer.len(), 2, "rebuilt from the files");
 }
+
+#[tokio::test]
+async fn lifetimes_past_any_date_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = layer(&dir)
+        .ttl(Duration::MAX)
+        .stale_if_error(Duration::MAX)
+        .revalidate(Duration::MAX)
+        .build()
+        .unwrap();
+    let h = Harness::new(layer, Duration::ZERO, echo());
+    h.get(URL).await;
+    assert_eq!(h.get(URL).await.cache, Some(CacheStatus::Hit));
+}
+
+#[tokio::test]
+async fn hostile_response_headers_are_stored_or_refused_never_a_panic() {
+    let script: common::Script = Arc::new(|n, request: &Request<()>| {
+        let mut response = Response::new(Full::new(Bytes::from(format!("#{n}"))));
+        let headers = response.headers_mut();
+        match request.uri().path() {
+            "/ages" => {
+                headers.insert("age", "18446744073709551615".parse().unwrap());
+                headers.insert(
+                    "cache-control",
+                    "max-age=99999999999999999999999".parse().unwrap(),
+                );
+                headers.insert("expires", "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap());
+                headers.insert("last-modified", "garbage".parse().unwrap());
+                headers.insert(
+                    "etag",
+                    "\u{7f}"
+                        .parse()
+                        .unwrap_or(http::HeaderValue::from_static("x")),
+                );
+            }
+            "/many" => {
+                for i in 0..5000 {
+                    headers.append("x-many", i.to_string().parse().unwrap());
+                }
+            }
+            _ => {
+                headers.insert("x-huge", "v".repeat(200_000).parse().unwrap());
+            }
+        }
+        Ok(response)
+    });
+    for freshness in [
+        tollway_cache::Freshness::Configured,
+        tollway_cache::Freshness::HttpPrivate,
+        tollway_cache::Freshness::HttpShared,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = layer(&dir).freshness(freshness).build().unwrap();
+        let h = Harness::new(layer, Duration::ZERO, Arc::clone(&script));
+        for path in ["/ages", "/many", "/huge"] {
+            let url = format!("https://api.test{path}");
+            let first = h.get(&url).await;
+            assert_eq!(first.status, 200, "{freshness:?} {path}");
+            let again = h.get(&url).await;
+            assert_eq!(again.status, 200, "{freshness:?} {path}");
+            if path != "/ages" {
+                // (An unreadable max-age reads as zero in the HTTP modes: refetched, rightly.)
+                assert_eq!(again.body, first.body, "{freshness:?} {path}");
+            }
+        }
+        let many = h.get("https://api.test/many").await;
+        assert_eq!(many.headers.get_all("x-many").iter().count(), 5000);
+    }
+}
