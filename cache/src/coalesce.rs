@@ -9,14 +9,13 @@
 //! over and the rest keep waiting (moka's `get_with` semantics). Failures are never shared or
 //! stored, and never send every waiter upstream at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::entry::StoredResponse;
-use crate::key::CacheKey;
+use crate::key::{CacheKey, KeyMap};
 use crate::status::CacheStatus;
 
 /// What a leader hands its waiters: the response and how it was obtained, or word that the
@@ -34,7 +33,7 @@ type Slot = watch::Receiver<Option<Published>>;
 /// The flights in progress, by key.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<CacheKey, Slot>>,
+    in_flight: Mutex<KeyMap<Slot>>,
 }
 
 /// A caller's role for one key.

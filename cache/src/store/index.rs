@@ -3,9 +3,9 @@
 //! The disk store's index mirrors the folder's journal (every process's entries); the memory
 //! tier keeps one of its own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use crate::key::CacheKey;
+use crate::key::{CacheKey, KeyMap};
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -17,7 +17,7 @@ struct Slot {
 /// happen).
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    slots: HashMap<CacheKey, Slot>,
+    slots: KeyMap<Slot>,
     by_use: BTreeMap<u64, CacheKey>,
     tick: u64,
     total: u64,

@@ -7,7 +7,6 @@
 //! process next reads the folder's journal (at its next write); until then it may keep serving
 //! its own copy, which was a valid answer for the same key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +14,7 @@ use parking_lot::Mutex;
 
 use super::index::Index;
 use crate::entry::StoredResponse;
-use crate::key::CacheKey;
+use crate::key::{CacheKey, KeyMap};
 
 /// Bytes an entry is counted as: body, headers, and a fixed allowance for the bookkeeping.
 fn footprint(entry: &StoredResponse) -> u64 {
@@ -30,7 +29,7 @@ fn footprint(entry: &StoredResponse) -> u64 {
 #[derive(Debug, Default)]
 struct Hot {
     index: Index,
-    entries: HashMap<CacheKey, Arc<StoredResponse>>,
+    entries: KeyMap<Arc<StoredResponse>>,
 }
 
 /// The memory tier. A cap of zero turns it off.
