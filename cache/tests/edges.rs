@@ -462,3 +462,67 @@ async fn hostile_response_headers_are_stored_or_refused_never_a_panic() {
         assert_eq!(many.headers.get_all("x-many").iter().count(), 5000);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_that_keeps_failing_sees_one_request_at_a_time() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    #[derive(Clone)]
+    struct Gauge {
+        in_flight: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    }
+    impl tower::Service<Request<()>> for Gauge {
+        type Response = Response<Full<Bytes>>;
+        type Error = tollway_core::BoxError;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+        >;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            let in_flight = Arc::clone(&self.in_flight);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(status(503))
+            })
+        }
+    }
+    let layer = layer(&dir).build().unwrap();
+    let service = tower::Layer::layer(
+        &layer,
+        Gauge {
+            in_flight: Arc::clone(&in_flight),
+            most: Arc::clone(&most),
+        },
+    );
+    let mut tasks = JoinSet::new();
+    for _ in 0..10 {
+        let service = service.clone();
+        tasks.spawn(async move {
+            use tower::ServiceExt;
+            service
+                .oneshot(Request::get(URL).body(()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 503);
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "failures never release a stampede"
+    );
+}

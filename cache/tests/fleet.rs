@@ -193,3 +193,70 @@ async fn write_until_killed(dir: &Path, worker: usize) {
         h.get(&url(worker, n % 200)).await;
     }
 }
+
+const HOLDER: &str = "TOLLWAY_CACHE_FLEET_HOLDER";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_by_a_process_killed_mid_fetch_is_not_waited_for() {
+    if let Ok(dir) = std::env::var(HOLDER) {
+        // The child: a fetch whose upstream never answers, so it holds the key's lock.
+        let hang: Script = Arc::new(|_, _: &Request<()>| Err("unreachable".into()));
+        let h = Harness::new(layer(Path::new(&dir)), Duration::from_secs(3600), hang);
+        let _ = h.get(&url(0, 0)).await;
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Learn the key's lock file: the entry's path with `.lock`.
+    let probe = Harness::new(layer(dir.path()), Duration::ZERO, script());
+    probe.get(&url(0, 0)).await;
+    let [entry] = entry_files(dir.path()).try_into().unwrap();
+    let lock = entry.with_extension("lock");
+    assert!(
+        probe
+            .layer
+            .handle()
+            .invalidate(&Request::get(url(0, 0)).body(()).unwrap())
+            .await
+            .unwrap()
+    );
+    drop(probe);
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_lock_held_by_a_process_killed_mid_fetch_is_not_waited_for",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOLDER, dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the child holds the lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if lock.exists() && LockFile::try_lock(&lock).unwrap().is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, mid-fetch: its lock file stays behind
+    child.wait().unwrap();
+    assert!(lock.exists(), "the killed holder could not remove its file");
+
+    let h = Harness::new(layer(dir.path()), Duration::ZERO, script());
+    let started = std::time::Instant::now();
+    let reply = h.get(&url(0, 0)).await;
+    assert_eq!(reply.cache, Some(CacheStatus::Miss));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} for a dead process's lock",
+        started.elapsed()
+    );
+    assert!(!lock.exists(), "the new holder removed the file when done");
+}

@@ -31,14 +31,20 @@ fn is_shard(name: &str) -> bool {
 }
 
 /// Lists the entry files under `root`, least recently modified first. On the way it removes
-/// temporary files a crashed writer left (older than ten minutes) and the lock files of
-/// holders that died before removing them.
+/// temporary files a crashed writer left (older than ten minutes: entries in the shard
+/// folders, the journal and secret in the root) and the lock files of holders that died
+/// before removing them.
 pub(crate) fn scan(root: &Path) -> io::Result<Vec<Found>> {
     let mut found = Vec::new();
     for shard in fs::read_dir(root)? {
         let shard = shard?;
         let is_dir = shard.file_type()?.is_dir();
-        if !is_dir || !shard.file_name().to_str().is_some_and(is_shard) {
+        let name = shard.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !is_dir && durable::is_temp_name(name) {
+            remove_if_old(&shard.path());
+        }
+        if !is_dir || !is_shard(name) {
             continue;
         }
         for file in fs::read_dir(shard.path())? {
@@ -58,15 +64,7 @@ pub(crate) fn scan(root: &Path) -> io::Result<Vec<Found>> {
                     size: meta.len(),
                 });
             } else if durable::is_temp_name(name) || name.starts_with(".tmp-") {
-                let old = file
-                    .metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|m| m.elapsed().ok())
-                    .is_some_and(|age| age > STALE_TMP_AGE);
-                if old {
-                    let _ = fs::remove_file(file.path());
-                }
+                remove_if_old(&file.path());
             } else if name.ends_with(".lock")
                 && let Err(e) = lock::remove_if_free(&file.path())
             {
@@ -76,4 +74,16 @@ pub(crate) fn scan(root: &Path) -> io::Result<Vec<Found>> {
     }
     found.sort_by_key(|f| f.modified);
     Ok(found)
+}
+
+/// Removes the temporary file at `path` if it is older than [`STALE_TMP_AGE`].
+fn remove_if_old(path: &Path) {
+    let old = fs::metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age > STALE_TMP_AGE);
+    if old {
+        let _ = fs::remove_file(path);
+    }
 }
