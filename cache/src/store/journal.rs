@@ -221,7 +221,9 @@ impl<'a> Txn<'a> {
     pub(crate) fn finish(self, root: &Path) -> io::Result<()> {
         let live = self.index.lock().len() as u64;
         if self.cursor.records > 4 * live + 1024 {
-            *self.cursor = rewrite(root, &self.index.lock())?;
+            // A snapshot, so the index's mutex is not held across the write.
+            let entries: Vec<_> = self.index.lock().by_use().collect();
+            *self.cursor = rewrite(root, &entries)?;
         }
         Ok(())
     }
@@ -234,21 +236,21 @@ fn apply(index: &mut Index, record: Record) {
     }
 }
 
-/// Replaces the journal with one `Put` per entry of `index`, least recently used first, under
-/// a new generation. The caller holds the folder lock.
-pub(crate) fn rewrite(root: &Path, index: &Index) -> io::Result<Cursor> {
+/// Replaces the journal with one `Put` per entry (least recently used first), under a new
+/// generation. The caller holds the folder lock.
+pub(crate) fn rewrite(root: &Path, entries: &[(CacheKey, u64)]) -> io::Result<Cursor> {
     let generation = rand::random::<u64>();
-    let mut bytes = Vec::with_capacity(HEADER_LEN as usize + index.len() * RECORD_LEN);
+    let mut bytes = Vec::with_capacity(HEADER_LEN as usize + entries.len() * RECORD_LEN);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&generation.to_le_bytes());
-    for (key, size) in index.by_use() {
+    for &(key, size) in entries {
         Record::Put(key, size).encode(&mut bytes);
     }
     durable::write_atomic(root.join(JOURNAL), &bytes)?;
     Ok(Cursor {
         generation,
         offset: bytes.len() as u64,
-        records: index.len() as u64,
+        records: entries.len() as u64,
     })
 }
 

@@ -108,7 +108,8 @@ impl DiskStore {
         while let Some(victim) = index.pop_victim(self.max_bytes) {
             remove_file(&self.path_of(&victim))?;
         }
-        let cursor = journal::rewrite(&self.root, &index)?;
+        let entries: Vec<_> = index.by_use().collect();
+        let cursor = journal::rewrite(&self.root, &entries)?;
         *self.index.lock() = index;
         self.memory.clear();
         Ok(cursor)
