@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
+use crate::key::KeyParts;
+
 /// Where an entry's lifetime comes from; see [`CacheBuilder::freshness`](crate::CacheBuilder::freshness).
 ///
 /// In every mode, [`route_ttl`](crate::CacheBuilder::route_ttl) zero means "never store", and
@@ -23,8 +25,10 @@ pub enum Freshness {
     /// The response's `Cache-Control` (`max-age`, `no-cache`, `must-revalidate`) and
     /// `Expires`, as a private cache reads them: the cache of one client, so `private`
     /// responses are stored and `s-maxage` is ignored. A response that states no lifetime gets
-    /// the builder's. A request's own `Cache-Control: no-cache` (or `max-age=0`) makes a
-    /// stored answer be revalidated first, and its `no-store` bypasses the cache.
+    /// the builder's. A response whose `Vary` names a request header that is not part of the
+    /// key ([`vary_header`](crate::CacheBuilder::vary_header), the credential headers) is not
+    /// stored. A request's own `Cache-Control: no-cache` (or `max-age=0`) makes a stored
+    /// answer be revalidated first, and its `no-store` bypasses the cache.
     HttpPrivate,
     /// As [`HttpPrivate`](Self::HttpPrivate), read as a shared cache (one serving many users,
     /// such as one in front of a server): `private` responses are not stored and `s-maxage`
@@ -71,15 +75,18 @@ pub(crate) struct Verdict {
 
 /// Reads a response's headers by RFC 9111, as `http-cache-semantics` does. The status the
 /// caller already judged storable; the method is taken as GET (a method cached for its
-/// `Idempotency-Key` is cached like one); the `credentials` headers are left out of the
-/// request, since each of their values has entries of its own.
+/// `Idempotency-Key` is cached like one); the `key.credentials` headers are left out of the
+/// request, since each of their values has entries of its own. A response that varies
+/// (`Vary`) on a request header the key does not hold is not storable: one entry would answer
+/// requests that differ in it.
 pub(crate) fn judge(
     shared: bool,
-    credentials: &[HeaderName],
+    key: &KeyParts,
     request: &RequestView,
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Verdict {
+    let credentials = &key.credentials;
     let mut asked = Request::new(());
     *asked.method_mut() = Method::GET;
     *asked.uri_mut() = request.uri.clone();
@@ -102,12 +109,30 @@ pub(crate) fn judge(
         || headers.contains_key(http::header::EXPIRES)
         || (!headers.contains_key(http::header::CACHE_CONTROL) && pragma_no_cache(headers));
     Verdict {
-        storable: policy.is_storable(),
+        storable: policy.is_storable() && varies_within(headers, key),
         fresh: states_lifetime.then(|| policy.time_to_live(now)),
         no_stale: has_directive(headers, "must-revalidate")
             || has_directive(headers, "no-cache")
             || (shared && has_directive(headers, "proxy-revalidate")),
     }
+}
+
+/// Whether every request header the response's `Vary` names is part of the key (`*` never
+/// is).
+fn varies_within(headers: &HeaderMap, key: &KeyParts) -> bool {
+    headers
+        .get_all(http::header::VARY)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("*"))
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .all(|name| {
+            key.vary
+                .iter()
+                .chain(&key.credentials)
+                .any(|held| held.as_str().eq_ignore_ascii_case(name))
+        })
 }
 
 /// An `Age` far beyond any real one would overflow the library's arithmetic: cap it.
@@ -192,15 +217,21 @@ mod tests {
         }
     }
 
+    fn key() -> KeyParts {
+        KeyParts {
+            vary: vec![HeaderName::from_static("accept")],
+            credentials: vec![http::header::AUTHORIZATION],
+        }
+    }
+
     fn verdict(
         shared: bool,
         request: &[(&'static str, &str)],
         response: &[(&'static str, &str)],
     ) -> Verdict {
-        let credentials = [http::header::AUTHORIZATION];
         judge(
             shared,
-            &credentials,
+            &key(),
             &view(request),
             &headers(response),
             SystemTime::now(),
@@ -257,15 +288,27 @@ mod tests {
         );
         assert!(v.storable, "the credential is part of the key");
         // A header not declared a credential is not left out: the library's rule applies.
-        let credentials = [];
+        let bare = KeyParts {
+            vary: Vec::new(),
+            credentials: Vec::new(),
+        };
         let v = judge(
             true,
-            &credentials,
+            &bare,
             &view(&[("authorization", "Bearer k")]),
             &headers(&[("cache-control", "max-age=30")]),
             SystemTime::now(),
         );
         assert!(!v.storable);
+    }
+
+    #[test]
+    fn a_response_varying_on_what_the_key_does_not_hold_is_not_stored() {
+        let cc = ("cache-control", "max-age=30");
+        assert!(verdict(false, &[], &[cc, ("vary", "Accept")]).storable);
+        assert!(verdict(false, &[], &[cc, ("vary", "accept, Authorization")]).storable);
+        assert!(!verdict(false, &[], &[cc, ("vary", "Accept-Language")]).storable);
+        assert!(!verdict(false, &[], &[cc, ("vary", "accept"), ("vary", "*")]).storable);
     }
 
     #[test]

@@ -172,8 +172,7 @@ impl Policy {
         };
         let (fresh, stale) = match (self.freshness.shared(), request) {
             (Some(shared), Some(request)) => {
-                let verdict =
-                    freshness::judge(shared, &self.key.credentials, request, headers, now);
+                let verdict = freshness::judge(shared, &self.key, request, headers, now);
                 if !verdict.storable || configured.is_zero() {
                     return Decision::Unshareable;
                 }

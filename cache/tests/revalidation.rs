@@ -474,3 +474,37 @@ async fn must_revalidate_is_never_served_stale_in_the_http_modes() {
     clock.advance(Duration::from_secs(6));
     assert_eq!(h.get(URL).await.status, 503);
 }
+
+#[tokio::test]
+async fn in_the_http_modes_a_response_varying_on_an_unkeyed_header_is_not_stored() {
+    let script = || answering(&[("cache-control", "max-age=60"), ("vary", "Accept-Language")]);
+    let in_french = || {
+        Request::get(URL)
+            .header("accept-language", "fr")
+            .body(())
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new();
+    let h = http_harness(&dir, &clock, Freshness::HttpPrivate, script());
+    h.send(in_french()).await.unwrap();
+    assert_eq!(
+        h.send(in_french()).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+    // Once the header is part of the key, each language has its entry.
+    let dir = tempfile::tempdir().unwrap();
+    let layer = CacheLayer::builder(dir.path())
+        .clock(clock.clone())
+        .freshness(Freshness::HttpPrivate)
+        .vary_header(http::header::ACCEPT_LANGUAGE)
+        .build()
+        .unwrap();
+    let h = Harness::new(layer, Duration::ZERO, script());
+    h.send(in_french()).await.unwrap();
+    assert_eq!(
+        h.send(in_french()).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(h.get(URL).await.cache, Some(CacheStatus::Miss));
+}
