@@ -526,3 +526,47 @@ async fn an_upstream_that_keeps_failing_sees_one_request_at_a_time() {
         "failures never release a stampede"
     );
 }
+
+#[tokio::test]
+async fn a_body_that_fails_midway_is_an_error_and_never_stored() {
+    use futures_util::stream;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{Layer, ServiceExt};
+
+    type Chunks = stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let upstream = tower::service_fn(move |_: Request<()>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut frames = vec![Ok(Frame::data(Bytes::from_static(b"{\"users\": [1,")))];
+            if n == 0 {
+                frames.push(Err(std::io::Error::other("connection reset mid-body")));
+            } else {
+                frames.push(Ok(Frame::data(Bytes::from_static(b" 2]}"))));
+            }
+            let body: StreamBody<Chunks> = StreamBody::new(stream::iter(frames));
+            Ok::<_, tollway_core::BoxError>(Response::new(body))
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cache = layer(&dir).build().unwrap();
+    let service = cache.layer(upstream);
+    let send = || service.clone().oneshot(Request::get(URL).body(()).unwrap());
+    let error = send().await.unwrap_err();
+    assert!(error.to_string().contains("mid-body"), "{error}");
+    assert!(cache.is_empty());
+    let ok = send().await.unwrap();
+    assert_eq!(
+        CacheStatus::from_headers(ok.headers()),
+        Some(CacheStatus::Miss)
+    );
+    let again = send().await.unwrap();
+    assert_eq!(
+        CacheStatus::from_headers(again.headers()),
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
