@@ -142,6 +142,7 @@ mod coalesce;
 mod disk;
 mod entry;
 mod error;
+mod fetch;
 mod freshness;
 mod future;
 mod handle;

@@ -12,6 +12,7 @@
 //! them on tokio's blocking pool, except the reads of small files (see
 //! [`DiskStore::open_entry`]).
 
+mod file;
 mod index;
 mod journal;
 mod lock;
@@ -19,24 +20,22 @@ mod memory;
 mod scan;
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tollway_core::durable::{self, LockFile};
 
+use self::file::{Load, load, load_or_create_secret, remove_file, shard_of, write_new_file};
 use self::index::Index;
 use self::journal::{Cursor, FOLDER_LOCK, Record, Txn};
 pub(crate) use self::lock::{KeyLock, LOCK_POLL, LOCK_WAIT_MAX};
 use self::memory::MemoryTier;
 use crate::entry::{self, StoredResponse};
 use crate::key::CacheKey;
-
-const SECRET_FILE: &str = "secret";
 
 /// What a read found.
 #[derive(Debug)]
@@ -347,66 +346,6 @@ impl Opened {
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
-}
-
-/// Why a file could not be loaded.
-enum Load {
-    Io(io::Error),
-    Corrupt(&'static str),
-}
-
-/// The shard folder a file is in.
-fn shard_of(path: &Path) -> &Path {
-    path.parent().unwrap_or(path)
-}
-
-/// Reads and decodes an open entry file of `len` bytes (its length when opened: files are
-/// replaced, never rewritten in place).
-fn load(key: &CacheKey, file: File, len: u64) -> Result<StoredResponse, Load> {
-    let capacity = usize::try_from(len).map_err(|_| Load::Corrupt("too long"))?;
-    let mut bytes = Vec::with_capacity(capacity);
-    // `take`: one read, into memory not zeroed first, and no read to find the end.
-    file.take(len).read_to_end(&mut bytes).map_err(Load::Io)?;
-    entry::decode(key, &Bytes::from(bytes)).map_err(|corrupt| Load::Corrupt(corrupt.0))
-}
-
-/// Removes `path`: whether it was there.
-fn remove_file(path: &Path) -> io::Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn write_new_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = durable::private_options()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Reads the folder's secret, creating it (32 random bytes, mode 0600) if it is missing. The
-/// caller holds the folder lock, so two processes opening a new folder agree on one secret.
-fn load_or_create_secret(root: &Path) -> io::Result<[u8; 32]> {
-    let path = root.join(SECRET_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let secret: [u8; 32] = rand::random();
-            durable::write_atomic(&path, &secret)?;
-            secret.to_vec()
-        }
-        Err(e) => return Err(e),
-    };
-    bytes.try_into().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is not a 32-byte cache secret", path.display()),
-        )
-    })
 }
 
 #[cfg(test)]
