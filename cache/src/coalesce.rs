@@ -1,19 +1,21 @@
 //! Request coalescing: one upstream request per key at a time, shared with everyone waiting.
 //!
 //! The first caller for a key becomes the leader and holds a [`Flight`]; later callers wait on
-//! it. The leader publishes what it got (a response to serve to everyone) or drops the flight
-//! without publishing (an error, an uncacheable response, or its future was cancelled); then
-//! the waiters wake with nothing and race to lead the next attempt, so exactly one of them takes
-//! over (moka's `get_with` semantics). Errors are never shared or stored.
+//! it. The leader publishes what it got (a response to serve to everyone), or tells the waiters
+//! the response cannot be shared (a good answer that must not be stored: each sends its own at
+//! once), or drops the flight without publishing (an error, a failed response such as a 503,
+//! 429 or 402, a response the application rejected, or its future was cancelled); then the
+//! waiters wake with nothing and race to lead the next attempt, so exactly one of them takes
+//! over and the rest keep waiting (moka's `get_with` semantics). Failures are never shared or
+//! stored, and never send every waiter upstream at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::entry::StoredResponse;
-use crate::key::CacheKey;
+use crate::key::{CacheKey, KeyMap};
 use crate::status::CacheStatus;
 
 /// What a leader hands its waiters: the response and how it was obtained, or word that the
@@ -22,7 +24,7 @@ use crate::status::CacheStatus;
 #[derive(Debug, Clone)]
 pub(crate) struct Published {
     pub(crate) entry: Option<Arc<StoredResponse>>,
-    /// `Miss` (fresh from upstream), `Hit` (read from disk) or `Stale`.
+    /// `Miss` (fresh from upstream), `Revalidated`, `Hit` (read from disk) or `Stale`.
     pub(crate) how: CacheStatus,
 }
 
@@ -31,7 +33,7 @@ type Slot = watch::Receiver<Option<Published>>;
 /// The flights in progress, by key.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<CacheKey, Slot>>,
+    in_flight: Mutex<KeyMap<Slot>>,
 }
 
 /// A caller's role for one key.
@@ -104,6 +106,42 @@ impl Flight {
     }
 }
 
+/// A caller fetching for a key: the leader of a flight, or a caller alone (one that must not
+/// share, such as a request that insists on revalidation).
+#[derive(Debug)]
+pub(crate) struct Lead(Option<Flight>);
+
+impl Lead {
+    /// Leads `flight`.
+    pub(crate) fn flight(flight: Flight) -> Self {
+        Self(Some(flight))
+    }
+
+    /// Fetches alone: nobody waits.
+    pub(crate) fn alone() -> Self {
+        Self(None)
+    }
+
+    /// Hands `entry` to the waiters, if any.
+    pub(crate) fn publish(self, entry: &Arc<StoredResponse>, how: CacheStatus) {
+        if let Some(flight) = self.0 {
+            flight.publish(entry, how);
+        }
+    }
+
+    /// Tells the waiters, if any, to send their own requests at once.
+    pub(crate) fn release_unshareable(self) {
+        if let Some(flight) = self.0 {
+            flight.release_unshareable();
+        }
+    }
+
+    /// Hands the flight to one waiter (the others wait on): this attempt failed.
+    pub(crate) fn hand_over(self) {
+        drop(self);
+    }
+}
+
 impl Drop for Flight {
     fn drop(&mut self) {
         let mut in_flight = self.flights.in_flight.lock();
@@ -134,6 +172,7 @@ mod tests {
             stored_at: now,
             expires_at: now,
             stale_until: now,
+            keep_until: now,
         })
     }
 

@@ -4,7 +4,8 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The header every response from the cache carries: `hit`, `miss`, `stale` or `coalesced`.
+/// The header every response from the cache carries: `hit`, `miss`, `stale`, `coalesced` or
+/// `revalidated`.
 pub const CACHE_STATUS_HEADER: HeaderName = HeaderName::from_static("x-tollway-cache");
 
 /// What the cache did for one response.
@@ -20,6 +21,10 @@ pub enum CacheStatus {
     Stale,
     /// Another caller's identical request was in flight; this one shared its response.
     Coalesced,
+    /// A stale entry was revalidated: the upstream answered `304 Not Modified` to a
+    /// conditional request, and the stored body was served (and its lifetime renewed)
+    /// without being downloaded again.
+    Revalidated,
 }
 
 impl CacheStatus {
@@ -30,6 +35,7 @@ impl CacheStatus {
             Self::Miss => "miss",
             Self::Stale => "stale",
             Self::Coalesced => "coalesced",
+            Self::Revalidated => "revalidated",
         }
     }
 
@@ -49,6 +55,7 @@ impl CacheStatus {
             b"miss" => Some(Self::Miss),
             b"stale" => Some(Self::Stale),
             b"coalesced" => Some(Self::Coalesced),
+            b"revalidated" => Some(Self::Revalidated),
             _ => None,
         }
     }
@@ -57,7 +64,8 @@ impl CacheStatus {
         HeaderValue::from_static(self.as_str())
     }
 
-    /// Counts this outcome (`tollway_cache_{hits,misses,stale,coalesced}_total`) and logs it.
+    /// Counts this outcome (`tollway_cache_{hits,misses,stale,coalesced,revalidated}_total`)
+    /// and logs it.
     pub(crate) fn record(self) {
         tracing::debug!(cache = self.as_str(), "cache outcome");
         #[cfg(feature = "metrics")]
@@ -66,6 +74,7 @@ impl CacheStatus {
             Self::Miss => "tollway_cache_misses_total",
             Self::Stale => "tollway_cache_stale_total",
             Self::Coalesced => "tollway_cache_coalesced_total",
+            Self::Revalidated => "tollway_cache_revalidated_total",
         })
         .increment(1);
     }

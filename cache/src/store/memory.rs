@@ -1,20 +1,20 @@
 //! A small in-memory tier over the disk store: recently used entries, bounded in bytes.
 //!
-//! A hit from memory costs a hash lookup and a reference-count increment instead of a trip to
-//! the blocking pool and a file read. It only ever holds entries that are also on disk (every
-//! removal and eviction from disk removes them here too), so it changes how fast a hit is,
-//! never what is served. Another process sharing the folder may replace an entry on disk with
-//! a newer copy; until this one expires, this process may keep serving its own copy, which was
-//! an equally valid answer for the same key.
+//! A hit from memory costs a hash lookup and a reference-count increment instead of a file
+//! read. It only ever holds entries that are also on disk (every removal and eviction from
+//! disk by this process removes them here too), so it changes how fast a hit is, never what is
+//! served. Another process's writes, evictions and invalidations reach this tier when this
+//! process next reads the folder's journal (at its next write); until then it may keep serving
+//! its own copy, which was a valid answer for the same key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::index::Index;
 use crate::entry::StoredResponse;
-use crate::index::Index;
-use crate::key::CacheKey;
+use crate::key::{CacheKey, KeyMap};
 
 /// Bytes an entry is counted as: body, headers, and a fixed allowance for the bookkeeping.
 fn footprint(entry: &StoredResponse) -> u64 {
@@ -29,14 +29,19 @@ fn footprint(entry: &StoredResponse) -> u64 {
 #[derive(Debug, Default)]
 struct Hot {
     index: Index,
-    entries: HashMap<CacheKey, Arc<StoredResponse>>,
+    entries: KeyMap<Arc<StoredResponse>>,
 }
 
 /// The memory tier. A cap of zero turns it off.
+///
+/// Every change (a write, a removal) bumps a counter while holding the lock. A reader notes
+/// the counter before it opens a file and adds what it read only if nothing changed since: a
+/// read that began before a removal must not bring the removed entry back.
 #[derive(Debug)]
 pub(crate) struct MemoryTier {
     cap: u64,
     hot: Mutex<Hot>,
+    changes: AtomicU64,
 }
 
 impl MemoryTier {
@@ -44,7 +49,26 @@ impl MemoryTier {
         Self {
             cap,
             hot: Mutex::default(),
+            changes: AtomicU64::new(0),
         }
+    }
+
+    /// The change counter, to note before reading a file (see [`insert_read`](Self::insert_read)).
+    pub(crate) fn since(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Holds `entry`, read from disk, unless the tier changed since the reader noted
+    /// [`since`](Self::since): the file it read may be gone or replaced.
+    pub(crate) fn insert_read(&self, key: CacheKey, entry: Arc<StoredResponse>, since: u64) {
+        if self.cap == 0 || footprint(&entry) > self.cap / 8 {
+            return;
+        }
+        let mut hot = self.hot.lock();
+        if self.changes.load(Ordering::Acquire) != since {
+            return;
+        }
+        hold(&mut hot, self.cap, key, entry);
     }
 
     /// The entry for `key`, if held; marks it as just used.
@@ -61,18 +85,19 @@ impl MemoryTier {
     /// Holds `entry` for `key`, dropping the least recently used entries past the cap. An
     /// entry larger than an eighth of the cap is not held: one large body must not flush
     /// everything else.
+    /// The writer's insert: the entry now on disk under `key`.
     pub(crate) fn insert(&self, key: CacheKey, entry: Arc<StoredResponse>) {
-        let size = footprint(&entry);
-        if size > self.cap / 8 {
-            self.remove(&key);
+        if self.cap == 0 {
             return;
         }
         let mut hot = self.hot.lock();
-        hot.index.touch(key, size);
-        hot.entries.insert(key, entry);
-        while let Some(victim) = hot.index.pop_victim(self.cap) {
-            hot.entries.remove(&victim);
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        if footprint(&entry) > self.cap / 8 {
+            hot.index.remove(&key);
+            hot.entries.remove(&key);
+            return;
         }
+        hold(&mut hot, self.cap, key, entry);
     }
 
     /// Forgets `key`.
@@ -81,8 +106,29 @@ impl MemoryTier {
             return;
         }
         let mut hot = self.hot.lock();
+        self.changes.fetch_add(1, Ordering::AcqRel);
         hot.index.remove(key);
         hot.entries.remove(key);
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&self) {
+        if self.cap == 0 {
+            return;
+        }
+        let mut hot = self.hot.lock();
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        hot.index.clear();
+        hot.entries.clear();
+    }
+}
+
+/// Holds `entry` (which fits) for `key`, dropping the least recently used entries past `cap`.
+fn hold(hot: &mut Hot, cap: u64, key: CacheKey, entry: Arc<StoredResponse>) {
+    hot.index.touch(key, footprint(&entry));
+    hot.entries.insert(key, entry);
+    while let Some(victim) = hot.index.pop_victim(cap) {
+        hot.entries.remove(&victim);
     }
 }
 
@@ -104,6 +150,7 @@ mod tests {
             stored_at: now,
             expires_at: now,
             stale_until: now,
+            keep_until: now,
         })
     }
 
