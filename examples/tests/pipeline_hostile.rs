@@ -377,8 +377,8 @@ async fn a_page_over_the_body_cap_is_a_dead_letter_and_never_journaled() {
 
 /// Item 3, the run loop's side: a `200` the application rejects (not JSON, cut short, the
 /// wrong shape) goes to the dead letters with the reason, and the next run asks for it again.
-/// (Through a service without a response cache: keeping such answers out of the cache is the
-/// cache layer's validation hook, to be wired to `pipeline::accept_response`.)
+/// (Through a service without a response cache; `a_rejected_page_never_stays_in_the_cache`
+/// covers the whole stack.)
 #[tokio::test]
 async fn a_page_the_application_rejects_is_tried_again_on_the_next_run() {
     use tower::Layer;
@@ -408,6 +408,38 @@ async fn a_page_the_application_rejects_is_tried_again_on_the_next_run() {
         let second = pipeline::run(config(&sim, &dir), service()).await.unwrap();
         assert!(second.dead_letters.is_empty(), "{mode}: {second:?}");
         assert_eq!(second.pages_fetched, total_pages(), "{mode}");
+    }
+}
+
+/// Finding 3 through the whole stack: a broken `200` must not stay in the response cache. The
+/// cache's validation hook runs `pipeline::accept_response`, so the retry within the same run
+/// asks the upstream again instead of being served the cached garbage (without the hook every
+/// user dead-letters here, and every later run too).
+#[tokio::test]
+async fn a_rejected_page_never_stays_in_the_cache() {
+    for mode in [
+        Hostile::InvalidJson,
+        Hostile::TruncatedJson,
+        Hostile::WrongShape,
+    ] {
+        // Each user's first page is spoilt once.
+        let sim = hostile(mode, USERS.len() as u64).await;
+        let dir = TempDir::new(&format!("rejected-cached-{mode}"));
+        let mut config = config(&sim, &dir);
+        config.max_tries = 2;
+        let report = pipeline::crawl(config).await.unwrap();
+        assert!(report.dead_letters.is_empty(), "{mode}: {report:?}");
+        assert_eq!(report.pages_fetched, total_pages(), "{mode}");
+        let stats = sim.stats();
+        assert_eq!(
+            stats.by_status.get("200").copied().unwrap_or(0),
+            total_pages() + USERS.len() as u64,
+            "{mode}: each spoilt page asked for exactly once more: {stats:?}"
+        );
+        // A second run is served by the journal and the cache: nothing upstream.
+        let again = pipeline::crawl(self::config(&sim, &dir)).await.unwrap();
+        assert!(again.dead_letters.is_empty(), "{mode}: {again:?}");
+        assert_eq!(sim.stats().requests, stats.requests, "{mode}");
     }
 }
 

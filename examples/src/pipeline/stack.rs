@@ -142,6 +142,9 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         .ttl(Duration::from_secs(7 * 24 * 3600))
         .route_ttl("/sys/", Duration::ZERO)
         .max_entry_bytes(usize::try_from(config.max_body).unwrap_or(usize::MAX))
+        // A broken `200` (invalid JSON, a truncated body, the wrong shape) is never stored:
+        // the retry, and the next run, ask the upstream again.
+        .validate(|head, body| super::accept_response(head.status, body))
         .build()?;
     let layer = ClientStackLayer::builder(limiter)
         .retry(retry)
