@@ -7,24 +7,24 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tollway_core::{BoxError, CircuitOpen, Classify, Clock};
+use tollway_core::{BoxError, CircuitOpen, Classify};
 
 use crate::circuit::{Circuit, PackedTicket, Ticket, Verdict};
 
 /// Reports a call's result to the breaker; a half-open probe dropped before it reports gives its
 /// permit back. Three words, so the response future stays small.
 #[derive(Debug)]
-pub(crate) struct Recorder<C: Clock> {
-    circuit: Arc<Circuit<C>>,
+pub(crate) struct Recorder {
+    circuit: Arc<Circuit>,
     /// `UNTRACKED` once reported, so that dropping it does nothing more.
     ticket: PackedTicket,
     /// See [`Circuit::start`].
     start: u64,
 }
 
-impl<C: Clock> Recorder<C> {
+impl Recorder {
     #[inline]
-    pub(crate) const fn new(circuit: Arc<Circuit<C>>, ticket: Ticket) -> Self {
+    pub(crate) const fn new(circuit: Arc<Circuit>, ticket: Ticket) -> Self {
         Self {
             circuit,
             ticket: PackedTicket::pack(ticket),
@@ -58,7 +58,7 @@ impl<C: Clock> Recorder<C> {
     }
 }
 
-impl<C: Clock> Drop for Recorder<C> {
+impl Drop for Recorder {
     fn drop(&mut self) {
         if let Ticket::Probe { generation } = self.ticket.unpack() {
             self.circuit.cancel_probe(generation);
@@ -70,20 +70,20 @@ pin_project! {
     /// The future a [`Breaker`](crate::Breaker) or [`KeyedBreaker`](crate::KeyedBreaker)
     /// returns: the inner call, or an immediate [`CircuitOpen`] error.
     #[derive(Debug)]
-    pub struct ResponseFuture<F, C: Clock> {
+    pub struct ResponseFuture<F> {
         #[pin]
-        state: FutureState<F, C>,
+        state: FutureState<F>,
     }
 }
 
 pin_project! {
     #[project = FutureStateProj]
     #[derive(Debug)]
-    enum FutureState<F, C: Clock> {
+    enum FutureState<F> {
         Called {
             #[pin]
             future: F,
-            recorder: Option<Recorder<C>>,
+            recorder: Option<Recorder>,
         },
         Rejected {
             error: Option<CircuitOpen>,
@@ -91,9 +91,9 @@ pin_project! {
     }
 }
 
-impl<F, C: Clock> ResponseFuture<F, C> {
+impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) const fn called(future: F, recorder: Option<Recorder<C>>) -> Self {
+    pub(crate) const fn called(future: F, recorder: Option<Recorder>) -> Self {
         Self {
             state: FutureState::Called { future, recorder },
         }
@@ -106,11 +106,10 @@ impl<F, C: Clock> ResponseFuture<F, C> {
     }
 }
 
-impl<F, C, B, E> Future for ResponseFuture<F, C>
+impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
-    C: Clock,
 {
     type Output = Result<Response<B>, BoxError>;
 

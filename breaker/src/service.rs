@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tollway_core::{BoxError, CircuitOpen, Clock, TokioClock};
+use tollway_core::{BoxError, CircuitOpen, Clock, SharedClock};
 use tower::Service;
 
 use crate::circuit::{Circuit, Ticket};
@@ -24,12 +24,12 @@ use crate::handle::BreakerHandle;
 ///
 /// Clones share one breaker.
 #[derive(Debug)]
-pub struct Breaker<S, C: Clock = TokioClock> {
+pub struct Breaker<S> {
     inner: S,
-    circuit: Arc<Circuit<C>>,
+    circuit: Arc<Circuit>,
     decision: Decision,
     /// The probe permit taken by `poll_ready`, returned if this service is dropped before `call`.
-    probe: Option<Recorder<C>>,
+    probe: Option<Recorder>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,17 +42,15 @@ enum Decision {
 impl<S> Breaker<S> {
     /// Wraps `inner` in a new breaker on tokio's clock.
     pub fn new(inner: S, config: BreakerConfig) -> Self {
-        Self::with_clock(inner, config, TokioClock)
+        Self::with_clock(inner, config, SharedClock::default())
     }
-}
 
-impl<S, C: Clock> Breaker<S, C> {
     /// Wraps `inner` in a new breaker reading time from `clock`.
-    pub fn with_clock(inner: S, config: BreakerConfig, clock: C) -> Self {
-        Self::from_circuit(inner, Arc::new(Circuit::new(config, clock)))
+    pub fn with_clock(inner: S, config: BreakerConfig, clock: impl Clock) -> Self {
+        Self::from_circuit(inner, Arc::new(Circuit::new(config, SharedClock::new(clock))))
     }
 
-    pub(crate) const fn from_circuit(inner: S, circuit: Arc<Circuit<C>>) -> Self {
+    pub(crate) const fn from_circuit(inner: S, circuit: Arc<Circuit>) -> Self {
         Self {
             inner,
             circuit,
@@ -62,7 +60,7 @@ impl<S, C: Clock> Breaker<S, C> {
     }
 
     /// A handle on this breaker's state (shared with every clone).
-    pub fn handle(&self) -> BreakerHandle<C> {
+    pub fn handle(&self) -> BreakerHandle {
         BreakerHandle::new(Arc::clone(&self.circuit))
     }
 
@@ -94,21 +92,20 @@ impl<S, C: Clock> Breaker<S, C> {
     }
 }
 
-impl<S: Clone, C: Clock> Clone for Breaker<S, C> {
+impl<S: Clone> Clone for Breaker<S> {
     fn clone(&self) -> Self {
         Self::from_circuit(self.inner.clone(), Arc::clone(&self.circuit))
     }
 }
 
-impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for Breaker<S, C>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Breaker<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
-    C: Clock,
 {
     type Response = Response<ResBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
