@@ -619,9 +619,9 @@ fn read_deadline(slot: &AtomicU64, generation: u64) -> Option<u64> {
     (value >> TAG_SHIFT == generation & TAG_MASK).then_some(value & MICROS_MASK)
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, tollway_loom))]
 mod loom_tests;
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tollway_loom)))]
 mod model_tests;
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tollway_loom)))]
 mod race_tests;

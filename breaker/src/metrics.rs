@@ -87,7 +87,7 @@ impl Metrics {
     pub(crate) fn transition(&self, _from: State, _to: State) {}
 }
 
-#[cfg(all(test, feature = "metrics", not(loom)))]
+#[cfg(all(test, feature = "metrics", not(tollway_loom)))]
 mod tests {
     use std::time::Duration;
 

@@ -334,7 +334,7 @@ impl SliceState {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(tollway_loom)))]
 mod tests {
     use super::*;
 
