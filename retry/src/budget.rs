@@ -1,40 +1,4 @@
-//! A retry budget shared by every clone of a layer: Finagle's and tower's `TpsBudget`.
-//!
-//! Every original request deposits a fraction of a retry (`retry_ratio`, 20% by default); every
-//! retry withdraws a whole one. Deposits and withdrawals expire after the `window` (10 s by
-//! default), tracked in ten slots. On top of that the budget always allows `min_per_second`
-//! retries per second (10 by default, as a reserve of `min_per_second * window`), so that a
-//! client sending little traffic can still retry. When the upstream fails for everybody, the
-//! extra load retries add is held to about `retry_ratio` of the traffic, instead of multiplying
-//! it by the number of attempts.
-//!
-//! Unlike tower's, this budget reads time from a [`Clock`], so it can be tested with
-//! [`FakeClock`](tollway_core::FakeClock) or tokio's paused clock; its ratio is exact to a
-//! thousandth (tower truncates `1 / ratio`); and a retry taken for a resend that is never sent
-//! (the request was dropped while it waited for its backoff) is given back to the slot it came
-//! from.
-//!
-//! ```
-//! use std::time::Duration;
-//! use tollway_core::FakeClock;
-//! use tollway_retry::RetryBudget;
-//!
-//! let clock = FakeClock::new();
-//! let budget = RetryBudget::builder()
-//!     .window(Duration::from_secs(1))
-//!     .min_per_second(0)
-//!     .retry_ratio(0.5)
-//!     .clock(clock.clone())
-//!     .build()
-//!     .unwrap();
-//! budget.deposit();
-//! budget.deposit();
-//! assert!(budget.withdraw()); // two requests earn one retry
-//! assert!(!budget.withdraw());
-//! clock.advance(Duration::from_secs(2));
-//! budget.deposit();
-//! assert!(!budget.withdraw()); // the old deposits expired
-//! ```
+//! [`RetryBudget`]: a retry budget shared by every clone of a layer.
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,9 +15,44 @@ const SLOTS: usize = 10;
 /// (tower truncates `1 / ratio`, so 0.3 becomes one retry in three).
 const UNIT: i64 = 1000;
 
-/// A retry budget. Clones share one budget.
+/// A retry budget shared by every clone of a layer (Finagle's and tower's `TpsBudget`).
+/// Clones share one budget.
 ///
-/// See the [module docs](self).
+/// Every original request deposits a fraction of a retry (`retry_ratio`, 20% by default); every
+/// retry withdraws a whole one. Deposits and withdrawals expire after the `window` (10 s by
+/// default), tracked in ten slots. On top of that the budget always allows `min_per_second`
+/// retries per second (10 by default, as a reserve of `min_per_second * window`), so that a
+/// client sending little traffic can still retry. When the upstream fails for everybody, the
+/// extra load retries add is held to about `retry_ratio` of the traffic, instead of multiplying
+/// it by the number of attempts.
+///
+/// Unlike tower's, this budget reads time from a [`Clock`], so it can be tested with
+/// [`FakeClock`](tollway_core::FakeClock) or tokio's paused clock; its ratio is exact to a
+/// thousandth (tower truncates `1 / ratio`); and a retry taken for a resend that is never sent
+/// (the request was dropped while it waited for its backoff) is given back to the slot it came
+/// from.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollway_core::FakeClock;
+/// use tollway_retry::RetryBudget;
+///
+/// let clock = FakeClock::new();
+/// let budget = RetryBudget::builder()
+///     .window(Duration::from_secs(1))
+///     .min_per_second(0)
+///     .retry_ratio(0.5)
+///     .clock(clock.clone())
+///     .build()
+///     .unwrap();
+/// budget.deposit();
+/// budget.deposit();
+/// assert!(budget.withdraw()); // two requests earn one retry
+/// assert!(!budget.withdraw());
+/// clock.advance(Duration::from_secs(2));
+/// budget.deposit();
+/// assert!(!budget.withdraw()); // the old deposits expired
+/// ```
 #[derive(Clone)]
 pub struct RetryBudget {
     inner: Arc<Inner>,

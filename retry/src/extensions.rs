@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// How many times the request was sent (1 when the first attempt was final). Always present on
-/// a response returned by [`Retry`](crate::Retry).
+/// a response returned by [`Retry`](crate::Retry); an error carries the same count in
+/// [`RequestFailed`](crate::RequestFailed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Attempts(pub u32);
 
@@ -29,9 +30,9 @@ pub enum StopReason {
     /// The request body cannot be sent twice: its size is unknown, or larger than the policy's
     /// replay limit.
     BodyNotReplayable,
-    /// The inner service did not read the whole body (or the body failed), so there is no
-    /// complete copy to resend.
-    BodyNotFullyRead,
+    /// The body sent more bytes than its declared length: it was sent once, as it came, and
+    /// is not resent.
+    BodyOversize,
     /// The policy's maximum number of attempts was reached.
     MaxAttempts,
     /// The next delay would end after the policy's total deadline.
@@ -47,7 +48,7 @@ impl StopReason {
         match self {
             Self::NotIdempotent => "not_idempotent",
             Self::BodyNotReplayable => "body_not_replayable",
-            Self::BodyNotFullyRead => "body_not_fully_read",
+            Self::BodyOversize => "body_oversize",
             Self::MaxAttempts => "max_attempts",
             Self::Deadline => "deadline",
             Self::BudgetExhausted => "budget_exhausted",

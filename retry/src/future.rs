@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -10,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::{Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
+use tollway_core::error::is_local_rejection;
 use tollway_core::{BoxError, Outcome};
 use tower::Service;
 
 use crate::backoff::BackoffState;
-use crate::body::{Replay, ReplayBody};
+use crate::body::{Buffer, Replay, ReplayBody};
 use crate::budget::Withdrawal;
-use crate::error::RetryAfterTooLong;
+use crate::error::RequestFailed;
+use tollway_core::RetryAfterTooLong;
 use crate::extensions::{Attempts, RetriesStopped, StopReason};
 use crate::observe;
 use crate::policy::RetryPolicy;
@@ -33,8 +35,7 @@ pin_project! {
         state: State<S::Future>,
         policy: Arc<RetryPolicy>,
         attempts: u32,
-        resend: Resend<S>,
-        _body: PhantomData<fn(B)>,
+        resend: Resend<S, B>,
     }
 
     impl<S, B> PinnedDrop for ResponseFuture<S, B>
@@ -58,6 +59,8 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
+        /// Reading the body into memory before the first send.
+        Buffering,
         Calling { #[pin] future: F },
         Waiting { #[pin] sleep: Sleep },
         Readying,
@@ -67,32 +70,32 @@ pin_project! {
 /// What a resend needs, or why there will be none. Kept inline (not boxed): an allocation per
 /// request is a measurable share of the success path.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Resend<S> {
+pub(crate) enum Resend<S, B> {
     Never(StopReason),
-    Possible(Resender<S>),
+    Possible(Resender<S, B>),
 }
 
-pub(crate) struct Resender<S> {
+pub(crate) struct Resender<S, B> {
+    /// The service polled ready for the first send; resends poll it again.
     service: S,
+    /// The request head, kept for every attempt.
     parts: Parts,
     replay: Replay,
+    /// The body while it is read into memory, with what was read so far.
+    filling: Option<(Pin<Box<B>>, Buffer)>,
     backoff: BackoffState,
     started: Option<Instant>,
     /// The budget's retry for the resend being waited for, until it is sent.
     withdrawal: Option<Withdrawal>,
 }
 
-impl<S> Resend<S> {
-    pub(crate) fn possible(
-        service: S,
-        parts: Parts,
-        replay: Replay,
-        started: Option<Instant>,
-    ) -> Self {
+impl<S, B> Resend<S, B> {
+    pub(crate) fn possible(service: S, parts: Parts, started: Option<Instant>) -> Self {
         Self::Possible(Resender {
             service,
             parts,
-            replay,
+            replay: Replay::default(),
+            filling: None,
             backoff: BackoffState::default(),
             started,
             withdrawal: None,
@@ -106,6 +109,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
+            State::Buffering => "buffering",
             State::Calling { .. } => "calling",
             State::Waiting { .. } => "waiting",
             State::Readying => "readying",
@@ -126,14 +130,42 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
 {
-    pub(crate) fn new(future: S::Future, policy: Arc<RetryPolicy>, resend: Resend<S>) -> Self {
-        observe::attempt();
+    /// The first send is already made.
+    pub(crate) fn called(future: S::Future, policy: Arc<RetryPolicy>, resend: Resend<S, B>) -> Self {
+        policy.metrics.attempt();
         Self {
             state: State::Calling { future },
             policy,
             attempts: 1,
             resend,
-            _body: PhantomData,
+        }
+    }
+
+    /// A request with an empty body: its first send goes now, from the resender.
+    pub(crate) fn called_first(policy: Arc<RetryPolicy>, mut resend: Resend<S, B>) -> Self {
+        let Resend::Possible(resender) = &mut resend else {
+            unreachable!("only a resendable request has a resender")
+        };
+        let request = Request::from_parts(resender.parts.clone(), resender.replay.body());
+        let future = resender.service.call(request);
+        Self::called(future, policy, resend)
+    }
+
+    /// The body is read into memory first, then sent by the resender's service.
+    pub(crate) fn buffering(
+        body: B,
+        limit: u64,
+        policy: Arc<RetryPolicy>,
+        mut resend: Resend<S, B>,
+    ) -> Self {
+        if let Resend::Possible(resender) = &mut resend {
+            resender.filling = Some((Box::pin(body), Buffer::new(limit)));
+        }
+        Self {
+            state: State::Buffering,
+            policy,
+            attempts: 0,
+            resend,
         }
     }
 }
@@ -142,6 +174,8 @@ impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
 {
     type Output = Result<Response<ResB>, BoxError>;
 
@@ -149,6 +183,43 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Buffering => {
+                    let Resend::Possible(resender) = this.resend else {
+                        unreachable!("only a resendable request is buffered")
+                    };
+                    let (body, buffer) = resender.filling.as_mut().expect("filling");
+                    let filled = ready!(buffer.poll_fill(body.as_mut(), cx));
+                    let (body, mut buffer) = resender.filling.take().expect("filling");
+                    *this.attempts = 1;
+                    this.policy.metrics.attempt();
+                    let future = match filled {
+                        Ok(replay) => {
+                            resender.replay = replay;
+                            let request =
+                                Request::from_parts(resender.parts.clone(), resender.replay.body());
+                            resender.service.call(request)
+                        }
+                        // The body sent more than it declared: it goes once, as it came.
+                        Err(Ok(())) => {
+                            let Resend::Possible(resender) = std::mem::replace(
+                                this.resend,
+                                Resend::Never(StopReason::BodyOversize),
+                            ) else {
+                                unreachable!("checked above")
+                            };
+                            let Resender {
+                                mut service, parts, ..
+                            } = resender;
+                            service.call(Request::from_parts(parts, buffer.resume(body)))
+                        }
+                        // The caller's own body failed: nothing was sent.
+                        Err(Err(error)) => {
+                            *this.attempts = 0;
+                            return Poll::Ready(Err(error.into()));
+                        }
+                    };
+                    this.state.set(State::Calling { future });
+                }
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     match decide(this.policy, *this.attempts, this.resend, result) {
@@ -169,15 +240,14 @@ where
                     let Resend::Possible(resender) = this.resend else {
                         unreachable!("only a resendable request waits for a resend")
                     };
-                    ready!(resender.service.poll_ready(cx)).map_err(Into::into)?;
-                    let body = resender
-                        .replay
-                        .body()
-                        .expect("the recording was complete when the retry was decided");
-                    let request = Request::from_parts(resender.parts.clone(), body);
+                    if let Err(error) = ready!(resender.service.poll_ready(cx)) {
+                        return Poll::Ready(Err(failed(error.into(), *this.attempts, None)));
+                    }
+                    let request =
+                        Request::from_parts(resender.parts.clone(), resender.replay.body());
                     *this.attempts += 1;
-                    observe::attempt();
-                    observe::retry();
+                    this.policy.metrics.attempt();
+                    this.policy.metrics.retry();
                     tracing::debug!(
                         "http.request.resend_count" = *this.attempts - 1,
                         "resending request"
@@ -192,13 +262,18 @@ where
 }
 
 /// What to do after an attempt ended with `result`.
-fn decide<S, ResB>(
+fn decide<S, B, ResB>(
     policy: &RetryPolicy,
     attempts: u32,
-    resend: &mut Resend<S>,
+    resend: &mut Resend<S, B>,
     result: Result<Response<ResB>, BoxError>,
 ) -> Step<Response<ResB>> {
     let outcome = match &result {
+        // The common case, decided without classifying: a plain success under the default
+        // classifier.
+        Ok(response) if policy.plain_statuses && response.status().as_u16() < 400 => {
+            return Step::Done(finish(result, attempts, None));
+        }
         Ok(response) => policy
             .classifier
             .classify_response(response.status(), response.headers()),
@@ -208,16 +283,13 @@ fn decide<S, ResB>(
         return Step::Done(finish(result, attempts, None));
     }
     let stop = |reason: StopReason, result| {
-        observe::stop(reason, attempts, outcome.kind().as_str());
+        observe::stop(&policy.metrics, reason, attempts, outcome.kind().as_str());
         Step::Done(finish(result, attempts, Some(reason)))
     };
     let resender = match resend {
         Resend::Never(reason) => return stop(*reason, result),
         Resend::Possible(resender) => resender,
     };
-    if !resender.replay.is_complete() {
-        return stop(StopReason::BodyNotFullyRead, result);
-    }
     if attempts >= policy.max_attempts {
         return stop(StopReason::MaxAttempts, result);
     }
@@ -225,7 +297,12 @@ fn decide<S, ResB>(
     if let Some(wait) = hint
         && wait > policy.max_retry_after
     {
-        observe::give_up("retry_after_too_long", attempts, outcome.kind().as_str());
+        observe::give_up(
+            &policy.metrics,
+            "retry_after_too_long",
+            attempts,
+            outcome.kind().as_str(),
+        );
         return Step::Done(Err(Box::new(RetryAfterTooLong::new(
             wait,
             policy.max_retry_after,
@@ -267,17 +344,30 @@ fn upstream_wait(policy: &RetryPolicy, outcome: &Outcome) -> Option<Duration> {
     ))
 }
 
+/// The final result: a response carries [`Attempts`] (and why it was not retried); an error is
+/// wrapped in [`RequestFailed`] unless it is another layer's refusal.
 fn finish<ResB>(
     result: Result<Response<ResB>, BoxError>,
     attempts: u32,
     stopped: Option<StopReason>,
 ) -> Result<Response<ResB>, BoxError> {
-    result.map(|mut response| {
-        let extensions = response.extensions_mut();
-        extensions.insert(Attempts(attempts));
-        if let Some(reason) = stopped {
-            extensions.insert(RetriesStopped(reason));
+    match result {
+        Ok(mut response) => {
+            let extensions = response.extensions_mut();
+            extensions.insert(Attempts(attempts));
+            if let Some(reason) = stopped {
+                extensions.insert(RetriesStopped(reason));
+            }
+            Ok(response)
         }
-        response
-    })
+        Err(error) => Err(failed(error, attempts, stopped)),
+    }
+}
+
+fn failed(error: BoxError, attempts: u32, stopped: Option<StopReason>) -> BoxError {
+    if is_local_rejection(&*error) || error.is::<RequestFailed>() {
+        error
+    } else {
+        Box::new(RequestFailed::new(attempts, stopped, error))
+    }
 }
