@@ -37,7 +37,7 @@ pin_project! {
         Forward { #[pin] body: B },
         /// What was read before the body turned out larger than it said, then the rest.
         Resume { prefix: VecDeque<Bytes>, body: Pin<Box<B>> },
-        Replay { chunks: Chunks, trailers: Option<HeaderMap> },
+        Replay { chunks: Chunks, trailers: Option<Box<HeaderMap>> },
     }
 }
 
@@ -87,11 +87,12 @@ impl Chunks {
     }
 }
 
-/// A body read into memory, sent by every attempt.
+/// A body read into memory, sent by every attempt. (Trailers are boxed: rare, and this is
+/// carried by every request's future.)
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Replay {
     chunks: Chunks,
-    trailers: Option<HeaderMap>,
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl Replay {
@@ -174,7 +175,7 @@ impl Buffer {
         };
         Replay {
             chunks,
-            trailers: self.trailers.take(),
+            trailers: self.trailers.take().map(Box::new),
         }
     }
 
@@ -251,7 +252,7 @@ where
                 if let Some(chunk) = chunks.pop() {
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(*t))))
             }
         }
     }

@@ -32,10 +32,10 @@ pin_project! {
         S: Service<Request<ReplayBody<B>>>,
     {
         #[pin]
-        state: State<S::Future>,
+        state: State<S::Future, B>,
         policy: Arc<RetryPolicy>,
         attempts: u32,
-        resend: Resend<S, B>,
+        resend: Resend<S>,
     }
 
     impl<S, B> PinnedDrop for ResponseFuture<S, B>
@@ -58,9 +58,9 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, B> {
         /// Reading the body into memory before the first send.
-        Buffering,
+        Buffering { body: Option<Pin<Box<B>>>, buffer: Box<Buffer> },
         Calling { #[pin] future: F },
         Waiting { #[pin] sleep: Sleep },
         Readying,
@@ -70,32 +70,29 @@ pin_project! {
 /// What a resend needs, or why there will be none. Kept inline (not boxed): an allocation per
 /// request is a measurable share of the success path.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Resend<S, B> {
+pub(crate) enum Resend<S> {
     Never(StopReason),
-    Possible(Resender<S, B>),
+    Possible(Resender<S>),
 }
 
-pub(crate) struct Resender<S, B> {
+pub(crate) struct Resender<S> {
     /// The service polled ready for the first send; resends poll it again.
     service: S,
     /// The request head, kept for every attempt.
     parts: Parts,
     replay: Replay,
-    /// The body while it is read into memory, with what was read so far.
-    filling: Option<(Pin<Box<B>>, Buffer)>,
     backoff: BackoffState,
     started: Option<Instant>,
     /// The budget's retry for the resend being waited for, until it is sent.
     withdrawal: Option<Withdrawal>,
 }
 
-impl<S, B> Resend<S, B> {
+impl<S> Resend<S> {
     pub(crate) fn possible(service: S, parts: Parts, started: Option<Instant>) -> Self {
         Self::Possible(Resender {
             service,
             parts,
             replay: Replay::default(),
-            filling: None,
             backoff: BackoffState::default(),
             started,
             withdrawal: None,
@@ -109,7 +106,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Buffering => "buffering",
+            State::Buffering { .. } => "buffering",
             State::Calling { .. } => "calling",
             State::Waiting { .. } => "waiting",
             State::Readying => "readying",
@@ -131,7 +128,7 @@ where
     S: Service<Request<ReplayBody<B>>>,
 {
     /// The first send is already made.
-    pub(crate) fn called(future: S::Future, policy: Arc<RetryPolicy>, resend: Resend<S, B>) -> Self {
+    pub(crate) fn called(future: S::Future, policy: Arc<RetryPolicy>, resend: Resend<S>) -> Self {
         policy.metrics.attempt();
         Self {
             state: State::Calling { future },
@@ -142,7 +139,7 @@ where
     }
 
     /// A request with an empty body: its first send goes now, from the resender.
-    pub(crate) fn called_first(policy: Arc<RetryPolicy>, mut resend: Resend<S, B>) -> Self {
+    pub(crate) fn called_first(policy: Arc<RetryPolicy>, mut resend: Resend<S>) -> Self {
         let Resend::Possible(resender) = &mut resend else {
             unreachable!("only a resendable request has a resender")
         };
@@ -156,13 +153,13 @@ where
         body: B,
         limit: u64,
         policy: Arc<RetryPolicy>,
-        mut resend: Resend<S, B>,
+        resend: Resend<S>,
     ) -> Self {
-        if let Resend::Possible(resender) = &mut resend {
-            resender.filling = Some((Box::pin(body), Buffer::new(limit)));
-        }
         Self {
-            state: State::Buffering,
+            state: State::Buffering {
+                body: Some(Box::pin(body)),
+                buffer: Box::new(Buffer::new(limit)),
+            },
             policy,
             attempts: 0,
             resend,
@@ -183,13 +180,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Buffering => {
+                StateProj::Buffering { body, buffer } => {
                     let Resend::Possible(resender) = this.resend else {
                         unreachable!("only a resendable request is buffered")
                     };
-                    let (body, buffer) = resender.filling.as_mut().expect("filling");
-                    let filled = ready!(buffer.poll_fill(body.as_mut(), cx));
-                    let (body, mut buffer) = resender.filling.take().expect("filling");
+                    let reading = body.as_mut().expect("the body until it is read");
+                    let filled = ready!(buffer.poll_fill(reading.as_mut(), cx));
+                    let body = body.take().expect("the body until it is read");
                     *this.attempts = 1;
                     this.policy.metrics.attempt();
                     let future = match filled {
@@ -262,10 +259,10 @@ where
 }
 
 /// What to do after an attempt ended with `result`.
-fn decide<S, B, ResB>(
+fn decide<S, ResB>(
     policy: &RetryPolicy,
     attempts: u32,
-    resend: &mut Resend<S, B>,
+    resend: &mut Resend<S>,
     result: Result<Response<ResB>, BoxError>,
 ) -> Step<Response<ResB>> {
     let outcome = match &result {
@@ -344,8 +341,10 @@ fn upstream_wait(policy: &RetryPolicy, outcome: &Outcome) -> Option<Duration> {
     ))
 }
 
-/// The final result: a response carries [`Attempts`] (and why it was not retried); an error is
-/// wrapped in [`RequestFailed`] unless it is another layer's refusal.
+/// The final result: a response that was resent, or whose retryable outcome was not retried,
+/// carries [`Attempts`] (and why); an error is wrapped in [`RequestFailed`] unless it is another
+/// layer's refusal. A first-try answer carries nothing: inserting the first extension into a
+/// response allocates, a measurable share of the success path.
 fn finish<ResB>(
     result: Result<Response<ResB>, BoxError>,
     attempts: u32,
@@ -353,10 +352,12 @@ fn finish<ResB>(
 ) -> Result<Response<ResB>, BoxError> {
     match result {
         Ok(mut response) => {
-            let extensions = response.extensions_mut();
-            extensions.insert(Attempts(attempts));
-            if let Some(reason) = stopped {
-                extensions.insert(RetriesStopped(reason));
+            if attempts > 1 || stopped.is_some() {
+                let extensions = response.extensions_mut();
+                extensions.insert(Attempts(attempts));
+                if let Some(reason) = stopped {
+                    extensions.insert(RetriesStopped(reason));
+                }
             }
             Ok(response)
         }

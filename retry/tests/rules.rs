@@ -49,7 +49,7 @@ async fn send(
 }
 
 fn attempts(response: &Response<()>) -> u32 {
-    response.extensions().get::<Attempts>().expect("attempts").0
+    Attempts::of(response)
 }
 
 fn stopped(response: &Response<()>) -> Option<StopReason> {
@@ -90,7 +90,13 @@ async fn first_try_success_is_one_attempt() {
     let script = Script::new([]);
     let response = send(&script, policy(), get()).await.unwrap();
     assert_eq!(attempts(&response), 1);
+    // Nothing inserted for the common case: a first-try answer is as cheap as a bare call.
+    assert!(response.extensions().get::<Attempts>().is_none());
     assert_eq!(script.calls(), 1);
+    // A resent one carries its count.
+    let script = Script::new([Reply::Status(503)]);
+    let response = send(&script, policy(), get()).await.unwrap();
+    assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(2)));
 }
 
 #[tokio::test(start_paused = true)]
