@@ -8,8 +8,10 @@
 //! while that generation is current: a thread descheduled between a transition and its deadline
 //! write can never overwrite a later cycle's deadline.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::hot::{Light, Slot};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// A [`Ticket`] in one word (the kind in the low two bits), as response futures carry it.
@@ -41,7 +43,7 @@ impl PackedTicket {
 
 use tollway_core::{CircuitOpen, Outcome, OutcomeKind, SharedClock};
 
-use crate::config::BreakerConfig;
+use crate::config::{BreakerConfig, FailureWindow};
 use crate::event::{Mode, Reason, State, StateChange};
 use crate::metrics::Metrics;
 use crate::window::{Consecutive, Tally, Totals};
@@ -107,6 +109,11 @@ pub(crate) struct Circuit {
     open_until: AtomicU64,
     probe_deadline: AtomicU64,
     consecutive: Consecutive,
+    /// Where the words a completing call reads live; see [`crate::hot`].
+    slot: Slot,
+    /// Whether a closed-state call may complete through a [`Light`] reference: the default
+    /// classifier, no slow-call timing, no time window and no metrics to count successes.
+    light: bool,
     trips: AtomicU32,
     last_used_secs: AtomicU64,
     tally: Option<Tally>,
@@ -131,22 +138,43 @@ impl std::fmt::Debug for Circuit {
 }
 
 impl Circuit {
-    pub(crate) fn new(config: BreakerConfig, clock: SharedClock) -> Self {
+    pub(crate) fn new(config: BreakerConfig, clock: SharedClock) -> Arc<Self> {
         let wants_window = config.failure_rate.is_some() || config.slow_call.is_some();
-        Self {
-            word: AtomicU64::new(Word::new(State::Closed, Mode::Normal, 0).0),
-            open_until: AtomicU64::new(0),
-            probe_deadline: AtomicU64::new(0),
-            consecutive: Consecutive::new(),
-            trips: AtomicU32::new(0),
-            last_used_secs: AtomicU64::new(0),
-            tally: wants_window.then(|| Tally::new(config.window)),
-            plain_statuses: config.classifies_by_default(),
-            origin: clock.now(),
-            clock,
-            metrics: Metrics::new(&config.name),
-            config,
-        }
+        let ring = match config.window {
+            FailureWindow::Count(n) if wants_window => u64::from(n),
+            _ => 0,
+        };
+        let light = config.classifies_by_default()
+            && config.slow_call.is_none()
+            && (!wants_window || ring > 0)
+            && !cfg!(feature = "metrics");
+        Arc::new_cyclic(|owner| {
+            let slot = Slot::acquire(owner.clone(), ring);
+            let hot = slot.words();
+            Self {
+                word: AtomicU64::new(Word::new(State::Closed, Mode::Normal, 0).0),
+                open_until: AtomicU64::new(0),
+                probe_deadline: AtomicU64::new(0),
+                consecutive: Consecutive(&hot.consecutive),
+                slot,
+                light,
+                trips: AtomicU32::new(0),
+                last_used_secs: AtomicU64::new(0),
+                tally: wants_window.then(|| Tally::new(config.window, hot)),
+                plain_statuses: config.classifies_by_default(),
+                origin: clock.now(),
+                clock,
+                metrics: Metrics::new(&config.name),
+                config,
+            }
+        })
+    }
+
+    /// What a closed-state call's future may hold instead of the breaker, if its result can be
+    /// judged without it.
+    #[inline]
+    pub(crate) fn light(&self) -> Option<Light> {
+        self.light.then(|| self.slot.light())
     }
 
     pub(crate) const fn config(&self) -> &BreakerConfig {

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use tollway_core::{BoxError, CircuitOpen, Classify};
 
 use crate::circuit::{Circuit, PackedTicket, Ticket, Verdict};
+use crate::hot::Light;
 
 /// Reports a call's result to the breaker; a half-open probe dropped before it reports gives its
 /// permit back. Three words, so the response future stays small.
@@ -42,19 +43,52 @@ impl Recorder {
     #[inline]
     fn finish<B>(mut self, result: &Result<Response<B>, BoxError>) {
         let ticket = std::mem::replace(&mut self.ticket, PackedTicket::UNTRACKED).unpack();
-        let config = self.circuit.config();
-        let verdict = match result {
-            Ok(response) if self.circuit.plainly_succeeded(response.status()) => Verdict::Success,
-            Ok(response) => self.circuit.judge(
-                &config
-                    .classifier
-                    .classify_response(response.status(), response.headers()),
-            ),
-            Err(error) => self
-                .circuit
-                .judge(&config.classifier.classify_error(&**error)),
-        };
-        self.circuit.finish(ticket, verdict, self.start);
+        report(&self.circuit, ticket, result, self.start);
+    }
+}
+
+/// Judges `result` and records it for `ticket`.
+fn report<B>(circuit: &Circuit, ticket: Ticket, result: &Result<Response<B>, BoxError>, start: u64) {
+    let config = circuit.config();
+    let verdict = match result {
+        Ok(response) if circuit.plainly_succeeded(response.status()) => Verdict::Success,
+        Ok(response) => circuit.judge(
+            &config
+                .classifier
+                .classify_response(response.status(), response.headers()),
+        ),
+        Err(error) => circuit.judge(&config.classifier.classify_error(&**error)),
+    };
+    circuit.finish(ticket, verdict, start);
+}
+
+/// How a response future reports: through the breaker, or (a closed-state call whose result
+/// can be judged without the breaker) through its [`Light`] reference, reaching the breaker
+/// only when there is something to record.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Full(Recorder),
+    Light { light: Light, generation: u64 },
+}
+
+impl Report {
+    #[inline]
+    fn finish<B>(self, result: &Result<Response<B>, BoxError>) {
+        match self {
+            Self::Full(recorder) => recorder.finish(result),
+            Self::Light { light, generation } => {
+                // Only the default classifier travels light: below 400 is a success.
+                if let Ok(response) = result
+                    && response.status().as_u16() < 400
+                    && light.words().success_is_a_no_op(generation)
+                {
+                    return;
+                }
+                if let Some(circuit) = light.circuit() {
+                    report(&circuit, Ticket::Closed { generation }, result, 0);
+                }
+            }
+        }
     }
 }
 
@@ -83,7 +117,7 @@ pin_project! {
         Called {
             #[pin]
             future: F,
-            recorder: Option<Recorder>,
+            report: Option<Report>,
         },
         Rejected {
             error: Option<CircuitOpen>,
@@ -93,9 +127,9 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) const fn called(future: F, recorder: Option<Recorder>) -> Self {
+    pub(crate) const fn called(future: F, report: Option<Report>) -> Self {
         Self {
-            state: FutureState::Called { future, recorder },
+            state: FutureState::Called { future, report },
         }
     }
 
@@ -116,10 +150,10 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            FutureStateProj::Called { future, recorder } => {
+            FutureStateProj::Called { future, report } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                if let Some(recorder) = recorder.take() {
-                    recorder.finish(&result);
+                if let Some(report) = report.take() {
+                    report.finish(&result);
                 }
                 Poll::Ready(result)
             }

@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use crate::circuit::{Circuit, Ticket};
 use crate::config::BreakerConfig;
 use crate::event::{Mode, State};
-use crate::future::{Recorder, ResponseFuture};
+use crate::future::{Recorder, Report, ResponseFuture};
 use crate::handle::BreakerHandle;
 
 /// How many registry entries a new key looks at for one to replace.
@@ -94,10 +94,10 @@ impl Registry {
             return None;
         }
         let name: Arc<str> = Arc::from(key);
-        let circuit = Arc::new(Circuit::new(
+        let circuit = Circuit::new(
             self.config.with_name(Arc::clone(&name)),
             self.clock.clone(),
-        ));
+        );
         entries.order.push_back(Arc::clone(&name));
         entries.breakers.insert(name, Arc::clone(&circuit));
         Some(circuit)
@@ -319,7 +319,7 @@ where
             Ok(Ticket::Untracked) => ResponseFuture::called(self.inner.call(request), None),
             Ok(ticket) => {
                 let recorder = Recorder::new(circuit, ticket).started();
-                ResponseFuture::called(self.inner.call(request), Some(recorder))
+                ResponseFuture::called(self.inner.call(request), Some(Report::Full(recorder)))
             }
         }
     }

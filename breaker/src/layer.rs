@@ -35,7 +35,7 @@ impl BreakerLayer {
     /// ([`FakeClock`](tollway_core::FakeClock) in tests).
     pub fn with_clock(config: BreakerConfig, clock: impl Clock) -> Self {
         Self {
-            circuit: Arc::new(Circuit::new(config, SharedClock::new(clock))),
+            circuit: Circuit::new(config, SharedClock::new(clock)),
         }
     }
 

@@ -92,6 +92,7 @@ mod error;
 mod event;
 mod future;
 mod handle;
+mod hot;
 mod keyed;
 mod layer;
 mod metrics;

@@ -9,7 +9,7 @@ use tower::Service;
 
 use crate::circuit::{Circuit, Ticket};
 use crate::config::BreakerConfig;
-use crate::future::{Recorder, ResponseFuture};
+use crate::future::{Recorder, Report, ResponseFuture};
 use crate::handle::BreakerHandle;
 
 /// A circuit breaker around `S`. See the [crate docs](crate) for the model.
@@ -47,7 +47,7 @@ impl<S> Breaker<S> {
 
     /// Wraps `inner` in a new breaker reading time from `clock`.
     pub fn with_clock(inner: S, config: BreakerConfig, clock: impl Clock) -> Self {
-        Self::from_circuit(inner, Arc::new(Circuit::new(config, SharedClock::new(clock))))
+        Self::from_circuit(inner, Circuit::new(config, SharedClock::new(clock)))
     }
 
     pub(crate) const fn from_circuit(inner: S, circuit: Arc<Circuit>) -> Self {
@@ -131,16 +131,26 @@ where
             Decision::Admitted(Ticket::Untracked) => {
                 ResponseFuture::called(self.inner.call(request), None)
             }
-            Decision::Admitted(ticket @ Ticket::Closed { .. }) => {
-                let recorder = Recorder::new(Arc::clone(&self.circuit), ticket).started();
-                ResponseFuture::called(self.inner.call(request), Some(recorder))
+            Decision::Admitted(ticket @ Ticket::Closed { generation }) => {
+                // The healthy path takes no reference count (see `crate::hot`); a breaker with
+                // something in its window records every result through itself, as before.
+                let report = match self.circuit.light() {
+                    Some(light) if light.words().success_is_a_no_op(generation) => {
+                        Report::Light { light, generation }
+                    }
+                    _ => Report::Full(Recorder::new(Arc::clone(&self.circuit), ticket).started()),
+                };
+                ResponseFuture::called(self.inner.call(request), Some(report))
             }
             Decision::Admitted(ticket @ Ticket::Probe { .. }) => {
                 let recorder = self
                     .probe
                     .take()
                     .unwrap_or_else(|| Recorder::new(Arc::clone(&self.circuit), ticket));
-                ResponseFuture::called(self.inner.call(request), Some(recorder.started()))
+                ResponseFuture::called(
+                    self.inner.call(request),
+                    Some(Report::Full(recorder.started())),
+                )
             }
             Decision::Unpolled => unreachable!("decide() never returns Unpolled"),
         }

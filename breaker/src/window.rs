@@ -14,6 +14,7 @@
 //!   most 1/64 longer. Memory is fixed, whatever the traffic.
 
 use crate::config::FailureWindow;
+use crate::hot::HotWords;
 use crate::sync::{AtomicU32, AtomicU64, Lock, Ordering::Relaxed};
 use crate::word::generation_order;
 
@@ -41,13 +42,19 @@ const VALUE_MASK: u64 = (1 << VALUE_BITS) - 1;
 const TAG_BITS: u32 = 24;
 /// Signed running sums are kept biased, so that a removal applied before its addition (two
 /// threads on one slot) is a value below the bias, not an underflow into the tag.
-const BIAS: u64 = 1 << (VALUE_BITS - 1);
+pub(crate) const BIAS: u64 = 1 << (VALUE_BITS - 1);
 
 const fn tag(generation: u64) -> u64 {
     generation & ((1 << TAG_BITS) - 1)
 }
 
-const fn pack(generation: u64, value: u64) -> u64 {
+/// Whether a tagged word belongs to `generation` and holds at least `value`.
+#[inline]
+pub(crate) const fn holds_at_least(word: u64, generation: u64, value: u64) -> bool {
+    word >> VALUE_BITS == tag(generation) && word & VALUE_MASK >= value
+}
+
+pub(crate) const fn pack(generation: u64, value: u64) -> u64 {
     (tag(generation) << VALUE_BITS) | (value & VALUE_MASK)
 }
 
@@ -91,29 +98,25 @@ fn read(slot: &AtomicU64, generation: u64, initial: u64) -> u64 {
     }
 }
 
-/// Failures in a row, for one closed generation.
-#[derive(Debug)]
-pub(crate) struct Consecutive(AtomicU64);
+/// Failures in a row, for one closed generation (a word in the breaker's [`HotWords`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Consecutive(pub(crate) &'static AtomicU64);
 
 impl Consecutive {
-    pub(crate) fn new() -> Self {
-        Self(AtomicU64::new(pack(0, 0)))
-    }
-
     /// Records one result; the failures in a row after it, or `None` for a stale result.
     #[inline]
     pub(crate) fn record(&self, generation: u64, failed: bool) -> Option<u32> {
         if !failed && self.0.load(Relaxed) == pack(generation, 0) {
             return Some(0);
         }
-        let count = update(&self.0, generation, 0, |n| {
+        let count = update(self.0, generation, 0, |n| {
             if failed { (n + 1).min(VALUE_MASK) } else { 0 }
         })?;
         Some(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
     pub(crate) fn get(&self, generation: u64) -> u32 {
-        u32::try_from(read(&self.0, generation, 0)).unwrap_or(u32::MAX)
+        u32::try_from(read(self.0, generation, 0)).unwrap_or(u32::MAX)
     }
 }
 
@@ -124,9 +127,9 @@ pub(crate) enum Tally {
 }
 
 impl Tally {
-    pub(crate) fn new(window: FailureWindow) -> Self {
+    pub(crate) fn new(window: FailureWindow, hot: &'static HotWords) -> Self {
         match window {
-            FailureWindow::Count(n) => Self::Count(CountRing::new(n)),
+            FailureWindow::Count(n) => Self::Count(CountRing::new(n, hot)),
             FailureWindow::Time(secs) => Self::Time(TimeSlices::new(secs)),
         }
     }
@@ -160,27 +163,32 @@ impl Tally {
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct CountRing {
     size: u64,
-    /// Generation tag and the index of the next call.
-    head: AtomicU64,
+    /// Generation tag and the index of the next call (in the breaker's [`HotWords`]).
+    head: &'static AtomicU64,
     /// Per slot: the low 30 bits of the generation that wrote it, then failed and slow flags.
     slots: Box<[AtomicU32]>,
-    failures: AtomicU64,
-    slow: AtomicU64,
+    failures: &'static AtomicU64,
+    slow: &'static AtomicU64,
+}
+
+impl std::fmt::Debug for CountRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountRing").field("size", &self.size).finish_non_exhaustive()
+    }
 }
 
 const SLOT_TAG_MASK: u64 = (1 << 30) - 1;
 
 impl CountRing {
-    fn new(size: u32) -> Self {
+    fn new(size: u32, hot: &'static HotWords) -> Self {
         Self {
             size: u64::from(size),
-            head: AtomicU64::new(pack(0, 0)),
+            head: &hot.head,
             slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
-            failures: AtomicU64::new(pack(0, BIAS)),
-            slow: AtomicU64::new(pack(0, BIAS)),
+            failures: &hot.failures,
+            slow: &hot.slow,
         }
     }
 
@@ -204,7 +212,7 @@ impl CountRing {
             }
         }
         let size = self.size;
-        let index = update(&self.head, generation, 0, |n| {
+        let index = update(self.head, generation, 0, |n| {
             // Kept in `size..2 * size` once full: the same slot, and the window stays full.
             if n + 1 >= 2 * size { n + 1 - size } else { n + 1 }
         })?
@@ -215,8 +223,8 @@ impl CountRing {
         let old = self.slots[position].swap(stamp | flags, Relaxed);
         let evicted = if old >> 2 == stamp >> 2 { old & 0b11 } else { 0 };
         let delta = |bit: u32| i64::from((flags >> bit) & 1) - i64::from((evicted >> bit) & 1);
-        let failures = self.adjust(&self.failures, generation, delta(1))?;
-        let slow = self.adjust(&self.slow, generation, delta(0))?;
+        let failures = self.adjust(self.failures, generation, delta(1))?;
+        let slow = self.adjust(self.slow, generation, delta(0))?;
         Some(Totals {
             calls: (index + 1).min(size),
             failures,
@@ -241,9 +249,9 @@ impl CountRing {
             return Totals::default();
         }
         Totals {
-            calls: read(&self.head, generation, 0).min(self.size),
-            failures: read(&self.failures, generation, BIAS).saturating_sub(BIAS),
-            slow: read(&self.slow, generation, BIAS).saturating_sub(BIAS),
+            calls: read(self.head, generation, 0).min(self.size),
+            failures: read(self.failures, generation, BIAS).saturating_sub(BIAS),
+            slow: read(self.slow, generation, BIAS).saturating_sub(BIAS),
         }
     }
 }
@@ -338,6 +346,10 @@ impl SliceState {
 mod tests {
     use super::*;
 
+    fn hot() -> &'static HotWords {
+        crate::hot::Slot::acquire(std::sync::Weak::new(), 0).leak()
+    }
+
     const fn t(calls: u64, failures: u64, slow: u64) -> Totals {
         Totals {
             calls,
@@ -348,7 +360,7 @@ mod tests {
 
     #[test]
     fn count_ring_evicts_what_it_overwrites() {
-        let ring = Tally::new(FailureWindow::Count(3));
+        let ring = Tally::new(FailureWindow::Count(3), hot());
         let r = |f, s| ring.record(0, f, s, 0).expect("current");
         assert_eq!(r(true, false), t(1, 1, 0));
         assert_eq!(r(true, true), t(2, 2, 1));
@@ -361,7 +373,7 @@ mod tests {
 
     #[test]
     fn count_ring_spans_many_slots() {
-        let ring = Tally::new(FailureWindow::Count(130));
+        let ring = Tally::new(FailureWindow::Count(130), hot());
         for i in 0..400u32 {
             ring.record(5, i % 4 == 0, false, 0);
         }
@@ -373,7 +385,7 @@ mod tests {
     #[test]
     fn a_newer_generation_starts_afresh_and_an_older_one_is_dropped() {
         for window in [FailureWindow::Count(10), FailureWindow::Time(10)] {
-            let tally = Tally::new(window);
+            let tally = Tally::new(window, hot());
             for _ in 0..4 {
                 tally.record(7, true, false, 0);
             }
@@ -385,7 +397,7 @@ mod tests {
             assert_eq!(tally.record(7, true, false, 0), None);
             assert_eq!(tally.totals(10, 0), t(1, 0, 0));
         }
-        let consecutive = Consecutive::new();
+        let consecutive = Consecutive(&hot().consecutive);
         assert_eq!(consecutive.record(3, true), Some(1));
         assert_eq!(consecutive.record(3, true), Some(2));
         assert_eq!(consecutive.record(6, true), Some(1));
@@ -397,7 +409,7 @@ mod tests {
     #[test]
     fn a_time_window_holds_a_call_for_exactly_its_length() {
         const SEC: u64 = 1_000_000;
-        let tally = Tally::new(FailureWindow::Time(10));
+        let tally = Tally::new(FailureWindow::Time(10), hot());
         // A failure at 5.9 s is still counted at 15.89 s (9.99 s later) and gone by 16.06 s
         // (10.16 s later: the window's length plus at most 1/64 of it).
         tally.record(0, true, false, 5 * SEC + 900_000);

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use loom::sync::Arc;
+use std::sync::Arc;
+
 use loom::thread;
 use tollway_core::{FakeClock, SharedClock};
 
@@ -21,7 +22,7 @@ fn model(f: impl Fn() + Send + Sync + 'static) {
 fn circuit(config: crate::config::BreakerConfigBuilder) -> (Arc<Circuit>, FakeClock) {
     let clock = FakeClock::new();
     let circuit = Circuit::new(config.build().unwrap(), SharedClock::new(clock.clone()));
-    (Arc::new(circuit), clock)
+    (circuit, clock)
 }
 
 /// A thread that moved the breaker half-open and was descheduled before writing its probe

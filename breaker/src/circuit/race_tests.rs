@@ -21,7 +21,7 @@ fn tripped(max_probes: u32) -> (Arc<Circuit>, FakeClock) {
         .max_probes(max_probes)
         .build()
         .unwrap();
-    let circuit = Arc::new(Circuit::new(config, SharedClock::new(clock.clone())));
+    let circuit = Circuit::new(config, SharedClock::new(clock.clone()));
     let Ok(ticket) = circuit.admit() else {
         panic!("closed admits")
     };
