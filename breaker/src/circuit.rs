@@ -465,10 +465,7 @@ impl Circuit {
         let to = Word::new(State::Open, Mode::Normal, from.next_generation());
         self.cas(from, to)?;
         let trips = self.trips.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let mut open_for = self
-            .config
-            .open_duration
-            .for_trip(trips, &self.config.rng);
+        let mut open_for = self.config.open_duration.for_trip(trips, &self.config.rng);
         if let (Some(cap), Some(hint)) = (self.config.honor_retry_after, hint) {
             // The upstream may ask for longer, never for shorter: a `Retry-After: 1` on every
             // 503 must not defeat the growing open duration.

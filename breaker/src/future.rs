@@ -48,7 +48,12 @@ impl Recorder {
 }
 
 /// Judges `result` and records it for `ticket`.
-fn report<B>(circuit: &Circuit, ticket: Ticket, result: &Result<Response<B>, BoxError>, start: u64) {
+fn report<B>(
+    circuit: &Circuit,
+    ticket: Ticket,
+    result: &Result<Response<B>, BoxError>,
+    start: u64,
+) {
     let config = circuit.config();
     let verdict = match result {
         Ok(response) if circuit.plainly_succeeded(response.status()) => Verdict::Success,

@@ -81,7 +81,8 @@ impl Slot {
         // Under the model checker every slot is new: its atomics belong to one execution.
         #[cfg(tollway_loom)]
         let reused = None;
-        let words: &'static HotWords = reused.unwrap_or_else(|| Box::leak(Box::new(HotWords::fresh())));
+        let words: &'static HotWords =
+            reused.unwrap_or_else(|| Box::leak(Box::new(HotWords::fresh())));
         let mut current = words.owner.lock();
         words.reset(ring);
         let serial = words.serial.load(Relaxed);
@@ -114,7 +115,9 @@ impl Drop for Slot {
         let mut owner = self.words.owner.lock();
         *owner = Weak::new();
         // Under the owner lock: a future that checks the serial under it sees the change.
-        self.words.serial.store(self.serial.wrapping_add(1), Relaxed);
+        self.words
+            .serial
+            .store(self.serial.wrapping_add(1), Relaxed);
         drop(owner);
         #[cfg(not(tollway_loom))]
         FREE.lock().push(self.words);
@@ -123,7 +126,9 @@ impl Drop for Slot {
 
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot").field("serial", &self.serial).finish()
+        f.debug_struct("Slot")
+            .field("serial", &self.serial)
+            .finish()
     }
 }
 
@@ -151,6 +156,8 @@ impl Light {
 
 impl std::fmt::Debug for Light {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Light").field("serial", &self.serial).finish()
+        f.debug_struct("Light")
+            .field("serial", &self.serial)
+            .finish()
     }
 }

@@ -94,10 +94,7 @@ impl Registry {
             return None;
         }
         let name: Arc<str> = Arc::from(key);
-        let circuit = Circuit::new(
-            self.config.with_name(Arc::clone(&name)),
-            self.clock.clone(),
-        );
+        let circuit = Circuit::new(self.config.with_name(Arc::clone(&name)), self.clock.clone());
         entries.order.push_back(Arc::clone(&name));
         entries.breakers.insert(name, Arc::clone(&circuit));
         Some(circuit)
@@ -242,7 +239,13 @@ impl KeyedBreakerHandle {
 
     /// The keys the registry holds.
     pub fn keys(&self) -> Vec<Arc<str>> {
-        self.registry.entries.read().breakers.keys().cloned().collect()
+        self.registry
+            .entries
+            .read()
+            .breakers
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// How many breakers the registry holds.

@@ -175,7 +175,9 @@ pub(crate) struct CountRing {
 
 impl std::fmt::Debug for CountRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CountRing").field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("CountRing")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -214,14 +216,22 @@ impl CountRing {
         let size = self.size;
         let index = update(self.head, generation, 0, |n| {
             // Kept in `size..2 * size` once full: the same slot, and the window stays full.
-            if n + 1 >= 2 * size { n + 1 - size } else { n + 1 }
+            if n + 1 >= 2 * size {
+                n + 1 - size
+            } else {
+                n + 1
+            }
         })?
         .wrapping_sub(1);
         let position = usize::try_from(index % size).unwrap_or(0);
         let flags = (u32::from(failed) << 1) | u32::from(slow);
         let stamp = u32::try_from(generation & SLOT_TAG_MASK).unwrap_or(0) << 2;
         let old = self.slots[position].swap(stamp | flags, Relaxed);
-        let evicted = if old >> 2 == stamp >> 2 { old & 0b11 } else { 0 };
+        let evicted = if old >> 2 == stamp >> 2 {
+            old & 0b11
+        } else {
+            0
+        };
         let delta = |bit: u32| i64::from((flags >> bit) & 1) - i64::from((evicted >> bit) & 1);
         let failures = self.adjust(self.failures, generation, delta(1))?;
         let slow = self.adjust(self.slow, generation, delta(0))?;

@@ -115,7 +115,10 @@ mod tests {
         assert_eq!(generation_order(5, 6, 8), Less);
         assert_eq!(generation_order(1, 255, 8), Greater);
         assert_eq!(generation_order(255, 1, 8), Less);
-        assert_eq!(generation_order(0, GENERATION_MASK, GENERATION_BITS), Greater);
+        assert_eq!(
+            generation_order(0, GENERATION_MASK, GENERATION_BITS),
+            Greater
+        );
     }
 
     #[test]

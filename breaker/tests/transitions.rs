@@ -322,10 +322,12 @@ async fn upstream_retry_after_on_503_sets_open_duration_within_cap() {
 #[tokio::test(start_paused = true)]
 async fn a_short_retry_after_never_shortens_the_open_duration() {
     // Configured: 30 s, doubling. The upstream says "Retry-After: 1" on every 503.
-    let (mut svc, mock) = breaker(base().consecutive_failures(1).open_duration(
-        OpenDuration::exponential(Duration::from_secs(30), Duration::from_secs(240))
-            .with_jitter(0.0),
-    ));
+    let (mut svc, mock) = breaker(
+        base().consecutive_failures(1).open_duration(
+            OpenDuration::exponential(Duration::from_secs(30), Duration::from_secs(240))
+                .with_jitter(0.0),
+        ),
+    );
     mock.push([Reply::StatusWithRetryAfter(503, "1")]);
     send(&mut svc).await.unwrap();
     assert_eq!(open_for(send(&mut svc).await), Duration::from_secs(30));

@@ -47,11 +47,17 @@ fn every_parser(bytes: &[u8], now: SystemTime, status: u16) {
     if let Ok(policies) = RateLimitPolicy::parse(bytes) {
         // What parses can be written back, and reads the same.
         let value = RateLimitPolicy::header_value(&policies);
-        assert_eq!(RateLimitPolicy::parse(value.as_bytes()).unwrap().len(), policies.len());
+        assert_eq!(
+            RateLimitPolicy::parse(value.as_bytes()).unwrap().len(),
+            policies.len()
+        );
     }
     if let Ok(states) = RateLimitStatus::parse(bytes) {
         let value = RateLimitStatus::header_value(&states);
-        assert_eq!(RateLimitStatus::parse(value.as_bytes()).unwrap().len(), states.len());
+        assert_eq!(
+            RateLimitStatus::parse(value.as_bytes()).unwrap().len(),
+            states.len()
+        );
     }
     let Ok(value) = HeaderValue::from_bytes(bytes) else {
         return;

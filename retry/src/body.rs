@@ -290,14 +290,19 @@ mod tests {
 
     type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
 
-    async fn fill<B: Body + Unpin>(mut body: B, limit: u64) -> Result<Replay, Result<(), B::Error>> {
+    async fn fill<B: Body + Unpin>(
+        mut body: B,
+        limit: u64,
+    ) -> Result<Replay, Result<(), B::Error>> {
         let mut buffer = Buffer::new(limit);
         std::future::poll_fn(|cx| buffer.poll_fill(Pin::new(&mut body), cx)).await
     }
 
     #[tokio::test]
     async fn a_buffered_body_replays_byte_for_byte_every_time() {
-        let replay = fill(Full::new(Bytes::from_static(b"hello")), 5).await.unwrap();
+        let replay = fill(Full::new(Bytes::from_static(b"hello")), 5)
+            .await
+            .unwrap();
         for _ in 0..3 {
             let again = replay.body::<Full<Bytes>>();
             assert_eq!(again.size_hint().exact(), Some(5));

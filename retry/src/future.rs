@@ -20,10 +20,10 @@ use crate::backoff::BackoffState;
 use crate::body::{Buffer, Replay, ReplayBody};
 use crate::budget::Withdrawal;
 use crate::error::RequestFailed;
-use tollway_core::RetryAfterTooLong;
 use crate::extensions::{Attempts, RetriesStopped, StopReason};
 use crate::observe;
 use crate::policy::RetryPolicy;
+use tollway_core::RetryAfterTooLong;
 
 pin_project! {
     /// The future [`Retry`](crate::Retry) returns.

@@ -46,7 +46,12 @@ impl Metrics {
 }
 
 /// A retryable outcome that was returned without another attempt.
-pub(crate) fn give_up(_metrics: &Metrics, reason: &'static str, attempts: u32, outcome: &'static str) {
+pub(crate) fn give_up(
+    _metrics: &Metrics,
+    reason: &'static str,
+    attempts: u32,
+    outcome: &'static str,
+) {
     // Rare: looked up in the recorder each time, one label value per reason.
     #[cfg(feature = "metrics")]
     metrics::counter!("tollway_retry_give_ups_total", "reason" => reason).increment(1);

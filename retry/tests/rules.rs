@@ -11,8 +11,8 @@ use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{Full, StreamBody};
 use tokio::time::Instant;
-use tollway_core::idempotency::IDEMPOTENCY_KEY;
 use tollway_core::error::find_cause;
+use tollway_core::idempotency::IDEMPOTENCY_KEY;
 use tollway_core::{BoxError, FakeClock, RateLimited, TokioClock};
 use tollway_retry::backoff::{Backoff, Jitter};
 use tollway_retry::{
@@ -137,7 +137,9 @@ async fn gives_up_after_max_attempts_with_the_last_response() {
     let error = send(&script, policy().max_attempts(2), get())
         .await
         .unwrap_err();
-    let failed = error.downcast_ref::<RequestFailed>().expect("attempts reported");
+    let failed = error
+        .downcast_ref::<RequestFailed>()
+        .expect("attempts reported");
     assert_eq!(failed.attempts(), 2);
     assert_eq!(failed.stopped(), Some(StopReason::MaxAttempts));
     assert!(find_cause::<std::io::Error>(&*error).is_some());
@@ -151,8 +153,13 @@ async fn a_failed_request_reports_how_many_attempts_it_made() {
     let error = send(&script, policy().max_attempts(3), get())
         .await
         .unwrap_err();
-    let failed = error.downcast_ref::<RequestFailed>().expect("attempts reported");
-    assert_eq!((failed.attempts(), failed.stopped()), (3, Some(StopReason::MaxAttempts)));
+    let failed = error
+        .downcast_ref::<RequestFailed>()
+        .expect("attempts reported");
+    assert_eq!(
+        (failed.attempts(), failed.stopped()),
+        (3, Some(StopReason::MaxAttempts))
+    );
     assert_eq!(
         find_cause::<std::io::Error>(&*error).map(std::io::Error::kind),
         Some(std::io::ErrorKind::ConnectionReset),
@@ -162,10 +169,17 @@ async fn a_failed_request_reports_how_many_attempts_it_made() {
 
     // Never resendable: one attempt, and why.
     let script = Script::new([Reply::Transport]);
-    let post = Request::post("/orders").body(Full::new(Bytes::new())).unwrap();
+    let post = Request::post("/orders")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let error = send(&script, policy(), post).await.unwrap_err();
-    let failed = error.downcast_ref::<RequestFailed>().expect("attempts reported");
-    assert_eq!((failed.attempts(), failed.stopped()), (1, Some(StopReason::NotIdempotent)));
+    let failed = error
+        .downcast_ref::<RequestFailed>()
+        .expect("attempts reported");
+    assert_eq!(
+        (failed.attempts(), failed.stopped()),
+        (1, Some(StopReason::NotIdempotent))
+    );
 
     // An error no retry would help with: one attempt, no reason.
     let classifier = tollway_core::Classifier::builder()
@@ -175,7 +189,9 @@ async fn a_failed_request_reports_how_many_attempts_it_made() {
     let error = send(&script, policy().classifier(classifier), get())
         .await
         .unwrap_err();
-    let failed = error.downcast_ref::<RequestFailed>().expect("attempts reported");
+    let failed = error
+        .downcast_ref::<RequestFailed>()
+        .expect("attempts reported");
     assert_eq!((failed.attempts(), failed.stopped()), (1, None));
 }
 
@@ -398,7 +414,9 @@ async fn a_body_the_upstream_never_read_is_resent_whole() {
     let script = Script::new([Reply::RefusedUnread; 4]);
     let error = send(&script, policy(), put()).await.unwrap_err();
     assert_eq!(
-        error.downcast_ref::<RequestFailed>().map(RequestFailed::attempts),
+        error
+            .downcast_ref::<RequestFailed>()
+            .map(RequestFailed::attempts),
         Some(4)
     );
 }
@@ -440,7 +458,11 @@ async fn a_body_larger_than_declared_is_sent_once_and_reported_as_oversize() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(stopped(&response), Some(StopReason::BodyOversize));
     assert_eq!(attempts(&response), 1);
-    assert_eq!(script.seen()[0].body.as_deref(), Some(&b"abcdefgh"[..]), "sent as it came");
+    assert_eq!(
+        script.seen()[0].body.as_deref(),
+        Some(&b"abcdefgh"[..]),
+        "sent as it came"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -452,7 +474,10 @@ async fn a_body_that_fails_while_read_is_the_callers_error_and_nothing_is_sent()
     ];
     let body = http_body_util::StreamBody::new(stream::iter(chunks));
     // Declares its length, as a file upload does.
-    let body = http_body_util::BodyExt::boxed(SizedBody { inner: body, len: 4 });
+    let body = http_body_util::BodyExt::boxed(SizedBody {
+        inner: body,
+        len: 4,
+    });
     let request = Request::put("/upload").body(body).unwrap();
     let error = Retry::new(script.service(), policy().build().unwrap())
         .oneshot(request)

@@ -102,7 +102,12 @@ impl CapturingRecorder {
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
         for map in [&self.inner.counters, &self.inner.gauges] {
-            keys.extend(map.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned());
+            keys.extend(
+                map.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keys()
+                    .cloned(),
+            );
         }
         keys.extend(
             self.inner

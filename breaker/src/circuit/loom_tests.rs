@@ -47,7 +47,10 @@ fn a_late_probe_deadline_never_hides_the_current_one() {
             let circuit = Arc::clone(&circuit);
             thread::spawn(move || {
                 // Open (generation 1) -> half-open (generation 2), then its deadline.
-                assert!(matches!(circuit.admit(), Ok(Ticket::Probe { generation: 2 })));
+                assert!(matches!(
+                    circuit.admit(),
+                    Ok(Ticket::Probe { generation: 2 })
+                ));
             })
         };
         let cycler = {
@@ -64,7 +67,10 @@ fn a_late_probe_deadline_never_hides_the_current_one() {
                     0,
                 );
                 clock.advance(Duration::from_secs(1));
-                assert!(matches!(circuit.admit(), Ok(Ticket::Probe { generation: 4 })));
+                assert!(matches!(
+                    circuit.admit(),
+                    Ok(Ticket::Probe { generation: 4 })
+                ));
             })
         };
         prober.join().unwrap();

@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn hostile_host_headers_give_no_key() {
-        assert_eq!(request_authority(&Request::get("/").body(()).unwrap()), None);
+        assert_eq!(
+            request_authority(&Request::get("/").body(()).unwrap()),
+            None
+        );
         assert_eq!(request_authority(&with_host(b"a b")), None);
         assert_eq!(request_authority(&with_host(b"\xff\xfe")), None);
         assert_eq!(request_authority(&with_host(&[b'a'; 300])), None);

@@ -154,7 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_seed_003_headers() {
+    fn reads_a_used_up_legacy_window() {
         let mut headers = HeaderMap::new();
         headers.insert("x-ratelimit-limit", "60".parse().unwrap());
         headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
