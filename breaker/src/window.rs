@@ -280,7 +280,7 @@ struct SliceState {
     generation: u64,
     /// The slice the newest call fell in (time since the breaker was made / slice length).
     newest: u64,
-    slices: [Totals; SLICES as usize + 1],
+    slices: Box<[Totals]>,
     sums: Totals,
 }
 
@@ -291,7 +291,7 @@ impl TimeSlices {
             state: Lock::new(SliceState {
                 generation: 0,
                 newest: 0,
-                slices: [Totals::default(); SLICES as usize + 1],
+                slices: vec![Totals::default(); SLICES as usize + 1].into_boxed_slice(),
                 sums: Totals::default(),
             }),
         }
@@ -329,7 +329,7 @@ impl SliceState {
             std::cmp::Ordering::Less => {
                 self.generation = generation;
                 self.newest = slice;
-                self.slices = [Totals::default(); SLICES as usize + 1];
+                self.slices.fill(Totals::default());
                 self.sums = Totals::default();
             }
             std::cmp::Ordering::Equal => self.advance(slice),
