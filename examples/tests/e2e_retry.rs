@@ -106,7 +106,7 @@ async fn insufficient_balance_is_never_retried() -> Result<(), BoxError> {
             .header("x-access-key", DEFAULT_KEY)
             .body(Empty::<Bytes>::new())?;
         let response = service.clone().oneshot(request).await?;
-        assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(1)));
+        assert_eq!(Attempts::of(&response), 1);
         statuses.push(response.status().as_u16());
     }
     let stats = sim.stats();

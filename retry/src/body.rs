@@ -115,7 +115,15 @@ pub(crate) struct Buffer {
     len: u64,
     /// The most bytes the body may send: what it declared.
     limit: u64,
+    /// Frames read so far: a body of `limit` bytes needs at most `limit` data frames, and one
+    /// that sends many more (empty ones, say) is not read to its end before the first send.
+    frames: u64,
 }
+
+/// Frames read in one poll before yielding to the executor.
+const FRAMES_PER_POLL: u32 = 32;
+/// Frames beyond the declared length a body may send (empty frames, trailers) while it is read.
+const SPARE_FRAMES: u64 = 64;
 
 impl Buffer {
     pub(crate) fn new(limit: u64) -> Self {
@@ -124,18 +132,25 @@ impl Buffer {
             trailers: None,
             len: 0,
             limit,
+            frames: 0,
         }
     }
 
-    /// Reads `body` until it ends, fails or sends more than it declared.
+    /// Reads `body` until it ends, fails or sends more than it declared (in bytes, or in
+    /// frames: `Err(Ok(()))`). Yields to the executor every few frames, so a body whose frames
+    /// are always ready cannot hold the thread.
     pub(crate) fn poll_fill<B: Body>(
         &mut self,
         mut body: Pin<&mut B>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Replay, Result<(), B::Error>>> {
-        loop {
+        for _ in 0..FRAMES_PER_POLL {
             if body.is_end_stream() {
                 return Poll::Ready(Ok(self.finish()));
+            }
+            self.frames += 1;
+            if self.frames > self.limit.saturating_add(SPARE_FRAMES) {
+                return Poll::Ready(Err(Ok(())));
             }
             let Some(frame) = ready!(body.as_mut().poll_frame(cx)) else {
                 return Poll::Ready(Ok(self.finish()));
@@ -161,6 +176,8 @@ impl Buffer {
                 }
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn finish(&mut self) -> Replay {
@@ -335,6 +352,30 @@ mod tests {
         ];
         let result = fill(StreamBody::new(futures_util::stream::iter(frames)), 64).await;
         assert!(matches!(result, Err(Err(_))));
+    }
+
+    #[tokio::test]
+    async fn endless_empty_frames_neither_hold_the_thread_nor_are_read_forever() {
+        // Declares 3 bytes, then sends thousands of empty frames before them.
+        let mut frames: Frames = (0..5_000).map(|_| Ok(Frame::data(Bytes::new()))).collect();
+        frames.push(Ok(Frame::data(Bytes::from_static(b"abc"))));
+        let mut body = Box::pin(StreamBody::new(futures_util::stream::iter(frames)));
+        let mut buffer = Buffer::new(3);
+        let mut pending = 0;
+        let result = std::future::poll_fn(|cx| {
+            let poll = buffer.poll_fill(body.as_mut(), cx);
+            pending += u32::from(poll.is_pending());
+            poll
+        })
+        .await;
+        assert!(
+            matches!(result, Err(Ok(()))),
+            "given up after its spare frames"
+        );
+        assert!(pending >= 2, "yielded between batches of frames");
+        // Sent once as it came: nothing lost.
+        let sent = buffer.resume(body).collect().await.unwrap().to_bytes();
+        assert_eq!(sent, "abc");
     }
 
     #[tokio::test]

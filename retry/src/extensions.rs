@@ -49,8 +49,8 @@ pub enum StopReason {
     /// The request body cannot be sent twice: its size is unknown, or larger than the policy's
     /// replay limit.
     BodyNotReplayable,
-    /// The body sent more bytes than its declared length: it was sent once, as it came, and
-    /// is not resent.
+    /// The body sent more bytes than its declared length (or far more frames than that length
+    /// needs): it was sent once, as it came, and is not resent.
     BodyOversize,
     /// The policy's maximum number of attempts was reached.
     MaxAttempts,
