@@ -96,7 +96,7 @@ impl Slot {
     }
 
     /// The words, never given back (for tests of the windows alone).
-    #[cfg(test)]
+    #[cfg(all(test, not(tollway_loom)))]
     pub(crate) fn leak(self) -> &'static HotWords {
         std::mem::ManuallyDrop::new(self).words
     }
