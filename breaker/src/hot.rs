@@ -91,6 +91,7 @@ impl Slot {
         Self { words, serial }
     }
 
+    #[inline]
     pub(crate) const fn words(&self) -> &'static HotWords {
         self.words
     }
@@ -102,6 +103,7 @@ impl Slot {
     }
 
     /// A reference a response future may keep past the breaker.
+    #[inline]
     pub(crate) const fn light(&self) -> Light {
         Light {
             words: self.words,
@@ -140,11 +142,13 @@ pub(crate) struct Light {
 }
 
 impl Light {
+    #[inline]
     pub(crate) const fn words(&self) -> &'static HotWords {
         self.words
     }
 
     /// The breaker this reference was given by, if it still exists.
+    #[cold]
     pub(crate) fn circuit(&self) -> Option<Arc<Circuit>> {
         let owner = self.words.owner.lock();
         if self.words.serial.load(Relaxed) != self.serial {
