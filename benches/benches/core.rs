@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, StatusCode};
-use tollway_core::headers::{RateLimitHint, RateLimitStatus, RetryAfter};
+use tollway_core::headers::{RateLimitHint, RateLimitStatus, RetryAfter, request_authority};
 use tollway_core::{Classifier, Classify};
 
 fn bench_headers(c: &mut Criterion) {
@@ -19,6 +19,21 @@ fn bench_headers(c: &mut Criterion) {
     });
     group.bench_function("ratelimit_field", |b| {
         b.iter(|| RateLimitStatus::parse(black_box(br#""burst";r=50;t=30, "day";r=900;t=3600"#)));
+    });
+    // The whole RFC 9651 grammar: an inner list, a date, a display string, a byte sequence.
+    group.bench_function("ratelimit_field_full_grammar", |b| {
+        b.iter(|| {
+            RateLimitStatus::parse(black_box(
+                br#"("a" "b"), "burst";r=0;t=30;at=@1700000000;why=%"slow";pk=:YWJj:"#,
+            ))
+        });
+    });
+    let server_side = http::Request::get("/v2")
+        .header("host", "API.Example:8443")
+        .body(())
+        .expect("valid request");
+    group.bench_function("request_authority_host", |b| {
+        b.iter(|| request_authority(black_box(&server_side)).map(|a| a.len()));
     });
     group.finish();
 }

@@ -2,12 +2,17 @@
 //!
 //! All state that decides admission lives in one packed [`Word`]; every change of it is a
 //! compare-and-swap, so exactly one caller wins each transition and does its side effects. The
-//! closed path loads the word, and on completion bumps the window's atomics: no lock anywhere.
-//! Open and probe deadlines live in their own atomics, tagged with the generation they belong to,
-//! so a reader never takes a deadline from another cycle for the current one.
+//! closed path loads the word, and on completion updates the window (see [`crate::window`]),
+//! whose counts are tagged with the generation they belong to. Open and probe deadlines live in
+//! their own atomics, tagged with their generation too and installed by compare-and-swap only
+//! while that generation is current: a thread descheduled between a transition and its deadline
+//! write can never overwrite a later cycle's deadline.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::hot::{Light, Slot};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// A [`Ticket`] in one word (the kind in the low two bits), as response futures carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +41,12 @@ impl PackedTicket {
     }
 }
 
-use tollway_core::{CircuitOpen, Clock, Outcome, OutcomeKind};
+use tollway_core::{CircuitOpen, Outcome, OutcomeKind, SharedClock};
 
-use crate::config::BreakerConfig;
+use crate::config::{BreakerConfig, FailureWindow};
 use crate::event::{Mode, Reason, State, StateChange};
 use crate::metrics::Metrics;
-use crate::window::{Tally, Totals};
+use crate::window::{Consecutive, Tally, Totals};
 use crate::word::Word;
 
 /// Deadlines are microseconds since the breaker was made (56 bits: 2,284 years) under an 8-bit
@@ -99,23 +104,28 @@ pub struct BreakerCounts {
     pub open_remaining: Option<Duration>,
 }
 
-pub(crate) struct Circuit<C> {
+pub(crate) struct Circuit {
     word: AtomicU64,
     open_until: AtomicU64,
     probe_deadline: AtomicU64,
-    consecutive: AtomicU32,
+    consecutive: Consecutive,
+    /// Where the words a completing call reads live; see [`crate::hot`].
+    slot: Slot,
+    /// Whether a closed-state call may complete through a [`Light`] reference: the default
+    /// classifier, no slow-call timing, no time window and no metrics to count successes.
+    light: bool,
     trips: AtomicU32,
     last_used_secs: AtomicU64,
     tally: Option<Tally>,
     /// The default classifier and failure predicate: every status below 400 is a success.
     plain_statuses: bool,
-    clock: C,
+    clock: SharedClock,
     origin: Instant,
     config: BreakerConfig,
     metrics: Metrics,
 }
 
-impl<C> std::fmt::Debug for Circuit<C> {
+impl std::fmt::Debug for Circuit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let word = Word(self.word.load(Ordering::Relaxed));
         f.debug_struct("Circuit")
@@ -127,23 +137,44 @@ impl<C> std::fmt::Debug for Circuit<C> {
     }
 }
 
-impl<C: Clock> Circuit<C> {
-    pub(crate) fn new(config: BreakerConfig, clock: C) -> Self {
+impl Circuit {
+    pub(crate) fn new(config: BreakerConfig, clock: SharedClock) -> Arc<Self> {
         let wants_window = config.failure_rate.is_some() || config.slow_call.is_some();
-        Self {
-            word: AtomicU64::new(Word::new(State::Closed, Mode::Normal, 0).0),
-            open_until: AtomicU64::new(0),
-            probe_deadline: AtomicU64::new(0),
-            consecutive: AtomicU32::new(0),
-            trips: AtomicU32::new(0),
-            last_used_secs: AtomicU64::new(0),
-            tally: wants_window.then(|| Tally::new(config.window)),
-            plain_statuses: config.classifies_by_default(),
-            origin: clock.now(),
-            clock,
-            metrics: Metrics::new(&config.name),
-            config,
-        }
+        let ring = match config.window {
+            FailureWindow::Count(n) if wants_window => u64::from(n),
+            _ => 0,
+        };
+        let light = config.classifies_by_default()
+            && config.slow_call.is_none()
+            && (!wants_window || ring > 0)
+            && !cfg!(feature = "metrics");
+        Arc::new_cyclic(|owner| {
+            let slot = Slot::acquire(owner.clone(), ring);
+            let hot = slot.words();
+            Self {
+                word: AtomicU64::new(Word::new(State::Closed, Mode::Normal, 0).0),
+                open_until: AtomicU64::new(0),
+                probe_deadline: AtomicU64::new(0),
+                consecutive: Consecutive(&hot.consecutive),
+                slot,
+                light,
+                trips: AtomicU32::new(0),
+                last_used_secs: AtomicU64::new(0),
+                tally: wants_window.then(|| Tally::new(config.window, hot)),
+                plain_statuses: config.classifies_by_default(),
+                origin: clock.now(),
+                clock,
+                metrics: Metrics::new(&config.name),
+                config,
+            }
+        })
+    }
+
+    /// What a closed-state call's future may hold instead of the breaker, if its result can be
+    /// judged without it.
+    #[inline]
+    pub(crate) fn light(&self) -> Option<Light> {
+        self.light.then(|| self.slot.light())
     }
 
     pub(crate) const fn config(&self) -> &BreakerConfig {
@@ -321,43 +352,42 @@ impl<C: Clock> Circuit<C> {
         self.finish_probe(generation, Verdict::Ignored);
     }
 
+    /// Records a closed-state result into the counts of its own generation: a result from an
+    /// earlier cycle is dropped by the counts themselves, wherever it was delayed.
     #[inline]
     fn finish_closed(&self, generation: u64, verdict: Verdict, slow: bool) {
-        let word = self.word();
-        if word.state() != State::Closed || word.generation() != generation {
-            // A late result from an earlier cycle.
-            return;
-        }
         let (failed, hint) = match verdict {
             Verdict::Success => (false, None),
             Verdict::Failure { hint } => (true, hint),
             Verdict::Ignored => return,
         };
-        let mut reason = None;
-        if failed {
-            let in_a_row = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-            if self
-                .config
-                .consecutive_failures
-                .is_some_and(|n| in_a_row >= n)
-            {
-                reason = Some(Reason::ConsecutiveFailures);
-            }
-        } else if self.consecutive.load(Ordering::Relaxed) != 0 {
-            self.consecutive.store(0, Ordering::Relaxed);
-        }
+        let Some(in_a_row) = self.consecutive.record(generation, failed) else {
+            return;
+        };
+        let mut reason = self
+            .config
+            .consecutive_failures
+            .is_some_and(|n| failed && in_a_row >= n)
+            .then_some(Reason::ConsecutiveFailures);
         if let Some(tally) = &self.tally {
-            let second = if tally.needs_time() {
-                self.elapsed().as_secs()
+            let now = if tally.needs_time() {
+                self.now_micros()
             } else {
                 0
             };
-            let totals = tally.record(failed, slow, second, failed || slow);
-            if reason.is_none() {
-                reason = totals.and_then(|t| self.rate_reason(t));
+            let Some(totals) = tally.record(generation, failed, slow, now) else {
+                return;
+            };
+            if reason.is_none() && (failed || slow) {
+                reason = self.rate_reason(totals);
             }
         }
         if let Some(reason) = reason {
+            let word = self.word();
+            if word.state() != State::Closed || word.generation() != generation {
+                // The cycle this result belongs to is over.
+                return;
+            }
             if word.mode() == Mode::MetricsOnly {
                 tracing::debug!(
                     breaker = %self.config.name,
@@ -435,14 +465,14 @@ impl<C: Clock> Circuit<C> {
         let to = Word::new(State::Open, Mode::Normal, from.next_generation());
         self.cas(from, to)?;
         let trips = self.trips.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let mut open_for = self.config.open_duration.for_trip(trips);
-        if let (Some(cap), Some(hint)) = (self.config.honor_retry_after, hint)
-            && !hint.is_zero()
-        {
-            open_for = hint.min(cap);
+        let mut open_for = self.config.open_duration.for_trip(trips, &self.config.rng);
+        if let (Some(cap), Some(hint)) = (self.config.honor_retry_after, hint) {
+            // The upstream may ask for longer, never for shorter: a `Retry-After: 1` on every
+            // 503 must not defeat the growing open duration.
+            open_for = open_for.max(hint.min(cap));
         }
         let micros = u64::try_from(open_for.as_micros()).unwrap_or(MICROS_MASK);
-        write_deadline(
+        self.install_deadline(
             &self.open_until,
             to.generation(),
             now.saturating_add(micros),
@@ -458,12 +488,9 @@ impl<C: Clock> Circuit<C> {
         Ok(open_for)
     }
 
-    /// Closes the breaker from `from`, clearing the window (and, if `forget_trips`, the trip
-    /// count that grows the open duration).
+    /// Closes the breaker from `from` (and, if `forget_trips`, forgets the trip count that grows
+    /// the open duration). The new generation's counts start empty by themselves.
     fn close(&self, from: Word, reason: Reason, forget_trips: bool) -> Result<(), Word> {
-        // Cleared before the swap: nothing records into the window until a closed ticket of the
-        // new generation exists.
-        self.clear_counts();
         let to = Word::new(State::Closed, Mode::Normal, from.next_generation());
         self.cas(from, to)?;
         if forget_trips {
@@ -473,16 +500,30 @@ impl<C: Clock> Circuit<C> {
         Ok(())
     }
 
-    fn clear_counts(&self) {
-        if let Some(tally) = &self.tally {
-            tally.clear();
-        }
-        self.consecutive.store(0, Ordering::Relaxed);
-    }
-
     fn set_probe_deadline(&self, generation: u64, now: u64) {
         let micros = u64::try_from(self.config.probe_timeout.as_micros()).unwrap_or(MICROS_MASK);
-        write_deadline(&self.probe_deadline, generation, now.saturating_add(micros));
+        self.install_deadline(&self.probe_deadline, generation, now.saturating_add(micros));
+    }
+
+    /// Stores `micros` as the deadline of `generation` in `slot`, by compare-and-swap, and only
+    /// while `generation` is the breaker's current one; a later deadline of the same generation
+    /// is kept. The slot is read before the word each round, so a newer generation's deadline
+    /// that is already in the slot is seen as newer and never overwritten.
+    fn install_deadline(&self, slot: &AtomicU64, generation: u64, micros: u64) {
+        let new = pack_deadline(generation, micros);
+        let mut current = slot.load(Ordering::Acquire);
+        loop {
+            if self.word().generation() != generation {
+                return;
+            }
+            if current >> TAG_SHIFT == new >> TAG_SHIFT && current >= new {
+                return;
+            }
+            match slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     fn announce(&self, from: Word, to: Word, reason: Reason) {
@@ -512,11 +553,9 @@ impl<C: Clock> Circuit<C> {
         }
     }
 
-    /// Operator override: moves to `state` in `mode`, starting a new generation.
+    /// Operator override: moves to `state` in `mode`, starting a new generation (whose counts
+    /// start empty).
     pub(crate) fn force(&self, state: State, mode: Mode, forget_trips: bool) {
-        if state == State::Closed {
-            self.clear_counts();
-        }
         let mut word = self.word();
         loop {
             let to = Word::new(state, mode, word.next_generation());
@@ -535,13 +574,14 @@ impl<C: Clock> Circuit<C> {
 
     pub(crate) fn counts(&self) -> BreakerCounts {
         let word = self.word();
-        let elapsed = self.elapsed();
+        let now = self.now_micros();
+        let closed = word.state() == State::Closed;
         let totals = self
             .tally
             .as_ref()
-            .map(|t| t.totals(elapsed.as_secs()))
+            .filter(|_| closed)
+            .map(|t| t.totals(word.generation(), now))
             .unwrap_or_default();
-        let now = u64::try_from(elapsed.as_micros()).unwrap_or(MICROS_MASK);
         let open_remaining = (word.state() == State::Open && word.mode() == Mode::Normal)
             .then(|| read_deadline(&self.open_until, word.generation()))
             .flatten()
@@ -553,7 +593,11 @@ impl<C: Clock> Circuit<C> {
             window_calls: totals.calls,
             window_failures: totals.failures,
             window_slow_calls: totals.slow,
-            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+            consecutive_failures: if closed {
+                self.consecutive.get(word.generation())
+            } else {
+                0
+            },
             trips: self.trips.load(Ordering::Relaxed),
             probes_in_flight: word.probes(),
             probe_successes: word.successes(),
@@ -586,9 +630,13 @@ impl<C: Clock> Circuit<C> {
     }
 }
 
-fn write_deadline(slot: &AtomicU64, generation: u64, micros: u64) {
-    let tag = (generation & TAG_MASK) << TAG_SHIFT;
-    slot.store(tag | micros.min(MICROS_MASK), Ordering::Release);
+const fn pack_deadline(generation: u64, micros: u64) -> u64 {
+    let micros = if micros < MICROS_MASK {
+        micros
+    } else {
+        MICROS_MASK
+    };
+    ((generation & TAG_MASK) << TAG_SHIFT) | micros
 }
 
 fn read_deadline(slot: &AtomicU64, generation: u64) -> Option<u64> {
@@ -596,7 +644,9 @@ fn read_deadline(slot: &AtomicU64, generation: u64) -> Option<u64> {
     (value >> TAG_SHIFT == generation & TAG_MASK).then_some(value & MICROS_MASK)
 }
 
-#[cfg(test)]
+#[cfg(all(test, tollway_loom))]
+mod loom_tests;
+#[cfg(all(test, not(tollway_loom)))]
 mod model_tests;
-#[cfg(test)]
+#[cfg(all(test, not(tollway_loom)))]
 mod race_tests;

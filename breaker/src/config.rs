@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollway_core::{Classifier, Classify, Outcome};
+use tollway_core::{Classifier, Classify, JitterRng, Outcome};
 
 use crate::error::ConfigError;
 use crate::event::StateChange;
@@ -21,11 +21,11 @@ pub(crate) type StateCallback = dyn Fn(&StateChange) + Send + Sync;
 
 /// Which recent calls the failure rate and slow-call rate are computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    /// The last `n` calls (a ring of bits: O(n / 64) words).
+pub enum FailureWindow {
+    /// The last `n` calls (four bytes a call; lock-free).
     Count(u32),
-    /// The calls of the last `secs` seconds (one bucket per second: O(secs) memory, whatever the
-    /// traffic).
+    /// The calls of the last `secs` seconds: each counts for at least `secs` seconds and at most
+    /// 1/64 longer (65 slices, fixed memory whatever the traffic; a short lock per call).
     Time(u32),
 }
 
@@ -97,13 +97,12 @@ impl OpenDuration {
         }
     }
 
-    /// The open duration for the `trip`-th consecutive trip, with jitter drawn at random.
-    pub(crate) fn for_trip(&self, trip: u32) -> Duration {
+    /// The open duration for the `trip`-th consecutive trip, with jitter drawn from `rng`.
+    pub(crate) fn for_trip(&self, trip: u32, rng: &JitterRng) -> Duration {
         let nominal = self.nominal(trip);
         match *self {
             Self::Exponential { jitter, .. } if jitter > 0.0 => {
-                let cut = rand::random_range(0.0..=jitter);
-                nominal.mul_f64(1.0 - cut)
+                nominal.mul_f64(1.0 - jitter * rng.unit())
             }
             _ => nominal,
         }
@@ -134,7 +133,7 @@ impl OpenDuration {
 ///
 /// Defaults: trip on 5 consecutive failures, or on a failure rate of 50% over the last 100 calls
 /// once 20 have been seen; no slow-call trip; open for 5 s, doubling on repeated trips up to
-/// 60 s with 10% jitter, or for what an upstream `Retry-After` says (at most 5 min); one probe at
+/// 60 s with 10% jitter, or longer when an upstream `Retry-After` asks (at most 5 min); one probe at
 /// a time, one success closes, a probe unanswered for 30 s re-opens; failures are
 /// [`Outcome::is_upstream_failure`] (5xx, timeouts, transport errors) under the default
 /// [`Classifier`].
@@ -144,7 +143,7 @@ pub struct BreakerConfig {
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) failure_rate: Option<f64>,
     pub(crate) slow_call: Option<(Duration, f64)>,
-    pub(crate) window: Window,
+    pub(crate) window: FailureWindow,
     pub(crate) minimum_calls: u32,
     pub(crate) open_duration: OpenDuration,
     pub(crate) honor_retry_after: Option<Duration>,
@@ -155,6 +154,7 @@ pub struct BreakerConfig {
     pub(crate) custom_classifier: bool,
     pub(crate) is_failure: Option<Arc<FailurePredicate>>,
     pub(crate) on_state_change: Option<Arc<StateCallback>>,
+    pub(crate) rng: JitterRng,
 }
 
 impl fmt::Debug for BreakerConfig {
@@ -173,6 +173,7 @@ impl fmt::Debug for BreakerConfig {
             .field("probe_timeout", &self.probe_timeout)
             .field("custom_failure_predicate", &self.is_failure.is_some())
             .field("on_state_change", &self.on_state_change.is_some())
+            .field("rng", &self.rng)
             .finish_non_exhaustive()
     }
 }
@@ -184,7 +185,7 @@ impl Default for BreakerConfig {
             consecutive_failures: Some(5),
             failure_rate: Some(0.5),
             slow_call: None,
-            window: Window::Count(100),
+            window: FailureWindow::Count(100),
             minimum_calls: 20,
             open_duration: OpenDuration::exponential(
                 Duration::from_secs(5),
@@ -198,6 +199,7 @@ impl Default for BreakerConfig {
             custom_classifier: false,
             is_failure: None,
             on_state_change: None,
+            rng: JitterRng::default(),
         }
     }
 }
@@ -295,14 +297,15 @@ impl BreakerConfigBuilder {
     /// Rates over the last `n` calls (default 100).
     #[must_use]
     pub fn count_window(mut self, n: u32) -> Self {
-        self.config.window = Window::Count(n);
+        self.config.window = FailureWindow::Count(n);
         self
     }
 
-    /// Rates over the calls of the last `secs` whole seconds.
+    /// Rates over the calls of the last `secs` seconds: a call counts for at least `secs`
+    /// seconds and at most 1/64 longer (see [`FailureWindow::Time`]).
     #[must_use]
     pub fn time_window(mut self, secs: u32) -> Self {
-        self.config.window = Window::Time(secs);
+        self.config.window = FailureWindow::Time(secs);
         self
     }
 
@@ -321,8 +324,10 @@ impl BreakerConfigBuilder {
     }
 
     /// Whether a failure that trips the breaker and carries the upstream's `Retry-After` (a 503
-    /// with `Retry-After`, say) sets the open duration, and the longest it may set (default: yes,
-    /// at most 5 minutes). `None` ignores the upstream's hint.
+    /// with `Retry-After`, say) may lengthen the open duration, and the longest it may make it
+    /// (default: yes, at most 5 minutes). A hint never shortens the open duration: an upstream
+    /// that keeps answering `Retry-After: 1` cannot defeat the growing backoff. `None` ignores
+    /// the upstream's hint.
     #[must_use]
     pub fn honor_retry_after(mut self, cap: Option<Duration>) -> Self {
         self.config.honor_retry_after = cap;
@@ -383,6 +388,14 @@ impl BreakerConfigBuilder {
         self
     }
 
+    /// Where the open-duration jitter draws random numbers (the thread-local generator by
+    /// default; [`JitterRng::seeded`] makes every open duration reproducible in tests).
+    #[must_use]
+    pub fn rng(mut self, rng: JitterRng) -> Self {
+        self.config.rng = rng;
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
@@ -408,10 +421,10 @@ impl BreakerConfigBuilder {
             ));
         }
         match c.window {
-            Window::Count(n) if n == 0 || n > MAX_COUNT_WINDOW => {
+            FailureWindow::Count(n) if n == 0 || n > MAX_COUNT_WINDOW => {
                 return Err(ConfigError::new("count window must hold 1..=65536 calls"));
             }
-            Window::Time(s) if s == 0 || s > MAX_TIME_WINDOW_SECS => {
+            FailureWindow::Time(s) if s == 0 || s > MAX_TIME_WINDOW_SECS => {
                 return Err(ConfigError::new("time window must be 1..=3600 seconds"));
             }
             _ => {}
@@ -475,13 +488,26 @@ mod tests {
         assert_eq!(open.nominal(4), Duration::from_secs(8));
         assert_eq!(open.nominal(5), Duration::from_secs(10));
         assert_eq!(open.nominal(u32::MAX), Duration::from_secs(10));
+        let rng = JitterRng::seeded(3);
         for trip in 1..8 {
-            let d = open.for_trip(trip);
+            let d = open.for_trip(trip, &rng);
             assert!(d <= open.nominal(trip));
             assert!(d >= open.nominal(trip).mul_f64(0.9));
         }
         let fixed = OpenDuration::fixed(Duration::from_secs(3)).with_jitter(0.5);
-        assert_eq!(fixed.for_trip(7), Duration::from_secs(3));
+        assert_eq!(fixed.for_trip(7, &rng), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn jitter_is_reproducible_with_a_seeded_rng() {
+        let open = OpenDuration::exponential(Duration::from_secs(1), Duration::from_secs(60))
+            .with_jitter(0.5);
+        let draws = |seed| {
+            let rng = JitterRng::seeded(seed);
+            (1..6).map(|t| open.for_trip(t, &rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(9), draws(9));
+        assert_ne!(draws(9), draws(10));
     }
 
     #[test]

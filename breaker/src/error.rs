@@ -1,9 +1,8 @@
-//! Errors: the rejection ([`CircuitOpen`], from `tollway-core`) and bad configuration.
+//! Bad configuration. (The rejection, [`CircuitOpen`](crate::CircuitOpen), is `tollway-core`'s,
+//! so that every layer recognises it; the crate root re-exports it.)
 
 use std::error::Error;
 use std::fmt;
-
-pub use tollway_core::CircuitOpen;
 
 /// A [`BreakerConfig`](crate::BreakerConfig) setting is out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,24 +7,25 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tollway_core::{BoxError, CircuitOpen, Classify, Clock};
+use tollway_core::{BoxError, CircuitOpen, Classify};
 
 use crate::circuit::{Circuit, PackedTicket, Ticket, Verdict};
+use crate::hot::Light;
 
 /// Reports a call's result to the breaker; a half-open probe dropped before it reports gives its
 /// permit back. Three words, so the response future stays small.
 #[derive(Debug)]
-pub(crate) struct Recorder<C: Clock> {
-    circuit: Arc<Circuit<C>>,
+pub(crate) struct Recorder {
+    circuit: Arc<Circuit>,
     /// `UNTRACKED` once reported, so that dropping it does nothing more.
     ticket: PackedTicket,
     /// See [`Circuit::start`].
     start: u64,
 }
 
-impl<C: Clock> Recorder<C> {
+impl Recorder {
     #[inline]
-    pub(crate) const fn new(circuit: Arc<Circuit<C>>, ticket: Ticket) -> Self {
+    pub(crate) const fn new(circuit: Arc<Circuit>, ticket: Ticket) -> Self {
         Self {
             circuit,
             ticket: PackedTicket::pack(ticket),
@@ -42,23 +43,61 @@ impl<C: Clock> Recorder<C> {
     #[inline]
     fn finish<B>(mut self, result: &Result<Response<B>, BoxError>) {
         let ticket = std::mem::replace(&mut self.ticket, PackedTicket::UNTRACKED).unpack();
-        let config = self.circuit.config();
-        let verdict = match result {
-            Ok(response) if self.circuit.plainly_succeeded(response.status()) => Verdict::Success,
-            Ok(response) => self.circuit.judge(
-                &config
-                    .classifier
-                    .classify_response(response.status(), response.headers()),
-            ),
-            Err(error) => self
-                .circuit
-                .judge(&config.classifier.classify_error(&**error)),
-        };
-        self.circuit.finish(ticket, verdict, self.start);
+        report(&self.circuit, ticket, result, self.start);
     }
 }
 
-impl<C: Clock> Drop for Recorder<C> {
+/// Judges `result` and records it for `ticket`.
+fn report<B>(
+    circuit: &Circuit,
+    ticket: Ticket,
+    result: &Result<Response<B>, BoxError>,
+    start: u64,
+) {
+    let config = circuit.config();
+    let verdict = match result {
+        Ok(response) if circuit.plainly_succeeded(response.status()) => Verdict::Success,
+        Ok(response) => circuit.judge(
+            &config
+                .classifier
+                .classify_response(response.status(), response.headers()),
+        ),
+        Err(error) => circuit.judge(&config.classifier.classify_error(&**error)),
+    };
+    circuit.finish(ticket, verdict, start);
+}
+
+/// How a response future reports: through the breaker, or (a closed-state call whose result
+/// can be judged without the breaker) through its [`Light`] reference, reaching the breaker
+/// only when there is something to record.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Full(Recorder),
+    Light { light: Light, generation: u64 },
+}
+
+impl Report {
+    #[inline]
+    fn finish<B>(self, result: &Result<Response<B>, BoxError>) {
+        match self {
+            Self::Full(recorder) => recorder.finish(result),
+            Self::Light { light, generation } => {
+                // Only the default classifier travels light: below 400 is a success.
+                if let Ok(response) = result
+                    && response.status().as_u16() < 400
+                    && light.words().success_is_a_no_op(generation)
+                {
+                    return;
+                }
+                if let Some(circuit) = light.circuit() {
+                    report(&circuit, Ticket::Closed { generation }, result, 0);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Recorder {
     fn drop(&mut self) {
         if let Ticket::Probe { generation } = self.ticket.unpack() {
             self.circuit.cancel_probe(generation);
@@ -70,20 +109,20 @@ pin_project! {
     /// The future a [`Breaker`](crate::Breaker) or [`KeyedBreaker`](crate::KeyedBreaker)
     /// returns: the inner call, or an immediate [`CircuitOpen`] error.
     #[derive(Debug)]
-    pub struct ResponseFuture<F, C: Clock> {
+    pub struct ResponseFuture<F> {
         #[pin]
-        state: FutureState<F, C>,
+        state: FutureState<F>,
     }
 }
 
 pin_project! {
     #[project = FutureStateProj]
     #[derive(Debug)]
-    enum FutureState<F, C: Clock> {
+    enum FutureState<F> {
         Called {
             #[pin]
             future: F,
-            recorder: Option<Recorder<C>>,
+            report: Option<Report>,
         },
         Rejected {
             error: Option<CircuitOpen>,
@@ -91,11 +130,11 @@ pin_project! {
     }
 }
 
-impl<F, C: Clock> ResponseFuture<F, C> {
+impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) const fn called(future: F, recorder: Option<Recorder<C>>) -> Self {
+    pub(crate) const fn called(future: F, report: Option<Report>) -> Self {
         Self {
-            state: FutureState::Called { future, recorder },
+            state: FutureState::Called { future, report },
         }
     }
 
@@ -106,21 +145,20 @@ impl<F, C: Clock> ResponseFuture<F, C> {
     }
 }
 
-impl<F, C, B, E> Future for ResponseFuture<F, C>
+impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
-    C: Clock,
 {
     type Output = Result<Response<B>, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            FutureStateProj::Called { future, recorder } => {
+            FutureStateProj::Called { future, report } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                if let Some(recorder) = recorder.take() {
-                    recorder.finish(&result);
+                if let Some(report) = report.take() {
+                    report.finish(&result);
                 }
                 Poll::Ready(result)
             }

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use tollway_core::{Clock, TokioClock};
-
 use crate::circuit::{BreakerCounts, Circuit};
 use crate::event::{Mode, State};
 
@@ -13,11 +11,11 @@ use crate::event::{Mode, State};
 ///
 /// Every override starts a new generation: results of calls admitted before it are ignored.
 #[derive(Debug)]
-pub struct BreakerHandle<C = TokioClock> {
-    circuit: Arc<Circuit<C>>,
+pub struct BreakerHandle {
+    circuit: Arc<Circuit>,
 }
 
-impl<C> Clone for BreakerHandle<C> {
+impl Clone for BreakerHandle {
     fn clone(&self) -> Self {
         Self {
             circuit: Arc::clone(&self.circuit),
@@ -25,8 +23,8 @@ impl<C> Clone for BreakerHandle<C> {
     }
 }
 
-impl<C: Clock> BreakerHandle<C> {
-    pub(crate) const fn new(circuit: Arc<Circuit<C>>) -> Self {
+impl BreakerHandle {
+    pub(crate) const fn new(circuit: Arc<Circuit>) -> Self {
         Self { circuit }
     }
 

@@ -1,27 +1,25 @@
-//! Keyed breakers: one breaker per upstream host (or per a key of your choosing), kept in a
-//! bounded registry.
-//!
-//! The key is computed in `call` (`poll_ready` cannot see the request), so a keyed breaker
-//! always drives the inner service's `poll_ready` and rejects in `call`, with a ready
-//! [`CircuitOpen`](crate::CircuitOpen) error, without calling the inner service. Finding a
-//! key's breaker takes a read lock on the registry; the breaker itself takes none.
+//! Keyed breakers: one breaker per key in a bounded registry (see [`KeyedBreakerLayer`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use parking_lot::RwLock;
-use tollway_core::{BoxError, Clock, TokioClock};
+use tollway_core::headers::request_authority;
+use tollway_core::{BoxError, Clock, SharedClock};
 use tower::{Layer, Service};
 
 use crate::circuit::{Circuit, Ticket};
 use crate::config::BreakerConfig;
 use crate::event::{Mode, State};
-use crate::future::{Recorder, ResponseFuture};
+use crate::future::{Recorder, Report, ResponseFuture};
 use crate::handle::BreakerHandle;
+
+/// How many registry entries a new key looks at for one to replace.
+const EVICTION_CANDIDATES: usize = 8;
 
 /// Picks the breaker a request belongs to. `None` puts the request in the breaker keyed `""`.
 ///
@@ -32,21 +30,15 @@ pub trait BreakerKey<B>: Clone + Send + Sync + 'static {
     fn key<'r>(&self, request: &'r Request<B>) -> Option<Cow<'r, str>>;
 }
 
-/// Keys by the request's authority (`host:port` of its URI), or its `Host` header when the URI
-/// has none (server side).
+/// Keys by the request's authority, lowercased: the URI's (`host:port`), or the `Host` header
+/// when the URI has none (server side); see
+/// [`request_authority`](tollway_core::headers::request_authority).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByAuthority;
 
 impl<B> BreakerKey<B> for ByAuthority {
     fn key<'r>(&self, request: &'r Request<B>) -> Option<Cow<'r, str>> {
-        if let Some(authority) = request.uri().authority() {
-            return Some(Cow::Borrowed(authority.as_str()));
-        }
-        request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|host| host.to_str().ok())
-            .map(Cow::Borrowed)
+        request_authority(request)
     }
 }
 
@@ -59,72 +51,103 @@ where
     }
 }
 
-struct Registry<C> {
-    breakers: RwLock<HashMap<Arc<str>, Arc<Circuit<C>>>>,
+struct Registry {
+    entries: RwLock<Entries>,
     config: BreakerConfig,
-    clock: C,
+    clock: SharedClock,
     max_keys: usize,
 }
 
-impl<C> fmt::Debug for Registry<C> {
+#[derive(Default)]
+struct Entries {
+    breakers: HashMap<Arc<str>, Arc<Circuit>>,
+    /// The keys, oldest first: where a new key looks for one to replace.
+    order: VecDeque<Arc<str>>,
+}
+
+impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("keys", &self.breakers.read().len())
+            .field("keys", &self.entries.read().breakers.len())
             .field("max_keys", &self.max_keys)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-impl<C: Clock> Registry<C> {
-    fn get(&self, key: &str) -> Arc<Circuit<C>> {
-        if let Some(circuit) = self.breakers.read().get(key) {
-            return Arc::clone(circuit);
+impl Registry {
+    /// The breaker for `key`, created if there is room; `None` when the registry is full of
+    /// breakers that must not be evicted.
+    fn get(&self, key: &str) -> Option<Arc<Circuit>> {
+        if let Some(circuit) = self.entries.read().breakers.get(key) {
+            return Some(Arc::clone(circuit));
         }
-        let mut breakers = self.breakers.write();
-        if let Some(circuit) = breakers.get(key) {
-            return Arc::clone(circuit);
+        let mut entries = self.entries.write();
+        if let Some(circuit) = entries.breakers.get(key) {
+            return Some(Arc::clone(circuit));
         }
-        if breakers.len() >= self.max_keys {
-            Self::evict_one(&mut breakers);
+        if entries.breakers.len() >= self.max_keys && !entries.evict_one() {
+            tracing::debug!(
+                max_keys = self.max_keys,
+                "breaker registry full of busy or open breakers: request goes through unkeyed"
+            );
+            return None;
         }
         let name: Arc<str> = Arc::from(key);
-        let circuit = Arc::new(Circuit::new(
-            self.config.with_name(Arc::clone(&name)),
-            self.clock.clone(),
-        ));
-        breakers.insert(name, Arc::clone(&circuit));
-        circuit
+        let circuit = Circuit::new(self.config.with_name(Arc::clone(&name)), self.clock.clone());
+        entries.order.push_back(Arc::clone(&name));
+        entries.breakers.insert(name, Arc::clone(&circuit));
+        Some(circuit)
     }
+}
 
-    /// Evicts closed, normal-mode breakers first, the longest idle of them; only when there
-    /// is none, the longest idle of the rest (whose protection is then lost: logged).
-    fn evict_one(breakers: &mut HashMap<Arc<str>, Arc<Circuit<C>>>) {
-        let victim = breakers
-            .iter()
-            .max_by_key(|(_, c)| {
-                let healthy = c.state() == State::Closed && c.mode() == Mode::Normal;
-                (healthy, c.idle_secs())
-            })
-            .map(|(key, c)| (Arc::clone(key), c.state()));
-        if let Some((key, state)) = victim {
-            if state != State::Closed {
-                tracing::warn!(breaker = %key, state = state.as_str(), "evicting a breaker that is not closed: registry full");
+impl Entries {
+    /// Evicts a closed, normal-mode breaker idle for a second or more among the oldest few
+    /// keys; the others go to the back. Never an open, half-open or overridden breaker.
+    fn evict_one(&mut self) -> bool {
+        for _ in 0..EVICTION_CANDIDATES.min(self.order.len()) {
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
+            let Some(circuit) = self.breakers.get(&key) else {
+                continue;
+            };
+            let evictable = circuit.state() == State::Closed
+                && circuit.mode() == Mode::Normal
+                && circuit.idle_secs() >= 1;
+            if evictable {
+                self.breakers.remove(&key);
+                return true;
             }
-            breakers.remove(&key);
+            self.order.push_back(key);
         }
+        false
     }
 }
 
 /// Wraps services in a [`KeyedBreaker`]: one breaker per key, all built from one
 /// [`BreakerConfig`] (each named by its key). Clones share the registry.
+///
+///
+/// The key is computed in `call` (`poll_ready` cannot see the request), so a keyed breaker
+/// always drives the inner service's `poll_ready` and rejects in `call`, with a ready
+/// [`CircuitOpen`](crate::CircuitOpen) error, without calling the inner service. Finding a
+/// key's breaker takes a read lock on the registry; the breaker itself takes none.
+///
+/// The registry never holds more than its `max_keys` breakers, and a new key never costs an
+/// open breaker its place: on the server side keys come from the `Host` header, so a client
+/// sending many hosts must not be able to flush the breakers that protect an upstream. When the
+/// registry is full, a new key takes the place of a closed breaker that has been idle for a
+/// second or more (a few candidates are looked at, oldest first, so the work per request is
+/// bounded); if there is none, the request goes through without a breaker and the key is not
+/// remembered.
 #[derive(Debug)]
-pub struct KeyedBreakerLayer<K = ByAuthority, C = TokioClock> {
-    registry: Arc<Registry<C>>,
+pub struct KeyedBreakerLayer<K = ByAuthority> {
+    registry: Arc<Registry>,
     key: K,
 }
 
-impl<K: Clone, C> Clone for KeyedBreakerLayer<K, C> {
+impl<K: Clone> Clone for KeyedBreakerLayer<K> {
     fn clone(&self) -> Self {
         Self {
             registry: Arc::clone(&self.registry),
@@ -137,18 +160,16 @@ impl KeyedBreakerLayer {
     /// One breaker per request authority, at most `max_keys` of them (at least 1), on tokio's
     /// clock.
     pub fn new(config: BreakerConfig, max_keys: usize) -> Self {
-        Self::with_clock(config, max_keys, TokioClock)
+        Self::with_clock(config, max_keys, SharedClock::default())
     }
-}
 
-impl<C: Clock> KeyedBreakerLayer<ByAuthority, C> {
     /// One breaker per request authority, reading time from `clock`.
-    pub fn with_clock(config: BreakerConfig, max_keys: usize, clock: C) -> Self {
+    pub fn with_clock(config: BreakerConfig, max_keys: usize, clock: impl Clock) -> Self {
         Self {
             registry: Arc::new(Registry {
-                breakers: RwLock::new(HashMap::new()),
+                entries: RwLock::new(Entries::default()),
                 config,
-                clock,
+                clock: SharedClock::new(clock),
                 max_keys: max_keys.max(1),
             }),
             key: ByAuthority,
@@ -156,9 +177,9 @@ impl<C: Clock> KeyedBreakerLayer<ByAuthority, C> {
     }
 }
 
-impl<K, C: Clock> KeyedBreakerLayer<K, C> {
+impl<K> KeyedBreakerLayer<K> {
     /// Keys requests with `key` instead (a closure `Fn(&Request<B>) -> Option<String>`, say).
-    pub fn key_by<K2>(self, key: K2) -> KeyedBreakerLayer<K2, C> {
+    pub fn key_by<K2>(self, key: K2) -> KeyedBreakerLayer<K2> {
         KeyedBreakerLayer {
             registry: self.registry,
             key,
@@ -166,15 +187,15 @@ impl<K, C: Clock> KeyedBreakerLayer<K, C> {
     }
 
     /// A handle on the registry.
-    pub fn handle(&self) -> KeyedBreakerHandle<C> {
+    pub fn handle(&self) -> KeyedBreakerHandle {
         KeyedBreakerHandle {
             registry: Arc::clone(&self.registry),
         }
     }
 }
 
-impl<S, K: Clone, C: Clock> Layer<S> for KeyedBreakerLayer<K, C> {
-    type Service = KeyedBreaker<S, K, C>;
+impl<S, K: Clone> Layer<S> for KeyedBreakerLayer<K> {
+    type Service = KeyedBreaker<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         KeyedBreaker {
@@ -187,11 +208,11 @@ impl<S, K: Clone, C: Clock> Layer<S> for KeyedBreakerLayer<K, C> {
 
 /// Reads and overrides the breakers of a [`KeyedBreakerLayer`].
 #[derive(Debug)]
-pub struct KeyedBreakerHandle<C = TokioClock> {
-    registry: Arc<Registry<C>>,
+pub struct KeyedBreakerHandle {
+    registry: Arc<Registry>,
 }
 
-impl<C> Clone for KeyedBreakerHandle<C> {
+impl Clone for KeyedBreakerHandle {
     fn clone(&self) -> Self {
         Self {
             registry: Arc::clone(&self.registry),
@@ -199,28 +220,37 @@ impl<C> Clone for KeyedBreakerHandle<C> {
     }
 }
 
-impl<C: Clock> KeyedBreakerHandle<C> {
+impl KeyedBreakerHandle {
     /// The breaker for `key`, if the registry holds one.
-    pub fn get(&self, key: &str) -> Option<BreakerHandle<C>> {
-        let breakers = self.registry.breakers.read();
-        breakers
+    pub fn get(&self, key: &str) -> Option<BreakerHandle> {
+        let entries = self.registry.entries.read();
+        entries
+            .breakers
             .get(key)
             .map(|circuit| BreakerHandle::new(Arc::clone(circuit)))
     }
 
-    /// The breaker for `key`, created if absent (to force it open before any traffic, say).
-    pub fn get_or_create(&self, key: &str) -> BreakerHandle<C> {
-        BreakerHandle::new(self.registry.get(key))
+    /// The breaker for `key`, created if absent (to force it open before any traffic, say);
+    /// `None` when the registry is full and none of its breakers may be replaced (see
+    /// [`KeyedBreakerLayer`]).
+    pub fn get_or_create(&self, key: &str) -> Option<BreakerHandle> {
+        self.registry.get(key).map(BreakerHandle::new)
     }
 
     /// The keys the registry holds.
     pub fn keys(&self) -> Vec<Arc<str>> {
-        self.registry.breakers.read().keys().cloned().collect()
+        self.registry
+            .entries
+            .read()
+            .breakers
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// How many breakers the registry holds.
     pub fn len(&self) -> usize {
-        self.registry.breakers.read().len()
+        self.registry.entries.read().breakers.len()
     }
 
     /// Whether the registry holds none.
@@ -229,15 +259,15 @@ impl<C: Clock> KeyedBreakerHandle<C> {
     }
 }
 
-/// One circuit breaker per key around `S`. See the [module docs](self).
+/// One circuit breaker per key around `S`. See [`KeyedBreakerLayer`].
 #[derive(Debug)]
-pub struct KeyedBreaker<S, K = ByAuthority, C = TokioClock> {
+pub struct KeyedBreaker<S, K = ByAuthority> {
     inner: S,
-    registry: Arc<Registry<C>>,
+    registry: Arc<Registry>,
     key: K,
 }
 
-impl<S: Clone, K: Clone, C> Clone for KeyedBreaker<S, K, C> {
+impl<S: Clone, K: Clone> Clone for KeyedBreaker<S, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -247,7 +277,7 @@ impl<S: Clone, K: Clone, C> Clone for KeyedBreaker<S, K, C> {
     }
 }
 
-impl<S, K, C> KeyedBreaker<S, K, C> {
+impl<S, K> KeyedBreaker<S, K> {
     /// The inner service.
     pub const fn get_ref(&self) -> &S {
         &self.inner
@@ -264,16 +294,15 @@ impl<S, K, C> KeyedBreaker<S, K, C> {
     }
 }
 
-impl<S, K, C, ReqBody, ResBody> Service<Request<ReqBody>> for KeyedBreaker<S, K, C>
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for KeyedBreaker<S, K>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
     K: BreakerKey<ReqBody>,
-    C: Clock,
 {
     type Response = Response<ResBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -284,13 +313,16 @@ where
             let key = self.key.key(&request);
             self.registry.get(key.as_deref().unwrap_or(""))
         };
+        let Some(circuit) = circuit else {
+            return ResponseFuture::called(self.inner.call(request), None);
+        };
         circuit.touch();
         match circuit.admit() {
             Err(open) => ResponseFuture::rejected(open),
             Ok(Ticket::Untracked) => ResponseFuture::called(self.inner.call(request), None),
             Ok(ticket) => {
                 let recorder = Recorder::new(circuit, ticket).started();
-                ResponseFuture::called(self.inner.call(request), Some(recorder))
+                ResponseFuture::called(self.inner.call(request), Some(Report::Full(recorder)))
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tollway_core::{Clock, TokioClock};
+use tollway_core::{Clock, SharedClock};
 use tower::Layer;
 
 use crate::circuit::Circuit;
@@ -13,11 +13,11 @@ use crate::service::Breaker;
 /// Wraps services in a [`Breaker`]. The breaker is created with the layer: every service the
 /// layer (or a clone of it) wraps shares it.
 #[derive(Debug)]
-pub struct BreakerLayer<C = TokioClock> {
-    circuit: Arc<Circuit<C>>,
+pub struct BreakerLayer {
+    circuit: Arc<Circuit>,
 }
 
-impl<C> Clone for BreakerLayer<C> {
+impl Clone for BreakerLayer {
     fn clone(&self) -> Self {
         Self {
             circuit: Arc::clone(&self.circuit),
@@ -28,27 +28,25 @@ impl<C> Clone for BreakerLayer<C> {
 impl BreakerLayer {
     /// A layer with one new breaker on tokio's clock.
     pub fn new(config: BreakerConfig) -> Self {
-        Self::with_clock(config, TokioClock)
+        Self::with_clock(config, SharedClock::default())
     }
-}
 
-impl<C: Clock> BreakerLayer<C> {
     /// A layer with one new breaker reading time from `clock`
     /// ([`FakeClock`](tollway_core::FakeClock) in tests).
-    pub fn with_clock(config: BreakerConfig, clock: C) -> Self {
+    pub fn with_clock(config: BreakerConfig, clock: impl Clock) -> Self {
         Self {
-            circuit: Arc::new(Circuit::new(config, clock)),
+            circuit: Circuit::new(config, SharedClock::new(clock)),
         }
     }
 
     /// A handle on the breaker's state.
-    pub fn handle(&self) -> BreakerHandle<C> {
+    pub fn handle(&self) -> BreakerHandle {
         BreakerHandle::new(Arc::clone(&self.circuit))
     }
 }
 
-impl<S, C: Clock> Layer<S> for BreakerLayer<C> {
-    type Service = Breaker<S, C>;
+impl<S> Layer<S> for BreakerLayer {
+    type Service = Breaker<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Breaker::from_circuit(inner, Arc::clone(&self.circuit))

@@ -15,11 +15,12 @@
 //!   below ([`OutcomeKind::Rejected`](tollway_core::OutcomeKind::Rejected)) are not counted at
 //!   all. The breaker **trips** on any configured condition: `n` consecutive failures; a failure
 //!   rate over a count window (last `n` calls) or a time window (per-second buckets, fixed
-//!   memory), once a minimum number of calls is in it; a slow-call rate.
+//!   memory), once a minimum number of calls is in it; a slow-call rate. Counts belong to the
+//!   closed cycle (generation) they were taken in: a late result never lands in a later cycle.
 //! - **Open**: calls fail fast with [`CircuitOpen`]; the inner service is neither called nor
-//!   polled for readiness. The open duration is fixed or doubles on repeated trips, with jitter,
-//!   up to a cap; a tripping failure that carries the upstream's `Retry-After` (a 503, say) sets
-//!   it instead, within a cap.
+//!   polled for readiness. The open duration is fixed or doubles on repeated trips, with jitter
+//!   drawn from an injectable [`JitterRng`], up to a cap; a tripping failure that carries the
+//!   upstream's `Retry-After` (a 503, say) may lengthen it, within a cap, never shorten it.
 //! - **Half-open**: after the open duration, at most [`max_probes`](BreakerConfigBuilder::max_probes)
 //!   probes are in flight at once; the rest fail fast. Enough successes close the breaker, one
 //!   failure re-opens it (for longer). A probe future that is dropped gives its permit back; a
@@ -28,8 +29,10 @@
 //! State lives in one atomic word holding the state, mode, probe counts and a **generation**
 //! that every state change bumps; every transition is a compare-and-swap on it. So the open →
 //! half-open race admits exactly the permitted probes (unlike Resilience4j #1432), and a late
-//! result from an earlier generation changes nothing. The closed path takes no lock: one atomic
-//! load to admit, a few atomic operations to record.
+//! result from an earlier generation changes nothing. Open and probe deadlines are installed by
+//! compare-and-swap tagged with their generation, so a hung probe always times out. With a
+//! count window the closed path takes no lock: one atomic load to admit, a few loads to record a
+//! success (a time window takes a short lock per call).
 //!
 //! [`BreakerHandle`] reads state and [counts](BreakerCounts) and overrides it (force open, force
 //! closed, disabled, metrics-only, reset). State changes are reported to an
@@ -41,15 +44,14 @@
 //! made, so install the metrics recorder before building layers.
 //!
 //! [`KeyedBreakerLayer`] keeps one breaker per request authority (or per a key you compute) in a
-//! bounded registry.
+//! bounded registry that never evicts an open breaker to make room.
 //!
 //! # Example
 //!
 //! ```
 //! use std::time::Duration;
 //! use http::{Request, Response, StatusCode};
-//! use tollway_breaker::{BreakerConfig, BreakerLayer, OpenDuration, State};
-//! use tollway_core::{BoxError, CircuitOpen};
+//! use tollway_breaker::{BoxError, BreakerConfig, BreakerLayer, CircuitOpen, OpenDuration, State};
 //! use tower::{Layer, Service, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -85,24 +87,30 @@
 //! failures). With a `Buffer` above it, rejections still come back as ready errors from `call`.
 
 mod circuit;
-pub mod config;
+mod config;
 mod error;
 mod event;
 mod future;
 mod handle;
-pub mod keyed;
+mod hot;
+mod keyed;
 mod layer;
 mod metrics;
 mod service;
+mod sync;
 mod window;
 mod word;
 
 pub use circuit::BreakerCounts;
-pub use config::{BreakerConfig, BreakerConfigBuilder, OpenDuration, Window};
-pub use error::{CircuitOpen, ConfigError};
+pub use config::{
+    BreakerConfig, BreakerConfigBuilder, FailureWindow, MAX_COUNT_WINDOW, MAX_PROBES,
+    MAX_TIME_WINDOW_SECS, OpenDuration,
+};
+pub use error::ConfigError;
 pub use event::{Mode, Reason, State, StateChange};
 pub use future::ResponseFuture;
 pub use handle::BreakerHandle;
 pub use keyed::{BreakerKey, ByAuthority, KeyedBreaker, KeyedBreakerHandle, KeyedBreakerLayer};
 pub use layer::BreakerLayer;
 pub use service::Breaker;
+pub use tollway_core::{BoxError, CircuitOpen, JitterRng};

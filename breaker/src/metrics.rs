@@ -87,66 +87,20 @@ impl Metrics {
     pub(crate) fn transition(&self, _from: State, _to: State) {}
 }
 
-#[cfg(all(test, feature = "metrics"))]
+#[cfg(all(test, feature = "metrics", not(tollway_loom)))]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
-    use parking_lot::Mutex;
-    use tollway_core::FakeClock;
+    use tollway_core::{FakeClock, SharedClock};
+    use tollway_test_support::metrics::CapturingRecorder;
 
     use crate::circuit::{Circuit, Verdict};
     use crate::config::{BreakerConfig, OpenDuration};
     use crate::event::State;
 
-    /// Keeps every counter and gauge by `name{label=value,..}`.
-    #[derive(Default)]
-    struct Captured(Mutex<HashMap<String, Arc<AtomicU64>>>);
-
-    impl Captured {
-        fn slot(&self, key: &Key) -> Arc<AtomicU64> {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let name = format!("{}{{{}}}", key.name(), labels.join(","));
-            Arc::clone(self.0.lock().entry(name).or_default())
-        }
-
-        fn get(&self, name: &str) -> u64 {
-            self.0
-                .lock()
-                .get(name)
-                .map_or(0, |v| v.load(Ordering::Relaxed))
-        }
-    }
-
-    struct TestRecorder(Arc<Captured>);
-
-    impl Recorder for TestRecorder {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            Counter::from_arc(self.0.slot(key))
-        }
-        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::from_arc(self.0.slot(key))
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
-
     #[test]
     fn counts_calls_rejections_transitions_and_state() {
-        let captured = Arc::new(Captured::default());
-        let recorder = TestRecorder(Arc::clone(&captured));
+        let recorder = CapturingRecorder::new();
         metrics::with_local_recorder(&recorder, || {
             let config = BreakerConfig::builder()
                 .name("api")
@@ -154,7 +108,7 @@ mod tests {
                 .open_duration(OpenDuration::fixed(Duration::from_secs(1)))
                 .build()
                 .unwrap();
-            let circuit = Circuit::new(config, FakeClock::new());
+            let circuit = Circuit::new(config, SharedClock::new(FakeClock::new()));
             for verdict in [
                 Verdict::Success,
                 Verdict::Ignored,
@@ -168,7 +122,7 @@ mod tests {
             assert!(circuit.admit().is_err());
             assert!(circuit.admit().is_err());
         });
-        let get = |name: &str| captured.get(name);
+        let get = |name: &str| recorder.counter(name);
         assert_eq!(
             get("tollway_breaker_calls_total{breaker=api,result=success}"),
             1
@@ -186,7 +140,9 @@ mod tests {
             get("tollway_breaker_transitions_total{breaker=api,from=closed,to=open}"),
             1
         );
-        let state = f64::from_bits(get("tollway_breaker_state{breaker=api}"));
-        assert_eq!(state, State::Open.as_gauge());
+        assert_eq!(
+            recorder.gauge("tollway_breaker_state{breaker=api}"),
+            Some(State::Open.as_gauge())
+        );
     }
 }

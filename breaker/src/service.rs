@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tollway_core::{BoxError, CircuitOpen, Clock, TokioClock};
+use tollway_core::{BoxError, CircuitOpen, Clock, SharedClock};
 use tower::Service;
 
 use crate::circuit::{Circuit, Ticket};
 use crate::config::BreakerConfig;
-use crate::future::{Recorder, ResponseFuture};
+use crate::future::{Recorder, Report, ResponseFuture};
 use crate::handle::BreakerHandle;
 
 /// A circuit breaker around `S`. See the [crate docs](crate) for the model.
@@ -24,12 +24,12 @@ use crate::handle::BreakerHandle;
 ///
 /// Clones share one breaker.
 #[derive(Debug)]
-pub struct Breaker<S, C: Clock = TokioClock> {
+pub struct Breaker<S> {
     inner: S,
-    circuit: Arc<Circuit<C>>,
+    circuit: Arc<Circuit>,
     decision: Decision,
     /// The probe permit taken by `poll_ready`, returned if this service is dropped before `call`.
-    probe: Option<Recorder<C>>,
+    probe: Option<Recorder>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,17 +42,15 @@ enum Decision {
 impl<S> Breaker<S> {
     /// Wraps `inner` in a new breaker on tokio's clock.
     pub fn new(inner: S, config: BreakerConfig) -> Self {
-        Self::with_clock(inner, config, TokioClock)
+        Self::with_clock(inner, config, SharedClock::default())
     }
-}
 
-impl<S, C: Clock> Breaker<S, C> {
     /// Wraps `inner` in a new breaker reading time from `clock`.
-    pub fn with_clock(inner: S, config: BreakerConfig, clock: C) -> Self {
-        Self::from_circuit(inner, Arc::new(Circuit::new(config, clock)))
+    pub fn with_clock(inner: S, config: BreakerConfig, clock: impl Clock) -> Self {
+        Self::from_circuit(inner, Circuit::new(config, SharedClock::new(clock)))
     }
 
-    pub(crate) const fn from_circuit(inner: S, circuit: Arc<Circuit<C>>) -> Self {
+    pub(crate) const fn from_circuit(inner: S, circuit: Arc<Circuit>) -> Self {
         Self {
             inner,
             circuit,
@@ -62,7 +60,7 @@ impl<S, C: Clock> Breaker<S, C> {
     }
 
     /// A handle on this breaker's state (shared with every clone).
-    pub fn handle(&self) -> BreakerHandle<C> {
+    pub fn handle(&self) -> BreakerHandle {
         BreakerHandle::new(Arc::clone(&self.circuit))
     }
 
@@ -94,21 +92,20 @@ impl<S, C: Clock> Breaker<S, C> {
     }
 }
 
-impl<S: Clone, C: Clock> Clone for Breaker<S, C> {
+impl<S: Clone> Clone for Breaker<S> {
     fn clone(&self) -> Self {
         Self::from_circuit(self.inner.clone(), Arc::clone(&self.circuit))
     }
 }
 
-impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for Breaker<S, C>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Breaker<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
-    C: Clock,
 {
     type Response = Response<ResBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -134,16 +131,26 @@ where
             Decision::Admitted(Ticket::Untracked) => {
                 ResponseFuture::called(self.inner.call(request), None)
             }
-            Decision::Admitted(ticket @ Ticket::Closed { .. }) => {
-                let recorder = Recorder::new(Arc::clone(&self.circuit), ticket).started();
-                ResponseFuture::called(self.inner.call(request), Some(recorder))
+            Decision::Admitted(ticket @ Ticket::Closed { generation }) => {
+                // The healthy path takes no reference count (see `crate::hot`); a breaker with
+                // something in its window records every result through itself, as before.
+                let report = match self.circuit.light() {
+                    Some(light) if light.words().success_is_a_no_op(generation) => {
+                        Report::Light { light, generation }
+                    }
+                    _ => Report::Full(Recorder::new(Arc::clone(&self.circuit), ticket).started()),
+                };
+                ResponseFuture::called(self.inner.call(request), Some(report))
             }
             Decision::Admitted(ticket @ Ticket::Probe { .. }) => {
                 let recorder = self
                     .probe
                     .take()
                     .unwrap_or_else(|| Recorder::new(Arc::clone(&self.circuit), ticket));
-                ResponseFuture::called(self.inner.call(request), Some(recorder.started()))
+                ResponseFuture::called(
+                    self.inner.call(request),
+                    Some(Report::Full(recorder.started())),
+                )
             }
             Decision::Unpolled => unreachable!("decide() never returns Unpolled"),
         }

@@ -1,17 +1,22 @@
-//! The windows the failure and slow-call rates are computed over, lock-free.
+//! The windows the failure and slow-call rates are computed over, and the consecutive-failure
+//! count, each tagged with the closed generation it counts.
 //!
-//! - [`CountRing`]: the last `n` calls as two rings of bits (failed, slow) with running totals
-//!   adjusted when a bit flips, so an eviction subtracts what it overwrites. A success in a
-//!   healthy window costs one `fetch_add` on the cursor and one load.
-//! - [`SecondBuckets`]: one bucket per second of the window, reused when its second comes round
-//!   again: memory is fixed, whatever the traffic.
+//! A result is recorded only into the window of the generation it was admitted in: a window
+//! holding an older generation's counts is reset by the first result of a newer one, and a result
+//! older than the window is dropped. So a result that was read before an open → half-open →
+//! closed cycle can never land in the new cycle's counts, and closing needs no clearing step.
 //!
-//! Both are exact when calls are recorded one at a time; under concurrency a count may be off by
-//! a call or two around a clear or a bucket's reuse, never more.
+//! - [`CountRing`]: the last `n` calls, lock-free. Each slot holds its generation and two
+//!   flags (failed, slow); running sums are adjusted by exactly what a slot's swap displaced. A
+//!   success while the window holds no failure costs only loads.
+//! - [`TimeSlices`]: the calls of the last `secs` seconds in 64 slices plus the one filling now,
+//!   with running sums, behind a short lock: a call counts for at least `secs` seconds and at
+//!   most 1/64 longer. Memory is fixed, whatever the traffic.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
-
-use crate::config::Window;
+use crate::config::FailureWindow;
+use crate::hot::HotWords;
+use crate::sync::{AtomicU32, AtomicU64, Lock, Ordering::Relaxed};
+use crate::word::generation_order;
 
 /// What a window holds at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,17 +26,111 @@ pub(crate) struct Totals {
     pub(crate) slow: u64,
 }
 
+/// How a recorded generation relates to the one a window holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Age {
+    Same,
+    /// The window holds an older generation: start afresh.
+    Newer,
+    /// The result is from an older generation than the window: drop it.
+    Stale,
+}
+
+/// Words that carry a generation tag in their top 24 bits and a value in the low 40.
+const VALUE_BITS: u32 = 40;
+const VALUE_MASK: u64 = (1 << VALUE_BITS) - 1;
+const TAG_BITS: u32 = 24;
+/// Signed running sums are kept biased, so that a removal applied before its addition (two
+/// threads on one slot) is a value below the bias, not an underflow into the tag.
+pub(crate) const BIAS: u64 = 1 << (VALUE_BITS - 1);
+
+const fn tag(generation: u64) -> u64 {
+    generation & ((1 << TAG_BITS) - 1)
+}
+
+/// Whether a tagged word belongs to `generation` and holds at least `value`.
+#[inline]
+pub(crate) const fn holds_at_least(word: u64, generation: u64, value: u64) -> bool {
+    word >> VALUE_BITS == tag(generation) && word & VALUE_MASK >= value
+}
+
+pub(crate) const fn pack(generation: u64, value: u64) -> u64 {
+    (tag(generation) << VALUE_BITS) | (value & VALUE_MASK)
+}
+
+fn age(word: u64, generation: u64) -> Age {
+    match generation_order(word >> VALUE_BITS, tag(generation), TAG_BITS) {
+        std::cmp::Ordering::Equal => Age::Same,
+        std::cmp::Ordering::Less => Age::Newer,
+        std::cmp::Ordering::Greater => Age::Stale,
+    }
+}
+
+/// Updates a tagged word for `generation` with `f` (given the current value, or `initial` for a
+/// word of an older generation). `None`, and nothing written, when the word is newer.
+fn update(slot: &AtomicU64, generation: u64, initial: u64, f: impl Fn(u64) -> u64) -> Option<u64> {
+    let mut current = slot.load(Relaxed);
+    loop {
+        let value = match age(current, generation) {
+            Age::Same => current & VALUE_MASK,
+            Age::Newer => initial,
+            Age::Stale => return None,
+        };
+        let next = f(value);
+        let packed = pack(generation, next);
+        if packed == current {
+            return Some(next);
+        }
+        match slot.compare_exchange_weak(current, packed, Relaxed, Relaxed) {
+            Ok(_) => return Some(next),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// The value of a tagged word for `generation` (`initial` when it holds another generation).
+fn read(slot: &AtomicU64, generation: u64, initial: u64) -> u64 {
+    let current = slot.load(Relaxed);
+    if age(current, generation) == Age::Same {
+        current & VALUE_MASK
+    } else {
+        initial
+    }
+}
+
+/// Failures in a row, for one closed generation (a word in the breaker's [`HotWords`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Consecutive(pub(crate) &'static AtomicU64);
+
+impl Consecutive {
+    /// Records one result; the failures in a row after it, or `None` for a stale result.
+    #[inline]
+    pub(crate) fn record(&self, generation: u64, failed: bool) -> Option<u32> {
+        if !failed && self.0.load(Relaxed) == pack(generation, 0) {
+            return Some(0);
+        }
+        let count = update(self.0, generation, 0, |n| {
+            if failed { (n + 1).min(VALUE_MASK) } else { 0 }
+        })?;
+        Some(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    pub(crate) fn get(&self, generation: u64) -> u32 {
+        u32::try_from(read(self.0, generation, 0)).unwrap_or(u32::MAX)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Tally {
     Count(CountRing),
-    Time(SecondBuckets),
+    Time(TimeSlices),
 }
 
 impl Tally {
-    pub(crate) fn new(window: Window) -> Self {
+    pub(crate) fn new(window: FailureWindow, hot: &'static HotWords) -> Self {
         match window {
-            Window::Count(n) => Self::Count(CountRing::new(n)),
-            Window::Time(secs) => Self::Time(SecondBuckets::new(secs)),
+            FailureWindow::Count(n) => Self::Count(CountRing::new(n, hot)),
+            FailureWindow::Time(secs) => Self::Time(TimeSlices::new(secs)),
         }
     }
 
@@ -39,294 +138,301 @@ impl Tally {
         matches!(self, Self::Time(_))
     }
 
-    /// Records one call at second `second` (ignored by a count window); returns the totals
-    /// afterwards when `want_totals`.
+    /// Records one call of `generation` at `now_micros` (ignored by a count window); the totals
+    /// afterwards, or `None` when the result is stale.
     #[inline]
     pub(crate) fn record(
         &self,
+        generation: u64,
         failed: bool,
         slow: bool,
-        second: u64,
-        want_totals: bool,
+        now_micros: u64,
     ) -> Option<Totals> {
         match self {
-            Self::Count(ring) => ring.record(failed, slow, want_totals),
-            Self::Time(buckets) => buckets.record(failed, slow, second, want_totals),
+            Self::Count(ring) => ring.record(generation, failed, slow),
+            Self::Time(slices) => slices.record(generation, failed, slow, now_micros),
         }
     }
 
-    pub(crate) fn totals(&self, second: u64) -> Totals {
+    /// What the window of `generation` holds at `now_micros` (nothing if it holds another).
+    pub(crate) fn totals(&self, generation: u64, now_micros: u64) -> Totals {
         match self {
-            Self::Count(ring) => ring.totals(),
-            Self::Time(buckets) => buckets.totals(second),
-        }
-    }
-
-    pub(crate) fn clear(&self) {
-        match self {
-            Self::Count(ring) => ring.clear(),
-            Self::Time(buckets) => buckets.clear(),
+            Self::Count(ring) => ring.totals(generation),
+            Self::Time(slices) => slices.totals(generation, now_micros),
         }
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct CountRing {
     size: u64,
-    cursor: AtomicU64,
-    failed_bits: Box<[AtomicU64]>,
-    slow_bits: Box<[AtomicU64]>,
-    failures: AtomicI64,
-    slow: AtomicI64,
+    /// Generation tag and the index of the next call (in the breaker's [`HotWords`]).
+    head: &'static AtomicU64,
+    /// Per slot: the low 30 bits of the generation that wrote it, then failed and slow flags.
+    slots: Box<[AtomicU32]>,
+    failures: &'static AtomicU64,
+    slow: &'static AtomicU64,
 }
 
+impl std::fmt::Debug for CountRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountRing")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+const SLOT_TAG_MASK: u64 = (1 << 30) - 1;
+
 impl CountRing {
-    fn new(size: u32) -> Self {
-        let words = size.div_ceil(64) as usize;
-        let zeros = || (0..words).map(|_| AtomicU64::new(0)).collect();
+    fn new(size: u32, hot: &'static HotWords) -> Self {
         Self {
             size: u64::from(size),
-            cursor: AtomicU64::new(0),
-            failed_bits: zeros(),
-            slow_bits: zeros(),
-            failures: AtomicI64::new(0),
-            slow: AtomicI64::new(0),
+            head: &hot.head,
+            slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
+            failures: &hot.failures,
+            slow: &hot.slow,
         }
     }
 
     #[inline]
-    fn record(&self, failed: bool, slow: bool, want_totals: bool) -> Option<Totals> {
+    fn record(&self, generation: u64, failed: bool, slow: bool) -> Option<Totals> {
         if !failed
             && !slow
-            && self.failures.load(Relaxed) == 0
-            && self.slow.load(Relaxed) == 0
-            && self.cursor.load(Relaxed) >= self.size
+            && self.failures.load(Relaxed) == pack(generation, BIAS)
+            && self.slow.load(Relaxed) == pack(generation, BIAS)
         {
-            // A full window of successes: rotating an all-zero ring changes nothing (a later
-            // failure is evicted `size` calls after it lands, wherever it lands), so the
-            // healthy steady state records with loads only.
-            return want_totals.then(|| self.totals());
+            let head = self.head.load(Relaxed);
+            if age(head, generation) == Age::Same && head & VALUE_MASK >= self.size {
+                // A full window without failures: rotating in a success changes nothing (a
+                // later failure is evicted `size` calls after it lands, wherever it lands), so
+                // the healthy steady state records with loads only.
+                return Some(Totals {
+                    calls: self.size,
+                    failures: 0,
+                    slow: 0,
+                });
+            }
         }
-        let index = self.cursor.fetch_add(1, Relaxed);
-        let position = index % self.size;
-        let word = (position / 64) as usize;
-        let bit = 1u64 << (position % 64);
-        let failures = flip(&self.failed_bits[word], bit, failed);
-        if failures != 0 {
-            self.failures.fetch_add(failures, Relaxed);
-        }
-        let slows = flip(&self.slow_bits[word], bit, slow);
-        if slows != 0 {
-            self.slow.fetch_add(slows, Relaxed);
-        }
-        want_totals.then(|| self.totals())
+        let size = self.size;
+        let index = update(self.head, generation, 0, |n| {
+            // Kept in `size..2 * size` once full: the same slot, and the window stays full.
+            if n + 1 >= 2 * size {
+                n + 1 - size
+            } else {
+                n + 1
+            }
+        })?
+        .wrapping_sub(1);
+        let position = usize::try_from(index % size).unwrap_or(0);
+        let flags = (u32::from(failed) << 1) | u32::from(slow);
+        let stamp = u32::try_from(generation & SLOT_TAG_MASK).unwrap_or(0) << 2;
+        let old = self.slots[position].swap(stamp | flags, Relaxed);
+        let evicted = if old >> 2 == stamp >> 2 {
+            old & 0b11
+        } else {
+            0
+        };
+        let delta = |bit: u32| i64::from((flags >> bit) & 1) - i64::from((evicted >> bit) & 1);
+        let failures = self.adjust(self.failures, generation, delta(1))?;
+        let slow = self.adjust(self.slow, generation, delta(0))?;
+        Some(Totals {
+            calls: (index + 1).min(size),
+            failures,
+            slow,
+        })
     }
 
-    fn totals(&self) -> Totals {
+    /// Adds `delta` to a running sum; the sum after it.
+    fn adjust(&self, sum: &AtomicU64, generation: u64, delta: i64) -> Option<u64> {
+        let value = if delta == 0 {
+            read(sum, generation, BIAS)
+        } else {
+            update(sum, generation, BIAS, |v| v.saturating_add_signed(delta))?
+        };
+        Some(value.saturating_sub(BIAS))
+    }
+
+    fn totals(&self, generation: u64) -> Totals {
+        // Every record moves the head first: a head of another generation means this
+        // generation's window holds nothing.
+        if age(self.head.load(Relaxed), generation) != Age::Same {
+            return Totals::default();
+        }
         Totals {
-            calls: self.cursor.load(Relaxed).min(self.size),
-            failures: non_negative(self.failures.load(Relaxed)),
-            slow: non_negative(self.slow.load(Relaxed)),
+            calls: read(self.head, generation, 0).min(self.size),
+            failures: read(self.failures, generation, BIAS).saturating_sub(BIAS),
+            slow: read(self.slow, generation, BIAS).saturating_sub(BIAS),
         }
-    }
-
-    fn clear(&self) {
-        for word in self.failed_bits.iter().chain(self.slow_bits.iter()) {
-            word.store(0, Relaxed);
-        }
-        self.failures.store(0, Relaxed);
-        self.slow.store(0, Relaxed);
-        self.cursor.store(0, Relaxed);
     }
 }
 
-/// Sets or clears `bit`; returns how the number of set bits changed. Clearing an already clear
-/// bit (a success evicting a success: the common case) only loads.
-#[inline]
-fn flip(slot: &AtomicU64, bit: u64, set: bool) -> i64 {
-    if set {
-        i64::from(slot.fetch_or(bit, Relaxed) & bit == 0)
-    } else if slot.load(Relaxed) & bit == 0 {
-        0
-    } else {
-        -i64::from(slot.fetch_and(!bit, Relaxed) & bit != 0)
-    }
-}
+/// How many slices a time window is cut into (plus the one filling now).
+const SLICES: u64 = 64;
 
-fn non_negative(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
+#[derive(Debug)]
+pub(crate) struct TimeSlices {
+    slice_micros: u64,
+    state: Lock<SliceState>,
 }
 
 #[derive(Debug)]
-pub(crate) struct SecondBuckets {
-    buckets: Box<[Bucket]>,
+struct SliceState {
+    generation: u64,
+    /// The slice the newest call fell in (time since the breaker was made / slice length).
+    newest: u64,
+    slices: Box<[Totals]>,
+    sums: Totals,
 }
 
-#[derive(Debug, Default)]
-struct Bucket {
-    /// The second this bucket counts, plus one (0: never used).
-    second: AtomicU64,
-    calls: AtomicU32,
-    failures: AtomicU32,
-    slow: AtomicU32,
-}
-
-impl SecondBuckets {
+impl TimeSlices {
     fn new(secs: u32) -> Self {
         Self {
-            buckets: (0..secs).map(|_| Bucket::default()).collect(),
+            slice_micros: (u64::from(secs) * 1_000_000 / SLICES).max(1),
+            state: Lock::new(SliceState {
+                generation: 0,
+                newest: 0,
+                slices: vec![Totals::default(); SLICES as usize + 1].into_boxed_slice(),
+                sums: Totals::default(),
+            }),
         }
     }
 
-    fn record(&self, failed: bool, slow: bool, second: u64, want_totals: bool) -> Option<Totals> {
-        let len = self.buckets.len() as u64;
-        let bucket = &self.buckets[(second % len) as usize];
-        let tag = second + 1;
-        let seen = bucket.second.load(Relaxed);
-        if seen != tag
-            && seen < tag
-            && bucket
-                .second
-                .compare_exchange(seen, tag, Relaxed, Relaxed)
-                .is_ok()
-        {
-            bucket.calls.store(0, Relaxed);
-            bucket.failures.store(0, Relaxed);
-            bucket.slow.store(0, Relaxed);
+    fn record(&self, generation: u64, failed: bool, slow: bool, now_micros: u64) -> Option<Totals> {
+        let slice = now_micros / self.slice_micros;
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        state.enter(generation, slice)?;
+        let index = (state.newest % (SLICES + 1)) as usize;
+        for totals in [&mut state.slices[index], &mut state.sums] {
+            totals.calls += 1;
+            totals.failures += u64::from(failed);
+            totals.slow += u64::from(slow);
         }
-        if bucket.second.load(Relaxed) == tag {
-            bucket.calls.fetch_add(1, Relaxed);
-            if failed {
-                bucket.failures.fetch_add(1, Relaxed);
-            }
-            if slow {
-                bucket.slow.fetch_add(1, Relaxed);
-            }
-        }
-        want_totals.then(|| self.totals(second))
+        Some(state.sums)
     }
 
-    fn totals(&self, second: u64) -> Totals {
-        let len = self.buckets.len() as u64;
-        let newest = second + 1;
-        let oldest = newest.saturating_sub(len - 1);
-        let mut totals = Totals::default();
-        for bucket in &*self.buckets {
-            let tag = bucket.second.load(Relaxed);
-            if tag >= oldest && tag <= newest && tag != 0 {
-                totals.calls += u64::from(bucket.calls.load(Relaxed));
-                totals.failures += u64::from(bucket.failures.load(Relaxed));
-                totals.slow += u64::from(bucket.slow.load(Relaxed));
-            }
+    fn totals(&self, generation: u64, now_micros: u64) -> Totals {
+        let mut state = self.state.lock();
+        if state.generation != generation {
+            return Totals::default();
         }
-        totals
-    }
-
-    fn clear(&self) {
-        for bucket in &*self.buckets {
-            bucket.second.store(0, Relaxed);
-            bucket.calls.store(0, Relaxed);
-            bucket.failures.store(0, Relaxed);
-            bucket.slow.store(0, Relaxed);
-        }
+        state.advance(now_micros / self.slice_micros);
+        state.sums
     }
 }
 
-#[cfg(test)]
+impl SliceState {
+    /// Makes the window current for a result of `generation` in `slice`; `None` if stale.
+    fn enter(&mut self, generation: u64, slice: u64) -> Option<()> {
+        match generation_order(self.generation, generation, crate::word::GENERATION_BITS) {
+            std::cmp::Ordering::Greater => return None,
+            std::cmp::Ordering::Less => {
+                self.generation = generation;
+                self.newest = slice;
+                self.slices.fill(Totals::default());
+                self.sums = Totals::default();
+            }
+            std::cmp::Ordering::Equal => self.advance(slice),
+        }
+        Some(())
+    }
+
+    /// Moves the newest slice to `slice`, evicting what fell out of the window. A `slice`
+    /// behind the newest (threads read the clock a moment apart) counts in the newest.
+    fn advance(&mut self, slice: u64) {
+        let steps = slice.saturating_sub(self.newest);
+        for step in 1..=steps.min(SLICES + 1) {
+            let index = ((self.newest + step) % (SLICES + 1)) as usize;
+            let gone = std::mem::take(&mut self.slices[index]);
+            self.sums.calls -= gone.calls;
+            self.sums.failures -= gone.failures;
+            self.sums.slow -= gone.slow;
+        }
+        self.newest = self.newest.max(slice);
+    }
+}
+
+#[cfg(all(test, not(tollway_loom)))]
 mod tests {
     use super::*;
 
-    #[test]
-    fn count_ring_evicts_what_it_overwrites() {
-        let ring = Tally::new(Window::Count(3));
-        let t = |f, s| ring.record(f, s, 0, true).expect("totals");
-        assert_eq!(
-            t(true, false),
-            Totals {
-                calls: 1,
-                failures: 1,
-                slow: 0
-            }
-        );
-        assert_eq!(
-            t(true, true),
-            Totals {
-                calls: 2,
-                failures: 2,
-                slow: 1
-            }
-        );
-        assert_eq!(
-            t(false, false),
-            Totals {
-                calls: 3,
-                failures: 2,
-                slow: 1
-            }
-        );
-        // Evicts the first failure.
-        assert_eq!(
-            t(false, false),
-            Totals {
-                calls: 3,
-                failures: 1,
-                slow: 1
-            }
-        );
-        // Evicts the slow failure.
-        assert_eq!(
-            t(false, false),
-            Totals {
-                calls: 3,
-                failures: 0,
-                slow: 0
-            }
-        );
-        ring.clear();
-        assert_eq!(ring.totals(0), Totals::default());
+    fn hot() -> &'static HotWords {
+        crate::hot::Slot::acquire(std::sync::Weak::new(), 0).leak()
+    }
+
+    const fn t(calls: u64, failures: u64, slow: u64) -> Totals {
+        Totals {
+            calls,
+            failures,
+            slow,
+        }
     }
 
     #[test]
-    fn count_ring_spans_words() {
-        let ring = Tally::new(Window::Count(130));
+    fn count_ring_evicts_what_it_overwrites() {
+        let ring = Tally::new(FailureWindow::Count(3), hot());
+        let r = |f, s| ring.record(0, f, s, 0).expect("current");
+        assert_eq!(r(true, false), t(1, 1, 0));
+        assert_eq!(r(true, true), t(2, 2, 1));
+        assert_eq!(r(false, false), t(3, 2, 1));
+        assert_eq!(r(false, false), t(3, 1, 1), "evicts the first failure");
+        assert_eq!(r(false, false), t(3, 0, 0), "evicts the slow failure");
+        assert_eq!(r(false, false), t(3, 0, 0), "the loads-only path");
+        assert_eq!(r(true, false), t(3, 1, 0));
+    }
+
+    #[test]
+    fn count_ring_spans_many_slots() {
+        let ring = Tally::new(FailureWindow::Count(130), hot());
         for i in 0..400u32 {
-            ring.record(i % 4 == 0, false, 0, false);
+            ring.record(5, i % 4 == 0, false, 0);
         }
         // The last 130 calls are 270..400: multiples of 4 among them.
         let expected = (270..400).filter(|i| i % 4 == 0).count() as u64;
-        assert_eq!(ring.totals(0).failures, expected);
-        assert_eq!(ring.totals(0).calls, 130);
+        assert_eq!(ring.totals(5, 0), t(130, expected, 0));
     }
 
     #[test]
-    fn second_buckets_forget_old_seconds() {
-        let buckets = Tally::new(Window::Time(3));
-        buckets.record(true, false, 10, false);
-        buckets.record(false, true, 11, false);
-        buckets.record(false, false, 12, false);
-        assert_eq!(
-            buckets.totals(12),
-            Totals {
-                calls: 3,
-                failures: 1,
-                slow: 1
+    fn a_newer_generation_starts_afresh_and_an_older_one_is_dropped() {
+        for window in [FailureWindow::Count(10), FailureWindow::Time(10)] {
+            let tally = Tally::new(window, hot());
+            for _ in 0..4 {
+                tally.record(7, true, false, 0);
             }
-        );
-        // Second 13 reuses second 10's bucket.
-        buckets.record(false, false, 13, false);
-        assert_eq!(
-            buckets.totals(13),
-            Totals {
-                calls: 3,
-                failures: 0,
-                slow: 1
-            }
-        );
-        // Nothing recorded for a while: all of it is out of the window.
-        assert_eq!(buckets.totals(30), Totals::default());
-        // A late record for a second whose bucket moved on is dropped, not mixed in.
-        buckets.record(true, false, 30, false);
-        buckets.record(true, false, 27, false);
-        assert_eq!(buckets.totals(30).failures, 1);
+            assert_eq!(tally.totals(7, 0), t(4, 4, 0));
+            // The breaker cycled: the first result of generation 10 resets the window.
+            assert_eq!(tally.record(10, false, false, 0), Some(t(1, 0, 0)));
+            assert_eq!(tally.totals(7, 0), Totals::default());
+            // A result read before the cycle (generation 7) arrives late: dropped.
+            assert_eq!(tally.record(7, true, false, 0), None);
+            assert_eq!(tally.totals(10, 0), t(1, 0, 0));
+        }
+        let consecutive = Consecutive(&hot().consecutive);
+        assert_eq!(consecutive.record(3, true), Some(1));
+        assert_eq!(consecutive.record(3, true), Some(2));
+        assert_eq!(consecutive.record(6, true), Some(1));
+        assert_eq!(consecutive.record(3, true), None);
+        assert_eq!(consecutive.get(6), 1);
+        assert_eq!(consecutive.record(6, false), Some(0));
+    }
+
+    #[test]
+    fn a_time_window_holds_a_call_for_exactly_its_length() {
+        const SEC: u64 = 1_000_000;
+        let tally = Tally::new(FailureWindow::Time(10), hot());
+        // A failure at 5.9 s is still counted at 15.89 s (9.99 s later) and gone by 16.06 s
+        // (10.16 s later: the window's length plus at most 1/64 of it).
+        tally.record(0, true, false, 5 * SEC + 900_000);
+        assert_eq!(tally.totals(0, 15 * SEC + 890_000).failures, 1);
+        assert_eq!(tally.totals(0, 16 * SEC + 60_000).failures, 0);
+        // Two calls a second for a minute: the window holds the last ten seconds' worth.
+        for half in 0..120u64 {
+            tally.record(0, half % 2 == 0, false, 20 * SEC + half * SEC / 2);
+        }
+        let totals = tally.totals(0, 80 * SEC);
+        assert!((20..=21).contains(&totals.calls), "{totals:?}");
+        assert!((10..=11).contains(&totals.failures), "{totals:?}");
+        // Nothing for an hour: all of it is gone, in O(1) work.
+        assert_eq!(tally.totals(0, 3_700 * SEC), Totals::default());
     }
 }

@@ -13,7 +13,9 @@ const PROBES_SHIFT: u32 = 4;
 const SUCCESSES_SHIFT: u32 = 14;
 const COUNTER_MASK: u64 = 0x3FF;
 const GENERATION_SHIFT: u32 = 24;
-const GENERATION_MASK: u64 = (1 << (64 - GENERATION_SHIFT)) - 1;
+/// How many bits of the generation the word keeps (it wraps after 2^40 state changes).
+pub(crate) const GENERATION_BITS: u32 = 64 - GENERATION_SHIFT;
+const GENERATION_MASK: u64 = (1 << GENERATION_BITS) - 1;
 /// Closed in normal mode is all-zero in these bits: the hot path tests one mask.
 const STATE_AND_MODE: u64 = STATE_MASK | MODE_MASK;
 
@@ -86,9 +88,38 @@ impl Word {
     }
 }
 
+/// How generation `a` relates to generation `b` when both are kept to their low `bits` bits:
+/// the one less than half the range ahead of the other is the newer (wrapping, as TCP sequence
+/// numbers are compared).
+pub(crate) fn generation_order(a: u64, b: u64, bits: u32) -> std::cmp::Ordering {
+    let mask = (1u64 << bits) - 1;
+    let ahead = a.wrapping_sub(b) & mask;
+    if ahead == 0 {
+        std::cmp::Ordering::Equal
+    } else if ahead < 1 << (bits - 1) {
+        std::cmp::Ordering::Greater
+    } else {
+        std::cmp::Ordering::Less
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations_compare_across_the_wrap() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        assert_eq!(generation_order(5, 5, 8), Equal);
+        assert_eq!(generation_order(6, 5, 8), Greater);
+        assert_eq!(generation_order(5, 6, 8), Less);
+        assert_eq!(generation_order(1, 255, 8), Greater);
+        assert_eq!(generation_order(255, 1, 8), Less);
+        assert_eq!(
+            generation_order(0, GENERATION_MASK, GENERATION_BITS),
+            Greater
+        );
+    }
 
     #[test]
     fn fields_round_trip() {

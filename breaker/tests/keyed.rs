@@ -109,8 +109,10 @@ async fn full_registry_evicts_idle_closed_breakers_before_open_ones() {
     keys.sort();
     assert_eq!(keys, ["busy", "down", "new"]);
     assert_eq!(handle.get("down").unwrap().state(), State::Open);
-    // Creating a breaker before traffic, and forcing it open.
-    handle.get_or_create("blocked").force_open();
+    // Creating a breaker before traffic, and forcing it open: it replaces the oldest closed
+    // breaker idle for a second or more.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    handle.get_or_create("blocked").unwrap().force_open();
     assert!(
         send_to(&mut svc, "http://blocked/")
             .await
@@ -118,4 +120,78 @@ async fn full_registry_evicts_idle_closed_breakers_before_open_ones() {
             .is::<CircuitOpen>()
     );
     assert_eq!(handle.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_hosts_never_evicts_an_open_breaker() {
+    let layer = KeyedBreakerLayer::new(config(), 4);
+    let handle = layer.handle();
+    let mock = Mock::new();
+    let mut svc = layer.layer(mock.clone());
+    mock.push([Reply::Status(500)]);
+    send_to(&mut svc, "http://victim/").await.unwrap();
+    assert_eq!(handle.get("victim").unwrap().state(), State::Open);
+    // A client sends Host headers of its own making, many per second and over time.
+    for round in 0..30 {
+        for i in 0..40 {
+            let request = Request::builder()
+                .uri("/")
+                .header("host", format!("h{round}-{i}.example"))
+                .body(())
+                .unwrap();
+            svc.ready().await.unwrap().call(request).await.unwrap();
+        }
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(handle.len() <= 4);
+        assert_eq!(
+            handle.get("victim").map(|h| h.state()),
+            Some(State::Open),
+            "round {round}"
+        );
+    }
+    // The victim's breaker still protects the upstream: no call reached it.
+    let before = mock.calls();
+    assert!(
+        send_to(&mut svc, "http://victim/")
+            .await
+            .unwrap_err()
+            .is::<CircuitOpen>()
+    );
+    assert_eq!(mock.calls(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_full_of_open_breakers_lets_new_keys_through_unkeyed() {
+    let layer = KeyedBreakerLayer::new(config(), 2);
+    let handle = layer.handle();
+    let mock = Mock::new();
+    let mut svc = layer.layer(mock.clone());
+    mock.push([Reply::Status(500), Reply::Status(500), Reply::Status(500)]);
+    send_to(&mut svc, "http://a/").await.unwrap();
+    send_to(&mut svc, "http://b/").await.unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // No room and nothing evictable: the call goes through, no breaker is made for it.
+    assert_eq!(send_to(&mut svc, "http://c/").await.unwrap(), 500);
+    assert_eq!(send_to(&mut svc, "http://c/").await.unwrap(), 200);
+    assert!(handle.get("c").is_none());
+    assert!(handle.get_or_create("c").is_none());
+    assert_eq!(handle.get("a").unwrap().state(), State::Open);
+    assert_eq!(handle.get("b").unwrap().state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn authority_keys_are_case_insensitive() {
+    let layer = KeyedBreakerLayer::new(config(), 16);
+    let handle = layer.handle();
+    let mock = Mock::new();
+    let mut svc = layer.layer(mock.clone());
+    mock.push([Reply::Status(500)]);
+    send_to(&mut svc, "http://API.Example/").await.unwrap();
+    assert!(
+        send_to(&mut svc, "http://api.example/")
+            .await
+            .unwrap_err()
+            .is::<CircuitOpen>()
+    );
+    assert_eq!(handle.keys().len(), 1);
 }

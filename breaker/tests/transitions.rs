@@ -319,6 +319,25 @@ async fn upstream_retry_after_on_503_sets_open_duration_within_cap() {
     assert_eq!(open_for(send(&mut svc).await), Duration::from_secs(10));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_short_retry_after_never_shortens_the_open_duration() {
+    // Configured: 30 s, doubling. The upstream says "Retry-After: 1" on every 503.
+    let (mut svc, mock) = breaker(
+        base().consecutive_failures(1).open_duration(
+            OpenDuration::exponential(Duration::from_secs(30), Duration::from_secs(240))
+                .with_jitter(0.0),
+        ),
+    );
+    mock.push([Reply::StatusWithRetryAfter(503, "1")]);
+    send(&mut svc).await.unwrap();
+    assert_eq!(open_for(send(&mut svc).await), Duration::from_secs(30));
+    // The probe fails the same way: the open duration still grows.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    mock.push([Reply::StatusWithRetryAfter(503, "1")]);
+    send(&mut svc).await.unwrap();
+    assert_eq!(open_for(send(&mut svc).await), Duration::from_secs(60));
+}
+
 async fn tripped(config: BreakerConfigBuilder) -> (Breaker<Mock>, Mock) {
     let (mut svc, mock) = breaker(config.consecutive_failures(1));
     mock.push([Reply::Status(500)]);
@@ -557,4 +576,34 @@ async fn slow_probe_counts_as_failed_probe_when_slow_calls_are_watched() {
     assert_eq!(counts.open_remaining, Some(Duration::from_secs(10)));
     assert_eq!(counts.trips, 2);
     assert!(send(&mut svc).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_window_remembers_a_failure_for_its_whole_length() {
+    // Trips at 2 failures of 3 calls in a 10 s window.
+    async fn run(last_failure_at: Duration) -> Breaker<Mock> {
+        let (mut svc, mock) = breaker(
+            base()
+                .consecutive_failures(100)
+                .failure_rate(0.6)
+                .time_window(10)
+                .minimum_calls(3),
+        );
+        mock.push([Reply::Status(500), Reply::Status(200), Reply::Status(500)]);
+        tokio::time::advance(Duration::from_millis(900)).await;
+        send(&mut svc).await.unwrap();
+        tokio::time::advance(Duration::from_millis(4_100)).await;
+        send(&mut svc).await.unwrap();
+        tokio::time::advance(last_failure_at - Duration::from_secs(5)).await;
+        send(&mut svc).await.unwrap();
+        svc
+    }
+    // The first failure (at 0.9 s) is still in the window 9.6 s later.
+    let svc = run(Duration::from_millis(10_500)).await;
+    assert_eq!(svc.handle().state(), State::Open);
+    // 10.2 s later (more than the length and its 1/64) it is gone: 1 failure in 2 calls.
+    let svc = run(Duration::from_millis(11_100)).await;
+    let counts = svc.handle().counts();
+    assert_eq!(counts.state, State::Closed);
+    assert_eq!((counts.window_calls, counts.window_failures), (2, 1));
 }

@@ -10,7 +10,7 @@
 //! use http::{HeaderMap, StatusCode};
 //! use tollway_core::classify::{Classifier, Classify, OutcomeKind};
 //!
-//! // Seed 003 answers 402 when a key's concurrency limit is exceeded, and this API signals
+//! // An API that answers 402 when a key's concurrency limit is exceeded, and signals
 //! // rate limits with 503 + Retry-After.
 //! let classifier = Classifier::builder()
 //!     .status(StatusCode::PAYMENT_REQUIRED, OutcomeKind::RateLimited)

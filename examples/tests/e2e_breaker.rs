@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tollway_breaker::{BreakerConfig, BreakerLayer, State};
+use tollway_breaker::{BreakerConfig, BreakerLayer, OpenDuration, State};
 use tollway_core::CircuitOpen;
 use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
 use tower::{Layer, Service, ServiceExt};
@@ -22,8 +22,11 @@ async fn outage_costs_three_requests_then_one_probe_closes() {
         .spawn()
         .await
         .unwrap();
+    // A short configured open duration: the upstream's longer Retry-After lengthens it (a hint
+    // never shortens it).
     let config = BreakerConfig::builder()
         .consecutive_failures(3)
+        .open_duration(OpenDuration::fixed(Duration::from_secs(1)))
         .build()
         .unwrap();
     let layer = BreakerLayer::new(config);

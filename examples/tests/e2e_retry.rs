@@ -62,10 +62,10 @@ async fn throttled_and_faulty_answers_are_retried_and_each_page_is_paid_once()
                     .header("x-access-key", DEFAULT_KEY)
                     .body(Empty::<Bytes>::new())?;
                 let response = service.oneshot(request).await?;
-                let attempts = response.extensions().get::<Attempts>().copied();
+                let attempts = Attempts::of(&response);
                 let status = response.status();
                 response.into_body().collect().await?;
-                Ok::<_, BoxError>((status, attempts.expect("attempts").0))
+                Ok::<_, BoxError>((status, attempts))
             })
         })
         .collect();
@@ -106,7 +106,7 @@ async fn insufficient_balance_is_never_retried() -> Result<(), BoxError> {
             .header("x-access-key", DEFAULT_KEY)
             .body(Empty::<Bytes>::new())?;
         let response = service.clone().oneshot(request).await?;
-        assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(1)));
+        assert_eq!(Attempts::of(&response), 1);
         statuses.push(response.status().as_u16());
     }
     let stats = sim.stats();

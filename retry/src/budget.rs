@@ -1,43 +1,8 @@
-//! A retry budget shared by every clone of a layer: Finagle's and tower's `TpsBudget`.
-//!
-//! Every original request deposits a fraction of a retry (`retry_ratio`, 20% by default); every
-//! retry withdraws a whole one. Deposits and withdrawals expire after the `window` (10 s by
-//! default), tracked in ten slots. On top of that the budget always allows `min_per_second`
-//! retries per second (10 by default, as a reserve of `min_per_second * window`), so that a
-//! client sending little traffic can still retry. When the upstream fails for everybody, the
-//! extra load retries add is held to about `retry_ratio` of the traffic, instead of multiplying
-//! it by the number of attempts.
-//!
-//! Unlike tower's, this budget reads time from a [`Clock`], so it can be tested with
-//! [`FakeClock`](tollway_core::FakeClock) or tokio's paused clock; its ratio is exact to a
-//! thousandth (tower truncates `1 / ratio`); and a retry taken for a resend that is never sent
-//! (the request was dropped while it waited for its backoff) is given back to the slot it came
-//! from.
-//!
-//! ```
-//! use std::time::Duration;
-//! use tollway_core::FakeClock;
-//! use tollway_retry::RetryBudget;
-//!
-//! let clock = FakeClock::new();
-//! let budget = RetryBudget::builder()
-//!     .window(Duration::from_secs(1))
-//!     .min_per_second(0)
-//!     .retry_ratio(0.5)
-//!     .clock(clock.clone())
-//!     .build()
-//!     .unwrap();
-//! budget.deposit();
-//! budget.deposit();
-//! assert!(budget.withdraw()); // two requests earn one retry
-//! assert!(!budget.withdraw());
-//! clock.advance(Duration::from_secs(2));
-//! budget.deposit();
-//! assert!(!budget.withdraw()); // the old deposits expired
-//! ```
+//! [`RetryBudget`]: a retry budget shared by every clone of a layer.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -51,9 +16,44 @@ const SLOTS: usize = 10;
 /// (tower truncates `1 / ratio`, so 0.3 becomes one retry in three).
 const UNIT: i64 = 1000;
 
-/// A retry budget. Clones share one budget.
+/// A retry budget shared by every clone of a layer (Finagle's and tower's `TpsBudget`).
+/// Clones share one budget.
 ///
-/// See the [module docs](self).
+/// Every original request deposits a fraction of a retry (`retry_ratio`, 20% by default); every
+/// retry withdraws a whole one. Deposits and withdrawals expire after the `window` (10 s by
+/// default), tracked in ten slots. On top of that the budget always allows `min_per_second`
+/// retries per second (10 by default, as a reserve of `min_per_second * window`), so that a
+/// client sending little traffic can still retry. When the upstream fails for everybody, the
+/// extra load retries add is held to about `retry_ratio` of the traffic, instead of multiplying
+/// it by the number of attempts.
+///
+/// Unlike tower's, this budget reads time from a [`Clock`], so it can be tested with
+/// [`FakeClock`](tollway_core::FakeClock) or tokio's paused clock; its ratio is exact to a
+/// thousandth (tower truncates `1 / ratio`); and a retry taken for a resend that is never sent
+/// (the request was dropped while it waited for its backoff) is given back to the slot it came
+/// from.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollway_core::FakeClock;
+/// use tollway_retry::RetryBudget;
+///
+/// let clock = FakeClock::new();
+/// let budget = RetryBudget::builder()
+///     .window(Duration::from_secs(1))
+///     .min_per_second(0)
+///     .retry_ratio(0.5)
+///     .clock(clock.clone())
+///     .build()
+///     .unwrap();
+/// budget.deposit();
+/// budget.deposit();
+/// assert!(budget.withdraw()); // two requests earn one retry
+/// assert!(!budget.withdraw());
+/// clock.advance(Duration::from_secs(2));
+/// budget.deposit();
+/// assert!(!budget.withdraw()); // the old deposits expired
+/// ```
 #[derive(Clone)]
 pub struct RetryBudget {
     inner: Arc<Inner>,
@@ -64,6 +64,12 @@ struct Inner {
     reserve: i64,
     slot_len: Duration,
     clock: SharedClock,
+    /// Deposits of the slot being filled: added to without the lock.
+    current: AtomicI64,
+    /// When the slot being filled ends, in nanoseconds since `origin`: a deposit before it
+    /// only adds to `current`.
+    slot_end: AtomicU64,
+    origin: Instant,
     ledger: Mutex<Ledger>,
     window: Duration,
     min_per_second: u32,
@@ -72,7 +78,6 @@ struct Inner {
 
 struct Ledger {
     slots: [i64; SLOTS],
-    current: i64,
     index: usize,
     slot_start: Instant,
     /// Slots started since the budget was made: names the slot a withdrawal was booked in.
@@ -91,13 +96,16 @@ impl RetryBudget {
         RetryBudgetBuilder::default()
     }
 
-    /// Records an original request (not a retry): it earns `retry_ratio` of a retry.
+    /// Records an original request (not a retry): it earns `retry_ratio` of a retry. Takes no
+    /// lock unless the slot being filled has ended.
+    #[inline]
     pub fn deposit(&self) {
         let inner = &*self.inner;
         let now = inner.clock.now();
-        let mut ledger = inner.ledger.lock();
-        ledger.expire(now, inner.slot_len);
-        ledger.current = ledger.current.saturating_add(inner.deposit);
+        if inner.nanos(now) >= inner.slot_end.load(Ordering::Acquire) {
+            inner.ledger.lock().expire(inner, now);
+        }
+        inner.current.fetch_add(inner.deposit, Ordering::AcqRel);
     }
 
     /// Takes one retry from the budget; `false` (and nothing taken) when it is empty.
@@ -109,9 +117,11 @@ impl RetryBudget {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let mut ledger = inner.ledger.lock();
-        ledger.expire(now, inner.slot_len);
-        if ledger.balance(inner.reserve) >= UNIT {
-            ledger.current -= UNIT;
+        ledger.expire(inner, now);
+        // Only deposits change the balance without the lock, and they only raise it: what is
+        // checked here is still there when it is taken.
+        if ledger.balance(inner) >= UNIT {
+            inner.current.fetch_sub(UNIT, Ordering::AcqRel);
             Some(Withdrawal {
                 epoch: ledger.epoch,
             })
@@ -126,10 +136,10 @@ impl RetryBudget {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let mut ledger = inner.ledger.lock();
-        ledger.expire(now, inner.slot_len);
+        ledger.expire(inner, now);
         let age = ledger.epoch - withdrawal.epoch;
         if age == 0 {
-            ledger.current += UNIT;
+            inner.current.fetch_add(UNIT, Ordering::AcqRel);
         } else if age < SLOTS as u64 {
             let slot = usize::try_from(withdrawal.epoch % SLOTS as u64).unwrap_or(0);
             ledger.slots[slot] += UNIT;
@@ -141,8 +151,8 @@ impl RetryBudget {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let mut ledger = inner.ledger.lock();
-        ledger.expire(now, inner.slot_len);
-        u64::try_from(ledger.balance(inner.reserve) / UNIT).unwrap_or(0)
+        ledger.expire(inner, now);
+        u64::try_from(ledger.balance(inner) / UNIT).unwrap_or(0)
     }
 
     /// How long deposits and withdrawals count.
@@ -180,23 +190,35 @@ impl fmt::Debug for RetryBudget {
     }
 }
 
+impl Inner {
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 impl Ledger {
-    fn balance(&self, reserve: i64) -> i64 {
-        self.slots
-            .iter()
-            .fold(self.current.saturating_add(reserve), |sum, s| {
-                sum.saturating_add(*s)
-            })
+    fn balance(&self, inner: &Inner) -> i64 {
+        self.slots.iter().fold(
+            inner
+                .current
+                .load(Ordering::Acquire)
+                .saturating_add(inner.reserve),
+            |sum, s| sum.saturating_add(*s),
+        )
     }
 
-    /// Commits the current slot and clears every slot that fell out of the window.
-    fn expire(&mut self, now: Instant, slot_len: Duration) {
+    /// Commits the slot being filled and clears every slot that fell out of the window. Runs
+    /// under the ledger's lock.
+    fn expire(&mut self, inner: &Inner, now: Instant) {
+        let slot_len = inner.slot_len;
         let elapsed = now.saturating_duration_since(self.slot_start);
         if elapsed < slot_len {
             return;
         }
         let steps = elapsed.as_nanos() / slot_len.as_nanos().max(1);
-        self.slots[self.index] = std::mem::take(&mut self.current);
+        // A deposit that saw the old slot end and adds after this swap lands in the new slot:
+        // a few nanoseconds late, never lost.
+        self.slots[self.index] = inner.current.swap(0, Ordering::AcqRel);
         let cleared = usize::try_from(steps).unwrap_or(usize::MAX).min(SLOTS);
         for step in 1..=cleared {
             self.slots[(self.index + step) % SLOTS] = 0;
@@ -210,6 +232,8 @@ impl Ledger {
         } else {
             self.slot_start + slot_len * u32::try_from(steps).unwrap_or(u32::MAX)
         };
+        let end = inner.nanos(self.slot_start + slot_len);
+        inner.slot_end.store(end, Ordering::Release);
     }
 }
 
@@ -281,14 +305,17 @@ impl RetryBudgetBuilder {
         let reserve = (f64::from(self.min_per_second) * self.window.as_secs_f64() * UNIT as f64)
             .round() as i64;
         let now = self.clock.now();
+        let slot_len = self.window / SLOTS as u32;
         Ok(RetryBudget {
             inner: Arc::new(Inner {
                 deposit,
                 reserve,
-                slot_len: self.window / SLOTS as u32,
+                slot_len,
+                current: AtomicI64::new(0),
+                slot_end: AtomicU64::new(u64::try_from(slot_len.as_nanos()).unwrap_or(u64::MAX)),
+                origin: now,
                 ledger: Mutex::new(Ledger {
                     slots: [0; SLOTS],
-                    current: 0,
                     index: 0,
                     slot_start: now,
                     epoch: 0,
@@ -403,6 +430,42 @@ mod tests {
         clock.advance(Duration::from_secs(2));
         b.refund(taken);
         assert_eq!(b.available(), 0);
+    }
+
+    #[test]
+    fn concurrent_deposits_and_withdrawals_never_overspend() {
+        // Deposits take no lock: racing them against withdrawals and slot rotations must
+        // neither lose a deposit within the window nor let a retry be taken twice.
+        let (b, clock) = budget(10, 0, 0.5);
+        let taken = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..20_000 {
+                        b.deposit();
+                    }
+                });
+            }
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..20_000 {
+                        if b.withdraw() {
+                            taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    clock.advance(Duration::from_millis(20));
+                    std::thread::yield_now();
+                }
+            });
+        });
+        // 60,000 requests at half a retry each, all within the 10 s window.
+        let taken = taken.into_inner();
+        assert!(taken <= 30_000, "{taken} retries taken from 30,000");
+        assert_eq!(taken + b.available(), 30_000, "no deposit lost");
     }
 
     #[test]

@@ -2,12 +2,32 @@
 
 use std::fmt;
 
-/// How many times the request was sent (1 when the first attempt was final). Always present on
-/// a response returned by [`Retry`](crate::Retry).
+/// How many times the request was sent. On a response returned by [`Retry`](crate::Retry) it is
+/// present when the request was resent or a retryable outcome was not retried; a response
+/// without it was the first attempt's answer. [`Attempts::of`] reads it either way. An error
+/// carries the same count in [`RequestFailed`](crate::RequestFailed).
+///
+/// (A first-try answer carries no extension because inserting the first one into a response
+/// allocates: the common case stays as cheap as a bare call.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Attempts(pub u32);
 
 impl Attempts {
+    /// How many times the request behind `response` was sent: its [`Attempts`], or 1.
+    ///
+    /// ```
+    /// use tollway_retry::Attempts;
+    ///
+    /// let first_try = http::Response::new(());
+    /// assert_eq!(Attempts::of(&first_try), 1);
+    /// let mut resent = http::Response::new(());
+    /// resent.extensions_mut().insert(Attempts(3));
+    /// assert_eq!(Attempts::of(&resent), 3);
+    /// ```
+    pub fn of<B>(response: &http::Response<B>) -> u32 {
+        response.extensions().get::<Self>().map_or(1, |a| a.0)
+    }
+
     /// How many of the attempts were resends (`http.request.resend_count` in OpenTelemetry).
     pub const fn resends(self) -> u32 {
         self.0.saturating_sub(1)
@@ -29,9 +49,9 @@ pub enum StopReason {
     /// The request body cannot be sent twice: its size is unknown, or larger than the policy's
     /// replay limit.
     BodyNotReplayable,
-    /// The inner service did not read the whole body (or the body failed), so there is no
-    /// complete copy to resend.
-    BodyNotFullyRead,
+    /// The body sent more bytes than its declared length (or far more frames than that length
+    /// needs): it was sent once, as it came, and is not resent.
+    BodyOversize,
     /// The policy's maximum number of attempts was reached.
     MaxAttempts,
     /// The next delay would end after the policy's total deadline.
@@ -47,7 +67,7 @@ impl StopReason {
         match self {
             Self::NotIdempotent => "not_idempotent",
             Self::BodyNotReplayable => "body_not_replayable",
-            Self::BodyNotFullyRead => "body_not_fully_read",
+            Self::BodyOversize => "body_oversize",
             Self::MaxAttempts => "max_attempts",
             Self::Deadline => "deadline",
             Self::BudgetExhausted => "budget_exhausted",

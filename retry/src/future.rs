@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -10,18 +9,21 @@ use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::{Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
+use tollway_core::error::is_local_rejection;
 use tollway_core::{BoxError, Outcome};
 use tower::Service;
 
 use crate::backoff::BackoffState;
-use crate::body::{Replay, ReplayBody};
+use crate::body::{Buffer, Replay, ReplayBody};
 use crate::budget::Withdrawal;
-use crate::error::RetryAfterTooLong;
+use crate::error::RequestFailed;
 use crate::extensions::{Attempts, RetriesStopped, StopReason};
 use crate::observe;
 use crate::policy::RetryPolicy;
+use tollway_core::RetryAfterTooLong;
 
 pin_project! {
     /// The future [`Retry`](crate::Retry) returns.
@@ -30,11 +32,10 @@ pin_project! {
         S: Service<Request<ReplayBody<B>>>,
     {
         #[pin]
-        state: State<S::Future>,
+        state: State<S::Future, B>,
         policy: Arc<RetryPolicy>,
         attempts: u32,
         resend: Resend<S>,
-        _body: PhantomData<fn(B)>,
     }
 
     impl<S, B> PinnedDrop for ResponseFuture<S, B>
@@ -57,7 +58,9 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, B> {
+        /// Reading the body into memory before the first send.
+        Buffering { body: Option<Pin<Box<B>>>, buffer: Box<Buffer> },
         Calling { #[pin] future: F },
         Waiting { #[pin] sleep: Sleep },
         Readying,
@@ -73,7 +76,9 @@ pub(crate) enum Resend<S> {
 }
 
 pub(crate) struct Resender<S> {
+    /// The service polled ready for the first send; resends poll it again.
     service: S,
+    /// The request head, kept for every attempt.
     parts: Parts,
     replay: Replay,
     backoff: BackoffState,
@@ -83,16 +88,11 @@ pub(crate) struct Resender<S> {
 }
 
 impl<S> Resend<S> {
-    pub(crate) fn possible(
-        service: S,
-        parts: Parts,
-        replay: Replay,
-        started: Option<Instant>,
-    ) -> Self {
+    pub(crate) fn possible(service: S, parts: Parts, started: Option<Instant>) -> Self {
         Self::Possible(Resender {
             service,
             parts,
-            replay,
+            replay: Replay::default(),
             backoff: BackoffState::default(),
             started,
             withdrawal: None,
@@ -106,6 +106,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
+            State::Buffering { .. } => "buffering",
             State::Calling { .. } => "calling",
             State::Waiting { .. } => "waiting",
             State::Readying => "readying",
@@ -126,14 +127,42 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
 {
-    pub(crate) fn new(future: S::Future, policy: Arc<RetryPolicy>, resend: Resend<S>) -> Self {
-        observe::attempt();
+    /// The first send is already made.
+    pub(crate) fn called(future: S::Future, policy: Arc<RetryPolicy>, resend: Resend<S>) -> Self {
+        policy.metrics.attempt();
         Self {
             state: State::Calling { future },
             policy,
             attempts: 1,
             resend,
-            _body: PhantomData,
+        }
+    }
+
+    /// A request with an empty body: its first send goes now, from the resender.
+    pub(crate) fn called_first(policy: Arc<RetryPolicy>, mut resend: Resend<S>) -> Self {
+        let Resend::Possible(resender) = &mut resend else {
+            unreachable!("only a resendable request has a resender")
+        };
+        let request = Request::from_parts(resender.parts.clone(), resender.replay.body());
+        let future = resender.service.call(request);
+        Self::called(future, policy, resend)
+    }
+
+    /// The body is read into memory first, then sent by the resender's service.
+    pub(crate) fn buffering(
+        body: B,
+        limit: u64,
+        policy: Arc<RetryPolicy>,
+        resend: Resend<S>,
+    ) -> Self {
+        Self {
+            state: State::Buffering {
+                body: Some(Box::pin(body)),
+                buffer: Box::new(Buffer::new(limit)),
+            },
+            policy,
+            attempts: 0,
+            resend,
         }
     }
 }
@@ -142,6 +171,8 @@ impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
 {
     type Output = Result<Response<ResB>, BoxError>;
 
@@ -149,6 +180,43 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Buffering { body, buffer } => {
+                    let Resend::Possible(resender) = this.resend else {
+                        unreachable!("only a resendable request is buffered")
+                    };
+                    let reading = body.as_mut().expect("the body until it is read");
+                    let filled = ready!(buffer.poll_fill(reading.as_mut(), cx));
+                    let body = body.take().expect("the body until it is read");
+                    *this.attempts = 1;
+                    this.policy.metrics.attempt();
+                    let future = match filled {
+                        Ok(replay) => {
+                            resender.replay = replay;
+                            let request =
+                                Request::from_parts(resender.parts.clone(), resender.replay.body());
+                            resender.service.call(request)
+                        }
+                        // The body sent more than it declared: it goes once, as it came.
+                        Err(Ok(())) => {
+                            let Resend::Possible(resender) = std::mem::replace(
+                                this.resend,
+                                Resend::Never(StopReason::BodyOversize),
+                            ) else {
+                                unreachable!("checked above")
+                            };
+                            let Resender {
+                                mut service, parts, ..
+                            } = resender;
+                            service.call(Request::from_parts(parts, buffer.resume(body)))
+                        }
+                        // The caller's own body failed: nothing was sent.
+                        Err(Err(error)) => {
+                            *this.attempts = 0;
+                            return Poll::Ready(Err(error.into()));
+                        }
+                    };
+                    this.state.set(State::Calling { future });
+                }
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     match decide(this.policy, *this.attempts, this.resend, result) {
@@ -169,15 +237,14 @@ where
                     let Resend::Possible(resender) = this.resend else {
                         unreachable!("only a resendable request waits for a resend")
                     };
-                    ready!(resender.service.poll_ready(cx)).map_err(Into::into)?;
-                    let body = resender
-                        .replay
-                        .body()
-                        .expect("the recording was complete when the retry was decided");
-                    let request = Request::from_parts(resender.parts.clone(), body);
+                    if let Err(error) = ready!(resender.service.poll_ready(cx)) {
+                        return Poll::Ready(Err(failed(error.into(), *this.attempts, None)));
+                    }
+                    let request =
+                        Request::from_parts(resender.parts.clone(), resender.replay.body());
                     *this.attempts += 1;
-                    observe::attempt();
-                    observe::retry();
+                    this.policy.metrics.attempt();
+                    this.policy.metrics.retry();
                     tracing::debug!(
                         "http.request.resend_count" = *this.attempts - 1,
                         "resending request"
@@ -199,6 +266,11 @@ fn decide<S, ResB>(
     result: Result<Response<ResB>, BoxError>,
 ) -> Step<Response<ResB>> {
     let outcome = match &result {
+        // The common case, decided without classifying: a plain success under the default
+        // classifier.
+        Ok(response) if policy.plain_statuses && response.status().as_u16() < 400 => {
+            return Step::Done(finish(result, attempts, None));
+        }
         Ok(response) => policy
             .classifier
             .classify_response(response.status(), response.headers()),
@@ -208,16 +280,13 @@ fn decide<S, ResB>(
         return Step::Done(finish(result, attempts, None));
     }
     let stop = |reason: StopReason, result| {
-        observe::stop(reason, attempts, outcome.kind().as_str());
+        observe::stop(&policy.metrics, reason, attempts, outcome.kind().as_str());
         Step::Done(finish(result, attempts, Some(reason)))
     };
     let resender = match resend {
         Resend::Never(reason) => return stop(*reason, result),
         Resend::Possible(resender) => resender,
     };
-    if !resender.replay.is_complete() {
-        return stop(StopReason::BodyNotFullyRead, result);
-    }
     if attempts >= policy.max_attempts {
         return stop(StopReason::MaxAttempts, result);
     }
@@ -225,7 +294,12 @@ fn decide<S, ResB>(
     if let Some(wait) = hint
         && wait > policy.max_retry_after
     {
-        observe::give_up("retry_after_too_long", attempts, outcome.kind().as_str());
+        observe::give_up(
+            &policy.metrics,
+            "retry_after_too_long",
+            attempts,
+            outcome.kind().as_str(),
+        );
         return Step::Done(Err(Box::new(RetryAfterTooLong::new(
             wait,
             policy.max_retry_after,
@@ -267,17 +341,34 @@ fn upstream_wait(policy: &RetryPolicy, outcome: &Outcome) -> Option<Duration> {
     ))
 }
 
+/// The final result: a response that was resent, or whose retryable outcome was not retried,
+/// carries [`Attempts`] (and why); an error is wrapped in [`RequestFailed`] unless it is another
+/// layer's refusal. A first-try answer carries nothing: inserting the first extension into a
+/// response allocates, a measurable share of the success path.
 fn finish<ResB>(
     result: Result<Response<ResB>, BoxError>,
     attempts: u32,
     stopped: Option<StopReason>,
 ) -> Result<Response<ResB>, BoxError> {
-    result.map(|mut response| {
-        let extensions = response.extensions_mut();
-        extensions.insert(Attempts(attempts));
-        if let Some(reason) = stopped {
-            extensions.insert(RetriesStopped(reason));
+    match result {
+        Ok(mut response) => {
+            if attempts > 1 || stopped.is_some() {
+                let extensions = response.extensions_mut();
+                extensions.insert(Attempts(attempts));
+                if let Some(reason) = stopped {
+                    extensions.insert(RetriesStopped(reason));
+                }
+            }
+            Ok(response)
         }
-        response
-    })
+        Err(error) => Err(failed(error, attempts, stopped)),
+    }
+}
+
+fn failed(error: BoxError, attempts: u32, stopped: Option<StopReason>) -> BoxError {
+    if is_local_rejection(&*error) || error.is::<RequestFailed>() {
+        error
+    } else {
+        Box::new(RequestFailed::new(attempts, stopped, error))
+    }
 }

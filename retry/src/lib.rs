@@ -19,12 +19,16 @@
 //!   identical on every attempt), are resent, unless the policy opts in.
 //! - **Budget** ([`RetryBudget`]): retries limited to a share of recent requests plus a floor per
 //!   second, shared by every clone.
-//! - **Body replay** ([`ReplayBody`]): bodies of exactly known length up to a limit are copied as
-//!   they are first sent and replayed; others are sent once.
+//! - **Body replay** ([`ReplayBody`]): a body of exactly known length up to a limit is read into
+//!   memory before the first send, and every attempt sends that copy, so a request that failed
+//!   before the upstream read a byte (a refused connection, say) is resent whole; other bodies
+//!   are sent once.
 //!
 //! Every response carries [`Attempts`]; a retryable response that was not retried also carries
 //! [`RetriesStopped`] with the [`StopReason`], and the decision is logged with `tracing` (with
-//! `http.request.resend_count`). The `metrics` feature counts `tollway_retry_attempts_total`,
+//! `http.request.resend_count`). An error comes back as [`RequestFailed`], with the attempt
+//! count and the last error as its source, except another tollway layer's refusal
+//! (`CircuitOpen`, `RateLimited`, ...), which is returned as it is. The `metrics` feature counts `tollway_retry_attempts_total`,
 //! `tollway_retry_retries_total` and `tollway_retry_give_ups_total{reason}`.
 //!
 //! # Example
@@ -79,10 +83,10 @@
 
 pub mod backoff;
 mod body;
-pub mod budget;
+mod budget;
 mod error;
 mod extensions;
-pub mod future;
+mod future;
 mod layer;
 mod observe;
 mod policy;
@@ -90,13 +94,13 @@ mod service;
 
 pub use body::ReplayBody;
 pub use budget::{RetryBudget, RetryBudgetBuilder};
-pub use error::{InvalidConfig, RetryAfterTooLong};
+pub use error::{InvalidConfig, RequestFailed};
 pub use extensions::{Attempts, RetriesStopped, StopReason};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::{RetryPolicy, RetryPolicyBuilder};
 pub use service::Retry;
-pub use tollway_core::JitterRng;
+pub use tollway_core::{BoxError, JitterRng, RetryAfterTooLong};
 
 #[doc(no_inline)]
 pub use tollway_core::{Classifier, Classify};

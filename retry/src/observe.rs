@@ -1,28 +1,62 @@
 //! Metrics (behind the `metrics` feature) and the tracing events of giving up.
+//!
+//! The per-attempt counters are registered once, when the policy is built, so that an attempt
+//! costs an increment, not a lookup in the recorder. Install the recorder before building
+//! policies.
 
 use crate::extensions::StopReason;
 
-/// One send of a request, the first included.
-pub(crate) fn attempt() {
+/// The policy's counters; nothing without the `metrics` feature.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Metrics {
     #[cfg(feature = "metrics")]
-    metrics::counter!("tollway_retry_attempts_total").increment(1);
+    attempts: Option<metrics::Counter>,
+    #[cfg(feature = "metrics")]
+    retries: Option<metrics::Counter>,
 }
 
-/// One resend.
-pub(crate) fn retry() {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("tollway_retry_retries_total").increment(1);
+impl Metrics {
+    /// Registers the counters with the recorder installed now.
+    pub(crate) fn register() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            attempts: Some(metrics::counter!("tollway_retry_attempts_total")),
+            #[cfg(feature = "metrics")]
+            retries: Some(metrics::counter!("tollway_retry_retries_total")),
+        }
+    }
+
+    /// One send of a request, the first included.
+    #[inline]
+    pub(crate) fn attempt(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(counter) = &self.attempts {
+            counter.increment(1);
+        }
+    }
+
+    /// One resend.
+    #[inline]
+    pub(crate) fn retry(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(counter) = &self.retries {
+            counter.increment(1);
+        }
+    }
 }
 
 /// A retryable outcome that was returned without another attempt.
-pub(crate) fn give_up(reason: &'static str, attempts: u32, outcome: &'static str) {
+pub(crate) fn give_up(
+    _metrics: &Metrics,
+    reason: &'static str,
+    attempts: u32,
+    outcome: &'static str,
+) {
+    // Rare: looked up in the recorder each time, one label value per reason.
     #[cfg(feature = "metrics")]
     metrics::counter!("tollway_retry_give_ups_total", "reason" => reason).increment(1);
     match reason {
-        "budget_exhausted"
-        | "body_not_replayable"
-        | "body_not_fully_read"
-        | "retry_after_too_long" => {
+        "budget_exhausted" | "body_not_replayable" | "body_oversize" | "retry_after_too_long" => {
             tracing::warn!(
                 reason,
                 attempts,
@@ -41,6 +75,6 @@ pub(crate) fn give_up(reason: &'static str, attempts: u32, outcome: &'static str
     }
 }
 
-pub(crate) fn stop(reason: StopReason, attempts: u32, outcome: &'static str) {
-    give_up(reason.as_str(), attempts, outcome);
+pub(crate) fn stop(metrics: &Metrics, reason: StopReason, attempts: u32, outcome: &'static str) {
+    give_up(metrics, reason.as_str(), attempts, outcome);
 }

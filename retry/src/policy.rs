@@ -9,6 +9,7 @@ use tollway_core::{Classifier, Classify, Clock};
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
 use crate::error::InvalidConfig;
+use crate::observe::Metrics;
 use tollway_core::JitterRng;
 use tollway_core::SharedClock;
 
@@ -26,11 +27,14 @@ pub struct RetryPolicy {
     pub(crate) max_retry_after: Duration,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) classifier: Arc<dyn Classify>,
+    /// Core's default classifier: every status below 400 is a success, decided without it.
+    pub(crate) plain_statuses: bool,
     pub(crate) resend_non_idempotent: bool,
     pub(crate) generate_idempotency_keys: bool,
     pub(crate) max_replay_bytes: u64,
     pub(crate) rng: JitterRng,
     pub(crate) clock: SharedClock,
+    pub(crate) metrics: Metrics,
 }
 
 impl RetryPolicy {
@@ -132,11 +136,13 @@ impl Default for RetryPolicyBuilder {
                 max_retry_after: Duration::from_secs(60),
                 budget: None,
                 classifier: Arc::new(Classifier::default()),
+                plain_statuses: true,
                 resend_non_idempotent: false,
                 generate_idempotency_keys: false,
                 max_replay_bytes: 64 * 1024,
                 rng: JitterRng::default(),
                 clock: SharedClock::default(),
+                metrics: Metrics::default(),
             },
             budget_default: true,
         }
@@ -198,6 +204,7 @@ impl RetryPolicyBuilder {
     #[must_use]
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
         self.policy.classifier = Arc::new(classifier);
+        self.policy.plain_statuses = false;
         self
     }
 
@@ -218,8 +225,10 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// The largest request body kept for replay (64 KiB by default). Bodies of unknown length
-    /// or longer than this are sent once.
+    /// The largest request body kept for replay (64 KiB by default). A body that may be resent
+    /// and whose exact length is within this is read into memory before the first send, so
+    /// every attempt, the first included, sends the same bytes. Bodies of unknown length or
+    /// longer than this are sent once, as they come.
     #[must_use]
     pub fn max_replay_bytes(mut self, bytes: u64) -> Self {
         self.policy.max_replay_bytes = bytes;
@@ -242,8 +251,10 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// The policy, or what is wrong with it.
+    /// The policy, or what is wrong with it. With the `metrics` feature, the counters are
+    /// registered with the recorder installed now.
     pub fn build(mut self) -> Result<RetryPolicy, InvalidConfig> {
+        self.policy.metrics = Metrics::register();
         if self.policy.max_attempts == 0 {
             return Err(InvalidConfig::new(
                 "max_attempts",

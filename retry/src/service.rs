@@ -8,7 +8,7 @@ use tollway_core::BoxError;
 use tollway_core::idempotency::{IDEMPOTENCY_KEY, is_safe_to_resend};
 use tower::Service;
 
-use crate::body::{Replay, ReplayBody};
+use crate::body::ReplayBody;
 use crate::extensions::StopReason;
 use crate::future::{Resend, ResponseFuture};
 use crate::layer::RetryLayer;
@@ -17,10 +17,12 @@ use crate::policy::RetryPolicy;
 /// Retries requests to the inner service by a [`RetryPolicy`].
 ///
 /// The inner service receives `Request<ReplayBody<B>>` and must be `Clone` (resends go to a
-/// clone, polled ready first). Errors are returned as [`BoxError`]; the last response or error
-/// is returned as is, with [`Attempts`](crate::Attempts) (and
-/// [`RetriesStopped`](crate::RetriesStopped) when a retryable outcome was not retried) in the
-/// response's extensions. Clones share the policy's budget.
+/// clone, polled ready first). A body that may be resent is read into memory before the first
+/// send (see [`ReplayBody`]). The last response is returned with
+/// [`Attempts`](crate::Attempts) (and [`RetriesStopped`](crate::RetriesStopped) when a
+/// retryable outcome was not retried) in its extensions; the last error is returned as a
+/// [`RequestFailed`](crate::RequestFailed) carrying the same, unless it is another tollway
+/// layer's refusal, which is returned as it is. Clones share the policy's budget.
 ///
 /// See the [crate docs](crate) for an example.
 #[derive(Debug, Clone)]
@@ -70,6 +72,7 @@ where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
     B: Body,
+    B::Error: Into<BoxError>,
 {
     type Response = Response<ResB>;
     type Error = BoxError;
@@ -90,10 +93,13 @@ where
                 .expect("hex digits are a valid header value");
             request.headers_mut().insert(IDEMPOTENCY_KEY, key);
         }
+        let declared = request.body().size_hint().exact();
         let never = if policy.max_attempts <= 1 {
             Some(StopReason::MaxAttempts)
         } else if !(safe || policy.resend_non_idempotent) {
             Some(StopReason::NotIdempotent)
+        } else if declared.is_none_or(|len| len > policy.max_replay_bytes) {
+            Some(StopReason::BodyNotReplayable)
         } else {
             None
         };
@@ -102,36 +108,21 @@ where
             let future = self
                 .inner
                 .call(Request::from_parts(parts, ReplayBody::forward(body)));
-            return ResponseFuture::new(future, Arc::clone(&self.policy), Resend::Never(reason));
+            return ResponseFuture::called(future, Arc::clone(&self.policy), Resend::Never(reason));
         }
-
-        let size = body.size_hint().exact();
-        let (body, replay) = match size {
-            Some(0) if body.is_end_stream() => (ReplayBody::forward(body), Some(Replay::Empty)),
-            Some(len) if len <= policy.max_replay_bytes => {
-                let (body, replay) = ReplayBody::record(body, policy.max_replay_bytes);
-                (body, Some(replay))
-            }
-            _ => (ReplayBody::forward(body), None),
-        };
-        let Some(replay) = replay else {
-            let future = self.inner.call(Request::from_parts(parts, body));
-            return ResponseFuture::new(
-                future,
-                Arc::clone(&self.policy),
-                Resend::Never(StopReason::BodyNotReplayable),
-            );
-        };
 
         // Resends go to the service that was polled ready; the caller keeps a fresh clone.
         let fresh = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, fresh);
-        let future = service.call(Request::from_parts(parts.clone(), body));
+        let service = std::mem::replace(&mut self.inner, fresh);
         let started = policy.deadline.map(|_| policy.clock.now());
-        ResponseFuture::new(
-            future,
-            Arc::clone(&self.policy),
-            Resend::possible(service, parts, replay, started),
-        )
+        let resend = Resend::possible(service, parts, started);
+        if body.is_end_stream() {
+            // Nothing to read: the first send goes now.
+            ResponseFuture::called_first(Arc::clone(&self.policy), resend)
+        } else {
+            // A body may not send more than it declared: that bounds what is read.
+            let limit = declared.unwrap_or(0);
+            ResponseFuture::buffering(body, limit, Arc::clone(&self.policy), resend)
+        }
     }
 }

@@ -126,63 +126,15 @@ async fn an_empty_budget_is_logged_with_its_reason() {
 
 #[cfg(feature = "metrics")]
 mod counters {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use metrics::{
-        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
+    use tollway_test_support::metrics::CapturingRecorder;
 
     use super::*;
-
-    #[derive(Default)]
-    struct Totals(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
-
-    struct Cell(Arc<AtomicU64>);
-
-    impl CounterFn for Cell {
-        fn increment(&self, value: u64) {
-            self.0.fetch_add(value, Ordering::Relaxed);
-        }
-        fn absolute(&self, value: u64) {
-            self.0.store(value, Ordering::Relaxed);
-        }
-    }
-
-    impl Recorder for Totals {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let mut name = key.name().to_owned();
-            for label in key.labels() {
-                name.push_str(&format!("{{{}={}}}", label.key(), label.value()));
-            }
-            let cell = Arc::clone(self.0.lock().entry(name).or_default());
-            Counter::from_arc(Arc::new(Cell(cell)))
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
-
-    impl Totals {
-        fn get(&self, name: &str) -> u64 {
-            self.0
-                .lock()
-                .get(name)
-                .map_or(0, |cell| cell.load(Ordering::Relaxed))
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn attempts_retries_and_give_ups_are_counted() {
         let _turn = super::TRACING.lock().await;
-        let totals = Totals::default();
-        let _guard = metrics::set_default_local_recorder(&totals);
+        let recorder = CapturingRecorder::new();
+        let _guard = metrics::set_default_local_recorder(&recorder);
         let script = Script::new([Reply::Status(503); 5]);
         let policy = RetryPolicy::builder()
             .max_attempts(3)
@@ -197,10 +149,10 @@ mod counters {
             .oneshot(get())
             .await
             .unwrap();
-        assert_eq!(totals.get("tollway_retry_attempts_total"), 3);
-        assert_eq!(totals.get("tollway_retry_retries_total"), 2);
+        assert_eq!(recorder.counter("tollway_retry_attempts_total"), 3);
+        assert_eq!(recorder.counter("tollway_retry_retries_total"), 2);
         assert_eq!(
-            totals.get("tollway_retry_give_ups_total{reason=max_attempts}"),
+            recorder.counter("tollway_retry_give_ups_total{reason=max_attempts}"),
             1
         );
     }

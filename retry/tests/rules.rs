@@ -11,12 +11,13 @@ use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{Full, StreamBody};
 use tokio::time::Instant;
+use tollway_core::error::find_cause;
 use tollway_core::idempotency::IDEMPOTENCY_KEY;
 use tollway_core::{BoxError, FakeClock, RateLimited, TokioClock};
 use tollway_retry::backoff::{Backoff, Jitter};
 use tollway_retry::{
-    Attempts, JitterRng, RetriesStopped, Retry, RetryAfterTooLong, RetryBudget, RetryLayer,
-    RetryPolicy, RetryPolicyBuilder, StopReason,
+    Attempts, JitterRng, RequestFailed, RetriesStopped, Retry, RetryAfterTooLong, RetryBudget,
+    RetryLayer, RetryPolicy, RetryPolicyBuilder, StopReason,
 };
 use tower::{Layer, Service, ServiceExt};
 
@@ -48,7 +49,7 @@ async fn send(
 }
 
 fn attempts(response: &Response<()>) -> u32 {
-    response.extensions().get::<Attempts>().expect("attempts").0
+    Attempts::of(response)
 }
 
 fn stopped(response: &Response<()>) -> Option<StopReason> {
@@ -89,7 +90,13 @@ async fn first_try_success_is_one_attempt() {
     let script = Script::new([]);
     let response = send(&script, policy(), get()).await.unwrap();
     assert_eq!(attempts(&response), 1);
+    // Nothing inserted for the common case: a first-try answer is as cheap as a bare call.
+    assert!(response.extensions().get::<Attempts>().is_none());
     assert_eq!(script.calls(), 1);
+    // A resent one carries its count.
+    let script = Script::new([Reply::Status(503)]);
+    let response = send(&script, policy(), get()).await.unwrap();
+    assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(2)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,7 +115,10 @@ async fn never_retries_402_or_other_4xx() {
 async fn never_retries_a_local_rejection() {
     let script = Script::new([Reply::Rejected]);
     let error = send(&script, policy(), get()).await.unwrap_err();
-    assert!(error.downcast_ref::<RateLimited>().is_some(), "{error}");
+    assert!(
+        error.downcast_ref::<RateLimited>().is_some(),
+        "another layer's refusal comes back as it is: {error}"
+    );
     assert_eq!(script.calls(), 1);
 }
 
@@ -127,8 +137,62 @@ async fn gives_up_after_max_attempts_with_the_last_response() {
     let error = send(&script, policy().max_attempts(2), get())
         .await
         .unwrap_err();
-    assert!(error.downcast_ref::<std::io::Error>().is_some());
+    let failed = error
+        .downcast_ref::<RequestFailed>()
+        .expect("attempts reported");
+    assert_eq!(failed.attempts(), 2);
+    assert_eq!(failed.stopped(), Some(StopReason::MaxAttempts));
+    assert!(find_cause::<std::io::Error>(&*error).is_some());
     assert_eq!(script.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_request_reports_how_many_attempts_it_made() {
+    // Retried and failed every time.
+    let script = Script::new([Reply::Transport, Reply::Timeout, Reply::Transport]);
+    let error = send(&script, policy().max_attempts(3), get())
+        .await
+        .unwrap_err();
+    let failed = error
+        .downcast_ref::<RequestFailed>()
+        .expect("attempts reported");
+    assert_eq!(
+        (failed.attempts(), failed.stopped()),
+        (3, Some(StopReason::MaxAttempts))
+    );
+    assert_eq!(
+        find_cause::<std::io::Error>(&*error).map(std::io::Error::kind),
+        Some(std::io::ErrorKind::ConnectionReset),
+        "the last error is the source"
+    );
+    assert!(error.to_string().contains("after 3 attempts"), "{error}");
+
+    // Never resendable: one attempt, and why.
+    let script = Script::new([Reply::Transport]);
+    let post = Request::post("/orders")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let error = send(&script, policy(), post).await.unwrap_err();
+    let failed = error
+        .downcast_ref::<RequestFailed>()
+        .expect("attempts reported");
+    assert_eq!(
+        (failed.attempts(), failed.stopped()),
+        (1, Some(StopReason::NotIdempotent))
+    );
+
+    // An error no retry would help with: one attempt, no reason.
+    let classifier = tollway_core::Classifier::builder()
+        .error_rule(|_| Some(tollway_core::OutcomeKind::ClientError))
+        .build();
+    let script = Script::new([Reply::Transport]);
+    let error = send(&script, policy().classifier(classifier), get())
+        .await
+        .unwrap_err();
+    let failed = error
+        .downcast_ref::<RequestFailed>()
+        .expect("attempts reported");
+    assert_eq!((failed.attempts(), failed.stopped()), (1, None));
 }
 
 #[tokio::test(start_paused = true)]
@@ -319,14 +383,130 @@ async fn bodies_over_the_replay_limit_are_sent_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_body_the_upstream_did_not_read_is_not_replayed() {
-    let script = Script::new([Reply::StatusUnread(503)]);
-    let request = Request::put("/items/7")
-        .body(Full::new(Bytes::from_static(b"data")))
+async fn a_body_the_upstream_never_read_is_resent_whole() {
+    // A refused connection and an early 503 fail before the upstream reads a byte: the body was
+    // read into memory before the first send, so each resend carries all of it.
+    let script = Script::new([Reply::RefusedUnread, Reply::StatusUnread(503)]);
+    let put = || {
+        Request::put("/items/7")
+            .body(Full::new(Bytes::from_static(b"{\"name\":\"seven\"}")))
+            .unwrap()
+    };
+    let response = send(&script, policy(), put()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(attempts(&response), 3);
+    assert_eq!(
+        script.seen()[2].body.as_deref(),
+        Some(&b"{\"name\":\"seven\"}"[..])
+    );
+
+    // A keyed POST too, and an early 429.
+    let script = Script::new([Reply::StatusUnread(429)]);
+    let post = Request::post("/payments")
+        .header(IDEMPOTENCY_KEY, "k-1")
+        .body(Full::new(Bytes::from_static(b"amount=5")))
         .unwrap();
-    let response = send(&script, policy(), request).await.unwrap();
-    assert_eq!(stopped(&response), Some(StopReason::BodyNotFullyRead));
-    assert_eq!(script.calls(), 1);
+    let response = send(&script, policy(), post).await.unwrap();
+    assert_eq!(attempts(&response), 2);
+    assert_eq!(script.seen()[1].body.as_deref(), Some(&b"amount=5"[..]));
+
+    // Never a bare transport error where a retry was promised.
+    let script = Script::new([Reply::RefusedUnread; 4]);
+    let error = send(&script, policy(), put()).await.unwrap_err();
+    assert_eq!(
+        error
+            .downcast_ref::<RequestFailed>()
+            .map(RequestFailed::attempts),
+        Some(4)
+    );
+}
+
+/// A body whose size hint promises `declared` bytes and that sends `chunks`.
+struct Liar {
+    declared: u64,
+    chunks: std::collections::VecDeque<Bytes>,
+}
+
+impl http_body::Body for Liar {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.declared)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_larger_than_declared_is_sent_once_and_reported_as_oversize() {
+    let script = Script::new([Reply::Status(503)]);
+    let body = Liar {
+        declared: 4,
+        chunks: [&b"abc"[..], b"defg", b"h"].map(Bytes::from_static).into(),
+    };
+    let request = Request::put("/items/7").body(body).unwrap();
+    let response = Retry::new(script.service(), policy().build().unwrap())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(stopped(&response), Some(StopReason::BodyOversize));
+    assert_eq!(attempts(&response), 1);
+    assert_eq!(
+        script.seen()[0].body.as_deref(),
+        Some(&b"abcdefgh"[..]),
+        "sent as it came"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_fails_while_read_is_the_callers_error_and_nothing_is_sent() {
+    let script = Script::new([]);
+    let chunks: Chunks = vec![
+        Ok(Frame::data(Bytes::from_static(b"ab"))),
+        Err(std::io::Error::other("disk gone")),
+    ];
+    let body = http_body_util::StreamBody::new(stream::iter(chunks));
+    // Declares its length, as a file upload does.
+    let body = http_body_util::BodyExt::boxed(SizedBody {
+        inner: body,
+        len: 4,
+    });
+    let request = Request::put("/upload").body(body).unwrap();
+    let error = Retry::new(script.service(), policy().build().unwrap())
+        .oneshot(request)
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "disk gone");
+    assert_eq!(script.calls(), 0);
+}
+
+/// Gives a body an exact size hint.
+struct SizedBody<B> {
+    inner: B,
+    len: u64,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for SizedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len)
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,5 +1,8 @@
 //! Test helpers shared by the tollway crates. Not published; used as a dev-dependency only.
 //!
+//! [`metrics::CapturingRecorder`] keeps what layers report through the `metrics` facade, for
+//! tests to read.
+//!
 //! [`TestRedis`] gives a fleet-mode test a real `redis-server`: the shared one named by
 //! `TOLLWAY_REDIS_URL` (which `.ci/run` starts), or one started here on a free loopback port and
 //! stopped on drop. Without either, the test prints a notice and passes, unless
@@ -26,6 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+
+pub mod metrics;
 
 /// The variable naming a shared Redis server (`redis://127.0.0.1:PORT/`).
 pub const REDIS_URL_VAR: &str = "TOLLWAY_REDIS_URL";

@@ -235,7 +235,7 @@ async fn a_402_latches_the_budget_and_is_not_retried() {
 
     let response = stack.clone().oneshot(get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
-    assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(1)));
+    assert_eq!(Attempts::of(&response), 1);
     assert_eq!(recorder.calls().len(), 1, "a 402 is never retried");
     assert!(ledger.is_latched());
     assert_eq!(spent(&ledger), 0);

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollway_core::FakeClock;
+use tollway_core::{FakeClock, SharedClock};
 
 use super::*;
 use crate::config::OpenDuration;
@@ -225,7 +225,7 @@ proptest! {
     #[test]
     fn matches_reference_model(ops in proptest::collection::vec(op(), 1..120)) {
         let clock = FakeClock::new();
-        let circuit = Circuit::new(config(), clock.clone());
+        let circuit = Circuit::new(config(), SharedClock::new(clock.clone()));
         let mut model = Model::new();
         let mut pending: Vec<(Ticket, ModelTicket)> = Vec::new();
         let mut now = 0u64;

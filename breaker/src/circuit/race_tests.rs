@@ -7,12 +7,12 @@ use std::thread;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tollway_core::FakeClock;
+use tollway_core::{FakeClock, SharedClock};
 
 use super::*;
 use crate::config::OpenDuration;
 
-fn tripped(max_probes: u32) -> (Arc<Circuit<FakeClock>>, FakeClock) {
+fn tripped(max_probes: u32) -> (Arc<Circuit>, FakeClock) {
     let clock = FakeClock::new();
     let config = BreakerConfig::builder()
         .consecutive_failures(1)
@@ -21,7 +21,7 @@ fn tripped(max_probes: u32) -> (Arc<Circuit<FakeClock>>, FakeClock) {
         .max_probes(max_probes)
         .build()
         .unwrap();
-    let circuit = Arc::new(Circuit::new(config, clock.clone()));
+    let circuit = Circuit::new(config, SharedClock::new(clock.clone()));
     let Ok(ticket) = circuit.admit() else {
         panic!("closed admits")
     };

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::structured::{self, Item};
+use super::structured::{self, Member, Param};
 use super::{joined_values, whole_seconds_ceil};
 use crate::HeaderError;
 
@@ -18,7 +18,7 @@ pub struct RateLimitPolicy {
     quota: u64,
     window: Option<u64>,
     quota_units: Option<String>,
-    partition_key: Option<String>,
+    partition_key: Option<Vec<u8>>,
 }
 
 impl RateLimitPolicy {
@@ -60,14 +60,11 @@ impl RateLimitPolicy {
         Ok(self)
     }
 
-    /// Sets the partition key (`pk`), given as base64 text.
-    pub fn with_partition_key(mut self, base64: impl Into<String>) -> Result<Self, HeaderError> {
-        let key = base64.into();
-        if !structured::is_valid_byte_sequence(&key) {
-            return Err(HeaderError::new("ratelimit-policy", "pk is not base64"));
-        }
-        self.partition_key = Some(key);
-        Ok(self)
+    /// Sets the partition key (`pk`): raw bytes, written as a base64 byte sequence.
+    #[must_use]
+    pub fn with_partition_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.partition_key = Some(key.into());
+        self
     }
 
     /// The policy's name.
@@ -90,17 +87,19 @@ impl RateLimitPolicy {
         self.quota_units.as_deref()
     }
 
-    /// The partition key (`pk`) as base64 text, if given.
-    pub fn partition_key(&self) -> Option<&str> {
+    /// The partition key (`pk`), decoded, if given.
+    pub fn partition_key(&self) -> Option<&[u8]> {
         self.partition_key.as_deref()
     }
 
-    /// Parses a field value. The whole value is malformed if it is not a structured list; a
-    /// member without a name or a non-negative `q` is skipped, as the draft asks.
+    /// Parses a field value. The whole value is malformed if it is not a valid RFC 9651 List
+    /// (invalid base64 in a byte sequence, say); a member that is not a named item, or has no
+    /// non-negative `q`, is skipped, as the draft asks. Parameters the draft does not define
+    /// (dates, display strings, anything) are accepted and ignored.
     pub fn parse(value: &[u8]) -> Result<Vec<Self>, HeaderError> {
-        let items = structured::parse_list(value)
+        let members = structured::parse_list(value)
             .map_err(|reason| HeaderError::new("ratelimit-policy", reason))?;
-        Ok(items.iter().filter_map(Self::from_item).collect())
+        Ok(members.into_iter().filter_map(Self::from_member).collect())
     }
 
     /// The policies of every `RateLimit-Policy` header in `headers`; empty if absent or
@@ -111,51 +110,34 @@ impl RateLimitPolicy {
             .unwrap_or_default()
     }
 
-    fn from_item(item: &Item) -> Option<Self> {
-        let quota_units = match item.param("qu") {
-            Some(structured::BareItem::String(s) | structured::BareItem::Token(s)) => {
-                Some(s.clone())
-            }
-            _ => None,
-        };
-        let partition_key = match item.param("pk") {
-            Some(structured::BareItem::ByteSequence(s)) => Some(s.clone()),
-            _ => None,
-        };
+    fn from_member(member: Member) -> Option<Self> {
         Some(Self {
-            name: item.bare.as_name()?.to_owned(),
-            quota: item.param("q")?.as_non_negative()?,
-            window: item
-                .param("w")
-                .and_then(structured::BareItem::as_non_negative),
-            quota_units,
-            partition_key,
+            quota: member.non_negative("q")?,
+            window: member.non_negative("w"),
+            quota_units: member.text("qu").filter(|u| structured::is_valid_string(u)),
+            partition_key: member.bytes("pk"),
+            name: member.name,
         })
     }
 
     /// Formats `policies` as one `RateLimit-Policy` field value.
     pub fn header_value(policies: &[Self]) -> HeaderValue {
-        let mut out = String::new();
-        for (i, policy) in policies.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            structured::write_string(&mut out, &policy.name);
-            structured::write_integer_param(&mut out, "q", policy.quota);
+        let mut writer = structured::Writer::new();
+        for policy in policies {
+            let mut params = vec![("q", Param::Integer(policy.quota))];
             if let Some(units) = &policy.quota_units {
-                out.push_str(";qu=");
-                structured::write_string(&mut out, units);
+                params.push(("qu", Param::String(units)));
             }
             if let Some(window) = policy.window {
-                structured::write_integer_param(&mut out, "w", window);
+                params.push(("w", Param::Integer(window)));
             }
             if let Some(pk) = &policy.partition_key {
-                out.push_str(";pk=:");
-                out.push_str(pk);
-                out.push(':');
+                params.push(("pk", Param::Bytes(pk)));
             }
+            writer.member(&policy.name, &params);
         }
-        HeaderValue::try_from(out).expect("names and units were validated as visible ASCII")
+        HeaderValue::try_from(writer.finish())
+            .expect("names and units were validated as visible ASCII")
     }
 }
 
@@ -165,7 +147,7 @@ pub struct RateLimitStatus {
     name: String,
     remaining: u64,
     reset: Option<u64>,
-    partition_key: Option<String>,
+    partition_key: Option<Vec<u8>>,
 }
 
 impl RateLimitStatus {
@@ -190,14 +172,11 @@ impl RateLimitStatus {
         self
     }
 
-    /// Sets the partition key (`pk`), given as base64 text.
-    pub fn with_partition_key(mut self, base64: impl Into<String>) -> Result<Self, HeaderError> {
-        let key = base64.into();
-        if !structured::is_valid_byte_sequence(&key) {
-            return Err(HeaderError::new("ratelimit", "pk is not base64"));
-        }
-        self.partition_key = Some(key);
-        Ok(self)
+    /// Sets the partition key (`pk`): raw bytes, written as a base64 byte sequence.
+    #[must_use]
+    pub fn with_partition_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.partition_key = Some(key.into());
+        self
     }
 
     /// The policy's name.
@@ -215,16 +194,17 @@ impl RateLimitStatus {
         self.reset.map(Duration::from_secs)
     }
 
-    /// The partition key (`pk`) as base64 text, if given.
-    pub fn partition_key(&self) -> Option<&str> {
+    /// The partition key (`pk`), decoded, if given.
+    pub fn partition_key(&self) -> Option<&[u8]> {
         self.partition_key.as_deref()
     }
 
-    /// Parses a field value; members without a name or a non-negative `r` are skipped.
+    /// Parses a field value, with the rules of [`RateLimitPolicy::parse`]; members without a
+    /// name or a non-negative `r` are skipped.
     pub fn parse(value: &[u8]) -> Result<Vec<Self>, HeaderError> {
-        let items = structured::parse_list(value)
+        let members = structured::parse_list(value)
             .map_err(|reason| HeaderError::new("ratelimit", reason))?;
-        Ok(items.iter().filter_map(Self::from_item).collect())
+        Ok(members.into_iter().filter_map(Self::from_member).collect())
     }
 
     /// The states in every `RateLimit` header in `headers`; empty if absent or malformed.
@@ -234,40 +214,29 @@ impl RateLimitStatus {
             .unwrap_or_default()
     }
 
-    fn from_item(item: &Item) -> Option<Self> {
-        let partition_key = match item.param("pk") {
-            Some(structured::BareItem::ByteSequence(s)) => Some(s.clone()),
-            _ => None,
-        };
+    fn from_member(member: Member) -> Option<Self> {
         Some(Self {
-            name: item.bare.as_name()?.to_owned(),
-            remaining: item.param("r")?.as_non_negative()?,
-            reset: item
-                .param("t")
-                .and_then(structured::BareItem::as_non_negative),
-            partition_key,
+            remaining: member.non_negative("r")?,
+            reset: member.non_negative("t"),
+            partition_key: member.bytes("pk"),
+            name: member.name,
         })
     }
 
     /// Formats `states` as one `RateLimit` field value.
     pub fn header_value(states: &[Self]) -> HeaderValue {
-        let mut out = String::new();
-        for (i, state) in states.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            structured::write_string(&mut out, &state.name);
-            structured::write_integer_param(&mut out, "r", state.remaining);
+        let mut writer = structured::Writer::new();
+        for state in states {
+            let mut params = vec![("r", Param::Integer(state.remaining))];
             if let Some(reset) = state.reset {
-                structured::write_integer_param(&mut out, "t", reset);
+                params.push(("t", Param::Integer(reset)));
             }
             if let Some(pk) = &state.partition_key {
-                out.push_str(";pk=:");
-                out.push_str(pk);
-                out.push(':');
+                params.push(("pk", Param::Bytes(pk)));
             }
+            writer.member(&state.name, &params);
         }
-        HeaderValue::try_from(out).expect("names were validated as visible ASCII")
+        HeaderValue::try_from(writer.finish()).expect("names were validated as visible ASCII")
     }
 }
 
@@ -311,5 +280,35 @@ mod tests {
         let value = RateLimitPolicy::header_value(&[policy]);
         assert_eq!(value, r#""a\"b\\c";q=999999999999999;w=2"#);
         assert!(RateLimitPolicy::new("tab\there", 1).is_err());
+    }
+
+    #[test]
+    fn valid_fields_the_old_subset_dropped_keep_their_hint() {
+        // An inner list, an `@date` and a `%"display"` parameter are valid RFC 9651: the
+        // field parses and its policy still reports the used-up quota.
+        let status = RateLimitStatus::parse(
+            br#"("x" "y"), "burst";r=0;t=30;at=@1700000000;why=%"slow down""#,
+        )
+        .unwrap();
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].remaining(), 0);
+        assert_eq!(status[0].reset(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn invalid_base64_rejects_the_field() {
+        assert!(RateLimitStatus::parse(br#""burst";r=0;t=30;pk=:a$b=:"#).is_err());
+        assert!(RateLimitPolicy::parse(br#""burst";q=5;pk=:Y=Q=:"#).is_err());
+        let ok = RateLimitPolicy::parse(br#""burst";q=5;pk=:YQ==:"#).unwrap();
+        assert_eq!(ok[0].partition_key(), Some(&b"a"[..]));
+    }
+
+    #[test]
+    fn partition_keys_are_bytes_both_ways() {
+        let state = RateLimitStatus::new("s", 3)
+            .unwrap()
+            .with_partition_key(*b"\x01key");
+        let value = RateLimitStatus::header_value(std::slice::from_ref(&state));
+        assert_eq!(RateLimitStatus::parse(value.as_bytes()).unwrap(), [state]);
     }
 }

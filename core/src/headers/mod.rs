@@ -4,8 +4,11 @@
 //! - [`XRateLimit`]: the legacy `X-RateLimit-Limit`, `-Remaining` and `-Reset`, where the reset is
 //!   seconds from now or a unix timestamp ([`Reset`] tells them apart).
 //! - [`RateLimitPolicy`] and [`RateLimitStatus`]: the IETF `RateLimit-Policy` and `RateLimit`
-//!   structured fields of draft-ietf-httpapi-ratelimit-headers-10.
+//!   structured fields of draft-ietf-httpapi-ratelimit-headers-10, parsed as RFC 9651 Lists by
+//!   the `sfv` crate.
 //! - [`RateLimitHint`]: all of the above reduced to one answer, "when may I send again?".
+//! - [`request_authority`]: the lowercased authority (URI or `Host`) keyed layers group
+//!   requests by.
 //!
 //! No parser panics on any input; a malformed header is a [`HeaderError`](crate::HeaderError)
 //! from the `parse` functions and is ignored by the `from_headers` ones.
@@ -26,12 +29,14 @@
 //! assert_eq!(RetryAfter::parse(b"120").unwrap().delay_from(now), Duration::from_secs(120));
 //! ```
 
+mod authority;
 mod hint;
 mod ietf;
 mod retry_after;
 mod structured;
 mod x_ratelimit;
 
+pub use authority::request_authority;
 pub use hint::{HintSource, RateLimitHint};
 pub use ietf::{RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, RateLimitStatus};
 pub use retry_after::{RetryAfter, format_retry_after, whole_seconds_ceil};

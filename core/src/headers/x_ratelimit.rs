@@ -34,17 +34,25 @@ pub enum Reset {
 
 impl Reset {
     /// Parses a reset value. Numbers below 10⁹ are seconds from now; numbers from 10⁹ are unix
-    /// timestamps in seconds, and from 10¹² in milliseconds.
+    /// timestamps in seconds, and from 10¹² in milliseconds. A timestamp the platform's
+    /// `SystemTime` cannot hold (some have 32-bit seconds) is an error, never a panic.
     pub fn parse(value: &[u8]) -> Result<Self, HeaderError> {
         let n = parse_u64_saturating(value)
             .ok_or(HeaderError::new("x-ratelimit-reset", "not a whole number"))?;
-        Ok(if n >= UNIX_MILLIS_FROM {
-            Self::At(SystemTime::UNIX_EPOCH + Duration::from_millis(n))
+        let since_epoch = if n >= UNIX_MILLIS_FROM {
+            Duration::from_millis(n)
         } else if n >= UNIX_SECONDS_FROM {
-            Self::At(SystemTime::UNIX_EPOCH + Duration::from_secs(n))
+            Duration::from_secs(n)
         } else {
-            Self::After(Duration::from_secs(n))
-        })
+            return Ok(Self::After(Duration::from_secs(n)));
+        };
+        SystemTime::UNIX_EPOCH
+            .checked_add(since_epoch)
+            .map(Self::At)
+            .ok_or(HeaderError::new(
+                "x-ratelimit-reset",
+                "timestamp out of this platform's range",
+            ))
     }
 
     /// How long from `now` until the reset; zero if it is past.
@@ -136,11 +144,17 @@ mod tests {
             ))
         );
         assert!(Reset::parse(b"-5").is_err());
+        // The largest values parse (or fail) without overflowing `SystemTime`.
+        for huge in [&b"18446744073709551615"[..], b"99999999999999999999999999"] {
+            if let Ok(Reset::At(at)) = Reset::parse(huge) {
+                assert!(at > SystemTime::UNIX_EPOCH);
+            }
+        }
         assert!(Reset::parse(b"1.5").is_err());
     }
 
     #[test]
-    fn reads_seed_003_headers() {
+    fn reads_a_used_up_legacy_window() {
         let mut headers = HeaderMap::new();
         headers.insert("x-ratelimit-limit", "60".parse().unwrap());
         headers.insert("x-ratelimit-remaining", "0".parse().unwrap());

@@ -25,6 +25,8 @@ pub enum Reply {
     Rejected,
     /// Answers without reading the request body.
     StatusUnread(u16),
+    /// Fails as a refused connection does: before reading a byte of the body.
+    RefusedUnread,
 }
 
 /// One call the upstream saw.
@@ -76,7 +78,7 @@ impl Script {
                     .unwrap_or(Reply::Status(200));
                 let (parts, body) = request.into_parts();
                 let body = match reply {
-                    Reply::StatusUnread(_) => None,
+                    Reply::StatusUnread(_) | Reply::RefusedUnread => None,
                     _ => Some(body.collect().await.expect("body").to_bytes()),
                 };
                 script.seen.lock().push(Seen {
@@ -104,6 +106,9 @@ pub fn respond(reply: Reply) -> Result<Response<()>, BoxError> {
             .unwrap()),
         Reply::Transport => Err(Box::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset,
+        ))),
+        Reply::RefusedUnread => Err(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
         ))),
         Reply::Timeout => Err(Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut))),
         Reply::Rejected => Err(Box::new(tollway_core::RateLimited::new(
