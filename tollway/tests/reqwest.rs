@@ -213,3 +213,30 @@ async fn a_single_layer_is_a_middleware_too_and_transport_errors_pass_through() 
         "{error:?}"
     );
 }
+
+/// The retry layer wraps every error in `RequestFailed`; reqwest's own transport error after
+/// the last attempt still reaches a reqwest-middleware user as `Error::Reqwest`.
+#[tokio::test]
+async fn a_transport_error_after_retries_is_still_reqwests_own() {
+    let layer = ClientStackLayer::builder(limiter(100))
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(3)
+                .backoff(Backoff::exponential(
+                    Duration::from_millis(5),
+                    Duration::from_millis(20),
+                ))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let client = ClientBuilder::new(reqwest_client())
+        .with(TollwayMiddleware::new(layer))
+        .build();
+    // Nothing listens on port 9 of localhost.
+    let error = client.get("http://127.0.0.1:9/").send().await.unwrap_err();
+    assert!(
+        matches!(error, reqwest_middleware::Error::Reqwest(ref e) if e.is_connect()),
+        "{error:?}"
+    );
+}

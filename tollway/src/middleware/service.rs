@@ -139,6 +139,8 @@ where
 /// `Error::Middleware` holding the refusal itself, so that `downcast_ref::<CircuitOpen>()` (and
 /// the others) work on it; any other error boxed into the `anyhow::Error` as it is.
 fn into_middleware_error(error: BoxError) -> Error {
+    #[cfg(feature = "retry")]
+    let error = unwrap_transport_error(error);
     let error = match error.downcast::<Error>() {
         Ok(error) => return *error,
         Err(error) => error,
@@ -148,6 +150,22 @@ fn into_middleware_error(error: BoxError) -> Error {
         Err(error) => error,
     };
     Error::Middleware(into_anyhow(error))
+}
+
+/// A transport error after retries arrives wrapped in the retry layer's `RequestFailed`:
+/// reqwest-middleware users match on `Error::Reqwest`, so that is unwrapped (the attempt count
+/// is then lost; it stays on every other error, whose `RequestFailed` is kept).
+#[cfg(feature = "retry")]
+fn unwrap_transport_error(error: BoxError) -> BoxError {
+    match error.downcast::<tollway_retry::RequestFailed>() {
+        Ok(failed)
+            if failed.last_error().is::<reqwest::Error>() || failed.last_error().is::<Error>() =>
+        {
+            failed.into_last_error()
+        }
+        Ok(failed) => failed,
+        Err(error) => error,
+    }
 }
 
 fn into_anyhow(error: BoxError) -> anyhow::Error {
