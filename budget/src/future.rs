@@ -1,4 +1,6 @@
-//! The response future of [`Budget`](crate::Budget).
+//! The futures of this crate: [`ResponseFuture`] (of [`Budget`](crate::Budget)), [`Reserve`]
+//! (of [`Ledger::reserve_async`](crate::Ledger::reserve_async)) and
+//! [`KeyQuotaFuture`](crate::quota::KeyQuotaFuture).
 
 use std::fmt;
 use std::future::Future;
@@ -8,95 +10,69 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tollway_core::{BoxError, OutcomeKind};
+use tower::Service;
+
+pub use crate::ledger::Reserve;
+pub use crate::quota::future::KeyQuotaFuture;
 
 use crate::layer::Config;
 use crate::policy::parse_credits;
 use crate::reservation::Reservation;
+use crate::store::{Finish, Store};
 
 pin_project! {
-    /// Settles the request's reservation when the inner future yields a response; refunds it when
-    /// the inner future fails or this future is dropped first.
-    pub struct ResponseFuture<F> {
+    /// Waits for the request's reservation, then for the inner service to be ready, calls it,
+    /// and settles the reservation when the response arrives; refunds it when the inner service
+    /// fails or this future is dropped first.
+    pub struct ResponseFuture<S: Service<Req>, Req, St: Store> {
         #[pin]
-        state: State<F>,
+        state: State<S, Req, St>,
+        config: Arc<Config<St>>,
     }
 }
-
-#[cfg(feature = "redis")]
-type Reserve = tokio::task::JoinHandle<Result<Reservation, crate::error::ReserveError>>;
-#[cfg(feature = "redis")]
-type Call<F> = Box<dyn FnOnce() -> F + Send>;
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        // A Redis ledger's reservation in flight; the inner service is called once it is granted.
+    enum State<S: Service<Req>, Req, St: Store> {
         Reserving {
-            reserve: Reserving<F>,
+            reserve: Reserve<St>,
+            inner: Option<S>,
+            request: Option<Req>,
+        },
+        Readying {
+            inner: S,
+            request: Option<Req>,
+            reservation: Option<Reservation<St>>,
         },
         Called {
             #[pin]
-            future: F,
-            reservation: Option<Reservation>,
-            config: Arc<Config>,
+            future: S::Future,
+            reservation: Option<Reservation<St>>,
         },
-        Refused {
-            error: Option<BoxError>,
-        },
+        Done,
     }
 }
 
-/// What the `Reserving` state holds (nothing, without the `redis` feature: never built).
-struct Reserving<F> {
-    #[cfg(feature = "redis")]
-    reserve: Reserve,
-    #[cfg(feature = "redis")]
-    call: Option<Call<F>>,
-    #[cfg(feature = "redis")]
-    config: Arc<Config>,
-    #[cfg(not(feature = "redis"))]
-    _never: std::convert::Infallible,
-    #[cfg(not(feature = "redis"))]
-    _future: std::marker::PhantomData<fn() -> F>,
-}
-
-impl<F> ResponseFuture<F> {
-    #[cfg(feature = "redis")]
-    pub(crate) fn reserving(reserve: Reserve, call: Call<F>, config: Arc<Config>) -> Self {
+impl<S: Service<Req>, Req, St: Store> ResponseFuture<S, Req, St> {
+    pub(crate) fn new(reserve: Reserve<St>, inner: S, request: Req, config: Arc<Config<St>>) -> Self {
         Self {
             state: State::Reserving {
-                reserve: Reserving {
-                    reserve,
-                    call: Some(call),
-                    config,
-                },
+                reserve,
+                inner: Some(inner),
+                request: Some(request),
             },
-        }
-    }
-
-    pub(crate) fn called(future: F, reservation: Reservation, config: Arc<Config>) -> Self {
-        Self {
-            state: State::Called {
-                future,
-                reservation: Some(reservation),
-                config,
-            },
-        }
-    }
-
-    pub(crate) fn refused(error: BoxError) -> Self {
-        Self {
-            state: State::Refused { error: Some(error) },
+            config,
         }
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<S: Service<Req>, Req, St: Store> fmt::Debug for ResponseFuture<S, Req, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Reserving { .. } => "Reserving",
+            State::Readying { .. } => "Readying",
             State::Called { .. } => "Called",
-            State::Refused { .. } => "Refused",
+            State::Done => "Done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -104,77 +80,92 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
+
+impl<S, Req, St, B> Future for ResponseFuture<S, Req, St>
 where
-    F: Future<Output = Result<http::Response<B>, E>>,
-    E: Into<BoxError>,
+    S: Service<Req, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    St: Store,
 {
     type Output = Result<http::Response<B>, BoxError>;
 
-    // Without the `redis` feature only one state change exists, so the loop never repeats.
-    #[cfg_attr(not(feature = "redis"), allow(clippy::never_loop))]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let this = self.project();
+        let mut state = this.state;
         loop {
             match state.as_mut().project() {
-                #[cfg(feature = "redis")]
-                StateProj::Reserving { reserve } => {
-                    let granted = ready!(Pin::new(&mut reserve.reserve).poll(cx));
-                    let config = Arc::clone(&reserve.config);
-                    let reservation = match granted {
-                        Ok(Ok(reservation)) => reservation,
-                        Ok(Err(refused)) => return Poll::Ready(Err(refused.into_box_error())),
-                        Err(failed) => {
-                            let error = config.ledger.store_failed("reserve", failed);
-                            return Poll::Ready(Err(Box::new(error)));
+                StateProj::Reserving {
+                    reserve,
+                    inner,
+                    request,
+                } => {
+                    let reservation = match ready!(Pin::new(reserve).poll(cx)) {
+                        Ok(reservation) => reservation,
+                        Err(refused) => {
+                            state.set(State::Done);
+                            return Poll::Ready(Err(refused.into_box_error()));
                         }
                     };
-                    let call = reserve
-                        .call
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    state.set(State::Called {
-                        future: call(),
+                    let inner = inner.take().expect(POLLED_AFTER_COMPLETION);
+                    let request = request.take();
+                    state.set(State::Readying {
+                        inner,
+                        request,
                         reservation: Some(reservation),
-                        config,
                     });
                 }
-                #[cfg(not(feature = "redis"))]
-                StateProj::Reserving { reserve } => match reserve._never {},
-                StateProj::Refused { error } => {
-                    return Poll::Ready(Err(error
-                        .take()
-                        .expect("ResponseFuture polled after completion")));
+                StateProj::Readying {
+                    inner,
+                    request,
+                    reservation,
+                } => {
+                    if let Err(error) = ready!(inner.poll_ready(cx)) {
+                        // Never sent: the reservation is refunded.
+                        state.set(State::Done);
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    let future = inner.call(request.take().expect(POLLED_AFTER_COMPLETION));
+                    let reservation = reservation.take();
+                    state.set(State::Called {
+                        future,
+                        reservation,
+                    });
                 }
                 StateProj::Called {
                     future,
                     reservation,
-                    config,
                 } => {
                     let result = ready!(future.poll(cx));
-                    let reservation = reservation
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    return match result {
+                    let reservation = reservation.take().expect(POLLED_AFTER_COMPLETION);
+                    state.set(State::Done);
+                    return Poll::Ready(match result {
                         Ok(response) => {
-                            settle(config, reservation, &response);
-                            Poll::Ready(Ok(response))
+                            settle(this.config, reservation, &response);
+                            Ok(response)
                         }
                         Err(error) => {
                             let error = error.into();
-                            let outcome = config.classifier.classify_error(&*error);
+                            let outcome = this.config.classifier.classify_error(&*error);
                             tracing::debug!(outcome = %outcome.kind(), "request failed: reservation refunded");
                             drop(reservation);
-                            Poll::Ready(Err(error))
+                            Err(error)
                         }
-                    };
+                    });
                 }
+                StateProj::Done => panic!("{POLLED_AFTER_COMPLETION}"),
             }
         }
     }
 }
 
-fn settle<B>(config: &Config, reservation: Reservation, response: &http::Response<B>) {
+/// Settles `reservation` as `response` says: its charge, the balance it reports and, for a
+/// 402, the latch, all in one step of the store (nothing can be reserved in between).
+fn settle<St: Store, B>(
+    config: &Config<St>,
+    reservation: Reservation<St>,
+    response: &http::Response<B>,
+) {
     let headers = response.headers();
     let outcome = config
         .classifier
@@ -186,20 +177,11 @@ fn settle<B>(config: &Config, reservation: Reservation, response: &http::Respons
         .and_then(|name| headers.get(name))
         .and_then(|value| parse_credits(value.as_bytes()));
     let latch = outcome.kind() == OutcomeKind::CreditsExhausted;
-    #[cfg(feature = "redis")]
-    if config.ledger.is_shared() {
-        // One task, so Redis sees them in the same order as below.
-        config
-            .ledger
-            .settle_in_background(reservation, charge, balance, latch);
-        return;
-    }
-    reservation.settle(charge);
-    if let Some(balance) = balance {
-        config.ledger.sync_balance(balance);
-    }
-    // After the sync: a 402 wins over whatever balance its headers claim.
     if latch {
-        config.ledger.latch();
+        tracing::warn!(
+            ledger = %config.ledger.name(),
+            "budget latched: the upstream answered 402"
+        );
     }
+    drop(reservation.conclude(Finish::response(charge, balance, latch)));
 }

@@ -66,7 +66,6 @@
 mod balance;
 mod error;
 pub mod future;
-mod journal;
 mod layer;
 mod ledger;
 mod policy;
@@ -75,23 +74,24 @@ pub mod quota;
 mod reservation;
 mod service;
 mod snapshot;
-#[cfg(feature = "redis")]
-mod store;
+pub mod store;
 mod window;
 
 /// The `redis` client this crate's fleet mode speaks, re-exported so that callers build their
-/// [`ConnectionManager`](redis::aio::ConnectionManager) from the very same version.
+/// connection from the very same version.
 #[cfg(feature = "redis")]
 pub use redis;
 
 pub use balance::Balance;
-pub use error::{BalanceParseError, ReserveError, StoreUnavailable};
+pub use error::{BalanceParseError, ReserveError};
 pub use layer::BudgetLayer;
 pub use ledger::{Ledger, LedgerBuilder};
 pub use policy::{ChargePolicy, Cost};
 pub use priority::Priority;
-pub use quota::{Quota, QuotaLayer};
+pub use quota::builder::QuotaConfigError;
 pub use reservation::Reservation;
 pub use service::Budget;
 pub use snapshot::{Snapshot, WindowUsage};
+pub use tollway_core::durable::Locked;
+pub use tollway_core::{BoxError, BudgetExhausted, ExhaustedReason, StoreUnavailable};
 pub use window::{Period, UtcOffset, Window};
