@@ -49,6 +49,12 @@ pin_project! {
             future: S::Future,
             reservation: Option<Reservation<St>>,
         },
+        // A charge above the reservation is recorded before the response is returned.
+        Settling {
+            #[pin]
+            pending: St::Pending,
+            response: Option<S::Response>,
+        },
         Done,
     }
 }
@@ -72,6 +78,7 @@ impl<S: Service<Req>, Req, St: Store> fmt::Debug for ResponseFuture<S, Req, St> 
             State::Reserving { .. } => "Reserving",
             State::Readying { .. } => "Readying",
             State::Called { .. } => "Called",
+            State::Settling { .. } => "Settling",
             State::Done => "Done",
         };
         f.debug_struct("ResponseFuture")
@@ -138,20 +145,39 @@ where
                 } => {
                     let result = ready!(future.poll(cx));
                     let reservation = reservation.take().expect(POLLED_AFTER_COMPLETION);
-                    state.set(State::Done);
-                    return Poll::Ready(match result {
-                        Ok(response) => {
-                            settle(this.config, reservation, &response);
-                            Ok(response)
-                        }
+                    match result {
+                        Ok(response) => match settle(this.config, reservation, &response) {
+                            Some(pending) => state.set(State::Settling {
+                                pending,
+                                response: Some(response),
+                            }),
+                            None => {
+                                state.set(State::Done);
+                                return Poll::Ready(Ok(response));
+                            }
+                        },
                         Err(error) => {
+                            state.set(State::Done);
                             let error = error.into();
                             let outcome = this.config.classifier.classify_error(&*error);
                             tracing::debug!(outcome = %outcome.kind(), "request failed: reservation refunded");
                             drop(reservation);
-                            Err(error)
+                            return Poll::Ready(Err(error));
                         }
-                    });
+                    }
+                }
+                StateProj::Settling { pending, response } => {
+                    if let Err(error) = ready!(pending.poll(cx)) {
+                        // The answer is real; only its record is missing: say so loudly.
+                        tracing::error!(
+                            ledger = %this.config.ledger.name(),
+                            %error,
+                            "budget: a charge above the reservation was not recorded"
+                        );
+                    }
+                    let response = response.take().expect(POLLED_AFTER_COMPLETION);
+                    state.set(State::Done);
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Done => panic!("{POLLED_AFTER_COMPLETION}"),
             }
@@ -160,12 +186,14 @@ where
 }
 
 /// Settles `reservation` as `response` says: its charge, the balance it reports and, for a
-/// 402, the latch, all in one step of the store (nothing can be reserved in between).
+/// 402, the latch, all in one step of the store (nothing can be reserved in between). Returns
+/// what to wait for when the charge is above the reservation: the response is returned once the
+/// store has recorded it (a crash right after must not forget it).
 fn settle<St: Store, B>(
     config: &Config<St>,
     reservation: Reservation<St>,
     response: &http::Response<B>,
-) {
+) -> Option<St::Pending> {
     let headers = response.headers();
     let outcome = config
         .classifier
@@ -183,5 +211,7 @@ fn settle<St: Store, B>(
             "budget latched: the upstream answered 402"
         );
     }
-    drop(reservation.conclude(Finish::response(charge, balance, latch)));
+    let over = charge > reservation.cost();
+    let pending = reservation.conclude(Finish::response(charge, balance, latch));
+    over.then_some(pending)
 }

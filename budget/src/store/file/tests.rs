@@ -162,3 +162,51 @@ fn a_journal_is_private_and_opened_by_one_ledger_at_a_time() {
     drop(first);
     assert_eq!(reopen_spent(&path), 2);
 }
+
+#[tokio::test]
+async fn an_over_charge_is_durable_before_the_response_is_returned() {
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use crate::{BudgetLayer, ChargePolicy};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let faults = Faults::new();
+    // Every sync takes 300 ms: what waits for one is plain to see.
+    faults.sync_delay_ms.store(300, Ordering::SeqCst);
+    let ledger = open(&path, &faults);
+    let inner = service_fn(|request: http::Request<()>| async move {
+        let used = if request.uri().path() == "/over" { "7" } else { "1" };
+        let response = http::Response::builder()
+            .header("x-credits-used", used)
+            .body(())
+            .unwrap();
+        Ok::<_, Infallible>(response)
+    });
+    let service = BudgetLayer::new(ledger.clone())
+        .charge(ChargePolicy::from_header("x-credits-used"))
+        .layer(inner);
+    let call = |path: &'static str| {
+        let service = service.clone();
+        async move {
+            let started = Instant::now();
+            service
+                .oneshot(http::Request::get(path).body(()).unwrap())
+                .await
+                .unwrap();
+            started.elapsed()
+        }
+    };
+    // One sync for the reservation...
+    let normal = call("/normal").await;
+    assert!(normal >= Duration::from_millis(300), "{normal:?}");
+    // ...and one more for a charge above it, before the response comes back. (Flushed first, so
+    // that the settle above is not still being synced when the next reservation arrives.)
+    ledger.flush().await;
+    let over = call("/over").await;
+    assert!(over >= Duration::from_millis(590), "{over:?}");
+    assert_eq!(ledger.snapshot().windows[0].spent, 8);
+}
