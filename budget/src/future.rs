@@ -60,7 +60,12 @@ pin_project! {
 }
 
 impl<S: Service<Req>, Req, St: Store> ResponseFuture<S, Req, St> {
-    pub(crate) fn new(reserve: Reserve<St>, inner: S, request: Req, config: Arc<Config<St>>) -> Self {
+    pub(crate) fn new(
+        reserve: Reserve<St>,
+        inner: S,
+        request: Req,
+        config: Arc<Config<St>>,
+    ) -> Self {
         Self {
             state: State::Reserving {
                 reserve,

@@ -1,7 +1,8 @@
 //! `kill -9` at random instants, hundreds of times: spend after a restart is never lower than
 //! what was charged and never counts a reservation twice. Then again with the journal's file
 //! size limited (`RLIMIT_FSIZE`), so that appends fail part-way through a record, as on a full
-//! disk.
+//! disk, and with the limit lifted part-way through most runs (space freed), so that appends
+//! succeed again after a torn one.
 //!
 //! The test binary runs itself as the child (`crash_child`, selected by an environment
 //! variable). The child's threads reserve, settle and refund on one file-backed ledger,
@@ -125,17 +126,19 @@ fn run_and_kill(path: &Path, file_limit: Option<u64>, rng: &mut StdRng) -> Repor
             let mut command = Command::new("bash");
             command
                 .arg("-c")
-                .arg("trap '' XFSZ; exec prlimit --fsize=\"$0\" -- \"$@\"")
+                .arg("trap '' XFSZ; exec prlimit --fsize=\"$0\":unlimited -- \"$@\"")
                 .arg(limit.to_string())
                 .arg(&exe);
             command
         }
     };
+    let stderr_path = path.with_extension("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
     let mut child = command
         .args(args)
         .env(CHILD_ENV, path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let lines = Arc::new(Mutex::new(Reported::default()));
@@ -150,17 +153,39 @@ fn run_and_kill(path: &Path, file_limit: Option<u64>, rng: &mut StdRng) -> Repor
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while lines.lock().unwrap().events == 0 {
-        assert!(Instant::now() < deadline, "the child never got going");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("the child never got going:\n{stderr}");
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_micros(rng.random_range(0..15_000)));
+    if file_limit.is_some() && rng.random_bool(0.75) {
+        // The disk has room again: later appends succeed, after whatever tore before.
+        let lifted = Command::new("prlimit")
+            .arg(format!("--pid={}", child.id()))
+            .arg("--fsize=unlimited")
+            .status()
+            .unwrap();
+        assert!(lifted.success());
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..15_000)));
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     reader.join().unwrap();
     Arc::try_unwrap(lines).unwrap().into_inner().unwrap()
 }
 
+/// The kill loops take turns: a child process forked by one loop holds copies of the parent's
+/// descriptors until it execs, and the other loop's journal lock, just released by the parent,
+/// could still be held by such a copy when its own child opens the journal.
+static TURNS: Mutex<()> = Mutex::new(());
+
 fn kill_loop(kills: usize, file_limit: Option<u64>) {
+    let _turn = TURNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let seed = std::env::var("TOLLWAY_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

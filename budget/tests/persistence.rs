@@ -283,7 +283,11 @@ fn journal_files_are_private_and_their_folders_too() {
     let ledger = open(&path, &clock);
     ledger.reserve(1, Priority::Normal).unwrap().settle(1);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&path), 0o600, "spend records are nobody else's business");
+    assert_eq!(
+        mode(&path),
+        0o600,
+        "spend records are nobody else's business"
+    );
     assert_eq!(mode(&dir.path().join("spend")), 0o700);
     assert_eq!(mode(&dir.path().join("spend/2024")), 0o700);
     // Compaction rewrites the file: still private.
@@ -329,7 +333,9 @@ fn second_opener() {
         .open(Path::new(&path))
         .expect_err("the journal is held by the first process");
     assert!(
-        err.get_ref().and_then(|e| e.downcast_ref::<Locked>()).is_some(),
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<Locked>())
+            .is_some(),
         "expected Locked, got {err}"
     );
 }

@@ -105,7 +105,11 @@ async fn keys_are_what_the_user_configured_and_only_successes_are_charged() {
             && (message.ends_with(" d") || message.ends_with(" h")),
         "{message}"
     );
-    assert_eq!(hits.load(Ordering::SeqCst), 2, "the refused request never ran");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "the refused request never ran"
+    );
 
     // Another key is untouched; the key the user sees is the key they configured.
     let response = app
@@ -141,12 +145,18 @@ async fn callers_without_a_key_are_keyed_by_their_own_address() {
     // Another client has its own quota: never one shared anonymous quota.
     assert_eq!(status(from("10.0.0.2", "/search")).await, StatusCode::OK);
     // IPv6 clients count by their /64.
-    assert_eq!(status(from("2001:db8:1:2::1", "/search")).await, StatusCode::OK);
+    assert_eq!(
+        status(from("2001:db8:1:2::1", "/search")).await,
+        StatusCode::OK
+    );
     assert_eq!(
         status(from("2001:db8:1:2:ffff::9", "/search")).await,
         StatusCode::PAYMENT_REQUIRED
     );
-    assert_eq!(status(from("2001:db8:1:3::1", "/search")).await, StatusCode::OK);
+    assert_eq!(
+        status(from("2001:db8:1:3::1", "/search")).await,
+        StatusCode::OK
+    );
     // No key and no address: refused, with a clear reason, never charged to someone else.
     let unknown = app.clone().oneshot(request("/search", None)).await.unwrap();
     assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
@@ -195,7 +205,11 @@ async fn anonymous_callers_can_be_refused_outright() {
         .unwrap();
     let hits = Arc::new(AtomicU64::new(0));
     let app = app(&quota, Arc::clone(&hits));
-    let refused = app.clone().oneshot(from("10.0.0.1", "/search")).await.unwrap();
+    let refused = app
+        .clone()
+        .oneshot(from("10.0.0.1", "/search"))
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let ok = app
         .clone()
@@ -213,14 +227,23 @@ async fn charge_policies_and_refusals_are_configurable() {
         .build()
         .unwrap();
     let app1 = app(&only_200, Arc::new(AtomicU64::new(0)));
-    app1.clone().oneshot(request("/created", Some("k"))).await.unwrap();
+    app1.clone()
+        .oneshot(request("/created", Some("k")))
+        .await
+        .unwrap();
     assert_eq!(only_200.ledger("k").snapshot().windows[0].spent, 0);
-    app1.clone().oneshot(request("/search", Some("k"))).await.unwrap();
+    app1.clone()
+        .oneshot(request("/search", Some("k")))
+        .await
+        .unwrap();
     assert_eq!(only_200.ledger("k").snapshot().windows[0].spent, 1);
 
     let any_2xx = KeyQuotaLayer::new(|_| Ledger::new(10, Window::day()));
     let app2 = app(&any_2xx, Arc::new(AtomicU64::new(0)));
-    app2.clone().oneshot(request("/created", Some("k"))).await.unwrap();
+    app2.clone()
+        .oneshot(request("/created", Some("k")))
+        .await
+        .unwrap();
     assert_eq!(any_2xx.ledger("k").snapshot().windows[0].spent, 1);
 
     // Custom: failures cost a credit too, successes three.
@@ -236,13 +259,26 @@ async fn charge_policies_and_refusals_are_configurable() {
         .build()
         .unwrap();
     let app3 = app(&custom, Arc::new(AtomicU64::new(0)));
-    app3.clone().oneshot(request("/broken", Some("k"))).await.unwrap();
+    app3.clone()
+        .oneshot(request("/broken", Some("k")))
+        .await
+        .unwrap();
     assert_eq!(custom.ledger("k").snapshot().windows[0].spent, 1);
-    app3.clone().oneshot(request("/search", Some("k"))).await.unwrap();
+    app3.clone()
+        .oneshot(request("/search", Some("k")))
+        .await
+        .unwrap();
     assert_eq!(custom.ledger("k").snapshot().windows[0].spent, 4);
-    let refused = app3.clone().oneshot(request("/search", Some("k"))).await.unwrap();
+    let refused = app3
+        .clone()
+        .oneshot(request("/search", Some("k")))
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(refused.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
     let body = refused.into_body().collect().await.unwrap().to_bytes();
     let body = String::from_utf8(body.to_vec()).unwrap();
     assert!(
@@ -276,7 +312,11 @@ fn misconfiguration_is_a_builder_error() {
         .unwrap_err();
     assert_eq!(err.setting(), "refusal_body");
     assert_eq!(
-        KeyQuotaLayer::builder(factory).max_keys(0).build().unwrap_err().setting(),
+        KeyQuotaLayer::builder(factory)
+            .max_keys(0)
+            .build()
+            .unwrap_err()
+            .setting(),
         "max_keys"
     );
     assert!(err.to_string().contains("refusal_body"), "{err}");
@@ -315,7 +355,10 @@ async fn the_quota_appends_its_rate_limit_members_beside_the_inner_ones() {
     let names: Vec<&str> = policies.iter().map(RateLimitPolicy::name).collect();
     assert_eq!(names, ["burst", "quota-day", "quota-day-2", "quota-month"]);
     let status_names: Vec<&str> = statuses.iter().map(RateLimitStatus::name).collect();
-    assert_eq!(status_names, names, "every policy paired with its status, by name");
+    assert_eq!(
+        status_names, names,
+        "every policy paired with its status, by name"
+    );
     assert_eq!(statuses[1].remaining(), 8, "the inner member is untouched");
     assert_eq!(statuses[2].remaining(), 9);
     assert_eq!(statuses[3].remaining(), 99);
@@ -333,18 +376,27 @@ async fn floods_of_keys_stay_bounded_and_oversized_keys_are_refused() {
     let app = app(&quota, Arc::clone(&hits));
     for i in 0..2_000 {
         let key = format!("attacker-{i}");
-        let ok = app.clone().oneshot(request("/search", Some(&key))).await.unwrap();
+        let ok = app
+            .clone()
+            .oneshot(request("/search", Some(&key)))
+            .await
+            .unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
         assert!(quota.len() <= 100);
     }
     let huge = "k".repeat(65);
-    let refused = app.clone().oneshot(request("/search", Some(&huge))).await.unwrap();
+    let refused = app
+        .clone()
+        .oneshot(request("/search", Some(&huge)))
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(json(refused).await["error"], "invalid_api_key");
     let mut binary = request("/search", None);
-    binary
-        .headers_mut()
-        .insert("x-api-key", http::HeaderValue::from_bytes(b"k\xffey").unwrap());
+    binary.headers_mut().insert(
+        "x-api-key",
+        http::HeaderValue::from_bytes(b"k\xffey").unwrap(),
+    );
     let refused = app.clone().oneshot(binary).await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(hits.load(Ordering::SeqCst), 2_000);
@@ -397,9 +449,8 @@ async fn critical_reserve_applies_per_key_over_a_real_socket() {
         } else {
             format!("x-api-key: {key}\r\n")
         };
-        let raw = format!(
-            "GET /search HTTP/1.1\r\nhost: x\r\n{key}{extra}connection: close\r\n\r\n"
-        );
+        let raw =
+            format!("GET /search HTTP/1.1\r\nhost: x\r\n{key}{extra}connection: close\r\n\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut stream, raw.as_bytes())
             .await
             .unwrap();

@@ -524,7 +524,11 @@ async fn after_a_402_the_next_request_of_this_process_is_never_sent() {
         let exhausted = refused.downcast_ref::<BudgetExhausted>().expect("refused");
         assert_eq!(exhausted.reason(), ExhaustedReason::Upstream402);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing sent after the 402");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "nothing sent after the 402"
+    );
     ledger.flush().await;
     assert!(ledger.snapshot_async().await.unwrap().latched);
 }
@@ -633,7 +637,10 @@ async fn a_balance_read_before_the_402_never_lifts_the_shared_latch() {
     let snapshot = ledger.snapshot_async().await.unwrap();
     assert!(snapshot.latched, "the stale balance did not lift the latch");
     assert_eq!(snapshot.balance, None);
-    let refused = ledger.reserve_async(1, Priority::Critical).await.unwrap_err();
+    let refused = ledger
+        .reserve_async(1, Priority::Critical)
+        .await
+        .unwrap_err();
     assert_eq!(exhausted(&refused), ExhaustedReason::Upstream402);
     // A balance read now does.
     ledger.sync_balance_async(40).await.unwrap();
@@ -656,14 +663,21 @@ async fn works_on_a_server_without_pexpiretime() {
     }
     let held = ledger.reserve_async(1, Priority::Normal).await.unwrap();
     let mut raw = server.connect().await;
-    let prefix_keys: Vec<String> = redis::cmd("KEYS").arg("*:leases").query_async(&mut raw).await.unwrap();
+    let prefix_keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*:leases")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(prefix_keys.len(), 1);
     let ttl: i64 = redis::cmd("PTTL")
         .arg(&prefix_keys[0])
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert!(ttl > 86_000_000, "the lease bookkeeping expires a day after the lease: {ttl}");
+    assert!(
+        ttl > 86_000_000,
+        "the lease bookkeeping expires a day after the lease: {ttl}"
+    );
     held.refund_async().await.unwrap();
     ledger.latch_async().await.unwrap();
     let snapshot = ledger.snapshot_async().await.unwrap();
@@ -688,7 +702,11 @@ async fn any_shareable_connection_will_do() {
         Ok::<_, Infallible>(http::Response::new(()))
     }));
     for _ in 0..2 {
-        service.clone().oneshot(http::Request::new(())).await.unwrap();
+        service
+            .clone()
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
     }
     assert!(service.oneshot(http::Request::new(())).await.is_err());
     ledger.flush().await;

@@ -401,10 +401,8 @@ impl Service<Request<()>> for SlowReady {
 async fn a_refusal_is_decided_before_waiting_for_the_inner_service() {
     let ledger = Ledger::new(2, Window::day());
     let calls = Arc::new(AtomicU64::new(0));
-    let service = BudgetLayer::new(ledger.clone()).layer(SlowReady::new(
-        Duration::from_secs(10),
-        Arc::clone(&calls),
-    ));
+    let service = BudgetLayer::new(ledger.clone())
+        .layer(SlowReady::new(Duration::from_secs(10), Arc::clone(&calls)));
     let start = tokio::time::Instant::now();
     let waiting: Vec<_> = (0..2)
         .map(|_| tokio::spawn(service.clone().oneshot(Request::new(()))))
@@ -412,11 +410,7 @@ async fn a_refusal_is_decided_before_waiting_for_the_inner_service() {
     tokio::task::yield_now().await;
     // Both hold their credit while they wait for the permit: the third is refused at once.
     assert_eq!(ledger.snapshot().reserved, 2);
-    let refused = service
-        .clone()
-        .oneshot(Request::new(()))
-        .await
-        .unwrap_err();
+    let refused = service.clone().oneshot(Request::new(())).await.unwrap_err();
     assert_eq!(exhausted(&refused).reason(), ExhaustedReason::Window);
     assert_eq!(
         tokio::time::Instant::now(),
@@ -433,10 +427,8 @@ async fn a_refusal_is_decided_before_waiting_for_the_inner_service() {
     // A latched ledger refuses at once too, and a caller that gives up while waiting for the
     // permit gets its credit back.
     let ledger = Ledger::new(5, Window::day());
-    let service = BudgetLayer::new(ledger.clone()).layer(SlowReady::new(
-        Duration::from_secs(60),
-        Arc::clone(&calls),
-    ));
+    let service = BudgetLayer::new(ledger.clone())
+        .layer(SlowReady::new(Duration::from_secs(60), Arc::clone(&calls)));
     let given_up = tokio::time::timeout(
         Duration::from_secs(1),
         service.clone().oneshot(Request::new(())),
@@ -505,7 +497,11 @@ async fn a_balance_read_before_a_402_never_lifts_its_latch() {
     );
     let refused = service.clone().oneshot(Request::new(())).await.unwrap_err();
     assert_eq!(exhausted(&refused).reason(), ExhaustedReason::Upstream402);
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "nothing sent after the 402");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "nothing sent after the 402"
+    );
     // A balance read after the 402 (a balance endpoint, polled) lifts it.
     ledger.sync_balance(40);
     assert!(!ledger.is_latched());
@@ -521,7 +517,8 @@ async fn sixty_four_tasks_on_a_file_ledger_charge_exactly_the_budget() {
         .open(&path)
         .unwrap();
     let calls = Arc::new(AtomicU64::new(0));
-    let service = BudgetLayer::new(ledger.clone()).layer(upstream(StatusCode::OK, Arc::clone(&calls)));
+    let service =
+        BudgetLayer::new(ledger.clone()).layer(upstream(StatusCode::OK, Arc::clone(&calls)));
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let service = service.clone();
@@ -546,6 +543,9 @@ async fn sixty_four_tasks_on_a_file_ledger_charge_exactly_the_budget() {
     assert_eq!(ledger.snapshot().windows[0].spent, 300);
     drop(service);
     drop(ledger);
-    let reopened = Ledger::builder().limit(300, Window::day()).open(&path).unwrap();
+    let reopened = Ledger::builder()
+        .limit(300, Window::day())
+        .open(&path)
+        .unwrap();
     assert_eq!(reopened.snapshot().windows[0].spent, 300);
 }

@@ -379,7 +379,11 @@ mod tests {
         let mut staged = Staged::create(&path).unwrap();
         staged.file_mut().write_all(b"half").unwrap();
         drop(staged);
-        assert_eq!(fs::read(&path).unwrap(), b"old", "dropped: the target is untouched");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"old",
+            "dropped: the target is untouched"
+        );
         let names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

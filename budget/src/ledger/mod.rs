@@ -214,10 +214,7 @@ impl<St: Store> Ledger<St> {
     ///
     /// If the store could not record it.
     pub async fn sync_balance_async(&self, remaining: u64) -> Result<(), StoreUnavailable> {
-        self.shared
-            .store
-            .sync_balance(remaining, self.now())
-            .await
+        self.shared.store.sync_balance(remaining, self.now()).await
     }
 
     /// Everything the ledger knows, at once (read from Redis for a Redis ledger).

@@ -59,10 +59,7 @@ impl<St: Store> Future for Reserve<St> {
             .expect("Reserve polled after completion");
         let outcome = std::task::ready!(Pin::new(reserving).poll(cx));
         this.reserving = None;
-        let ledger = this
-            .ledger
-            .take()
-            .expect("Reserve polled after completion");
+        let ledger = this.ledger.take().expect("Reserve polled after completion");
         Poll::Ready(match outcome {
             Ok(Decision::Granted(grant)) => {
                 tracing::trace!(

@@ -215,7 +215,10 @@ impl KeyQuotaBuilder {
     /// content type or policy name, a refusal status that is not an error, a zero bound.
     pub fn build(self) -> Result<KeyQuotaLayer, QuotaConfigError> {
         let header = HeaderName::from_bytes(self.key_header.as_bytes()).map_err(|_| {
-            QuotaConfigError::new("key_header", format!("{:?} is no header name", self.key_header))
+            QuotaConfigError::new(
+                "key_header",
+                format!("{:?} is no header name", self.key_header),
+            )
         })?;
         if !(self.refusal_status.is_client_error() || self.refusal_status.is_server_error()) {
             return Err(QuotaConfigError::new(

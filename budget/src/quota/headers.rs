@@ -22,7 +22,12 @@ pub const X_QUOTA_REMAINING: HeaderName = HeaderName::from_static("x-quota-remai
 
 /// Adds `x-quota-remaining` and one `RateLimit-Policy` / `RateLimit` member per limit of
 /// `snapshot` (named `base`, or `base-day`, `base-month`, ... when there are several).
-pub(crate) fn add_quota_headers(headers: &mut HeaderMap, base: &str, snapshot: &Snapshot, now: i64) {
+pub(crate) fn add_quota_headers(
+    headers: &mut HeaderMap,
+    base: &str,
+    snapshot: &Snapshot,
+    now: i64,
+) {
     if snapshot.remaining != u64::MAX {
         headers.insert(X_QUOTA_REMAINING, HeaderValue::from(snapshot.remaining));
     }
@@ -114,7 +119,11 @@ mod tests {
 
     fn snapshot(windows: Vec<WindowUsage>) -> Snapshot {
         Snapshot {
-            remaining: windows.iter().map(|w| w.remaining).min().unwrap_or(u64::MAX),
+            remaining: windows
+                .iter()
+                .map(|w| w.remaining)
+                .min()
+                .unwrap_or(u64::MAX),
             windows,
             reserved: 0,
             balance: None,
@@ -127,7 +136,10 @@ mod tests {
     #[test]
     fn members_are_appended_beside_another_layers_and_names_stay_unique() {
         let mut headers = HeaderMap::new();
-        headers.insert(RATELIMIT_POLICY, HeaderValue::from_static("\"quota\";q=10;w=1"));
+        headers.insert(
+            RATELIMIT_POLICY,
+            HeaderValue::from_static("\"quota\";q=10;w=1"),
+        );
         headers.insert(RATELIMIT, HeaderValue::from_static("\"quota\";r=3;t=1"));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("120"));
         let snapshot = snapshot(vec![usage(Window::day(), 100, 40)]);
@@ -136,9 +148,16 @@ mod tests {
         let policies = RateLimitPolicy::from_headers(&headers);
         let statuses = RateLimitStatus::from_headers(&headers);
         let names: Vec<_> = policies.iter().map(RateLimitPolicy::name).collect();
-        assert_eq!(names, ["quota", "quota-2"], "the inner layer's member is kept");
         assert_eq!(
-            statuses.iter().map(RateLimitStatus::name).collect::<Vec<_>>(),
+            names,
+            ["quota", "quota-2"],
+            "the inner layer's member is kept"
+        );
+        assert_eq!(
+            statuses
+                .iter()
+                .map(RateLimitStatus::name)
+                .collect::<Vec<_>>(),
             names,
             "each status is paired with its policy by name"
         );

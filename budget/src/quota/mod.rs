@@ -143,9 +143,7 @@ impl KeyQuotaLayer {
 
 impl QuotaShared {
     fn ledger(&self, key: &QuotaKey) -> Ledger {
-        self.table
-            .lock()
-            .get_or_insert(key, || (self.factory)(key))
+        self.table.lock().get_or_insert(key, || (self.factory)(key))
     }
 
     /// The answer to a request that has no usable key.
@@ -177,7 +175,8 @@ impl QuotaShared {
         ledger: &Ledger,
     ) -> http::Response<B> {
         let Some(exhausted) = refused.exhausted() else {
-            let body = r#"{"error":"quota_unavailable","message":"the quota ledger is unavailable"}"#;
+            let body =
+                r#"{"error":"quota_unavailable","message":"the quota ledger is unavailable"}"#;
             let mut response = http::Response::new(B::from(String::from(body)));
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             response
@@ -272,7 +271,10 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
-        let key = match shared.reader.key_of(request.headers(), request.extensions()) {
+        let key = match shared
+            .reader
+            .key_of(request.headers(), request.extensions())
+        {
             Ok(key) => key,
             Err(why) => {
                 tracing::debug!(?why, "quota refused a request without a usable key");

@@ -174,7 +174,11 @@ mod tests {
             (2_594_183.573, "30 d 1 h"),
         ];
         for (secs, words) in cases {
-            assert_eq!(human_duration(Duration::from_secs_f64(secs)), words, "{secs}");
+            assert_eq!(
+                human_duration(Duration::from_secs_f64(secs)),
+                words,
+                "{secs}"
+            );
         }
         // Absurd values still read.
         assert_eq!(human_duration(Duration::MAX), "213503982334601 d 8 h");

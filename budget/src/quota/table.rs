@@ -35,7 +35,11 @@ impl Table {
     }
 
     /// The ledger of `key`, made by `make` if it has none.
-    pub(crate) fn get_or_insert(&mut self, key: &QuotaKey, make: impl FnOnce() -> Ledger) -> Ledger {
+    pub(crate) fn get_or_insert(
+        &mut self,
+        key: &QuotaKey,
+        make: impl FnOnce() -> Ledger,
+    ) -> Ledger {
         if let Some((ledger, _)) = self.map.get(key) {
             return ledger.clone();
         }

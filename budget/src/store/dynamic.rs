@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tollway_core::StoreUnavailable;
 
-use super::backend::{Backend, Decision, Finish, Grant};
 use super::Store;
+use super::backend::{Backend, Decision, Finish, Grant};
 use crate::snapshot::Snapshot;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreUnavailable>> + Send>>;
@@ -30,10 +30,7 @@ impl fmt::Debug for DynStore {
 
 impl DynStore {
     /// The store `S` of a ledger, type-erased; `keep` holds it alive.
-    pub(crate) fn new<S: Store, K: Send + Sync + 'static>(
-        keep: K,
-        store: fn(&K) -> &S,
-    ) -> Self {
+    pub(crate) fn new<S: Store, K: Send + Sync + 'static>(keep: K, store: fn(&K) -> &S) -> Self {
         Self(Arc::new(Holder { keep, store }))
     }
 }

@@ -9,7 +9,7 @@ use tollway_core::StoreUnavailable;
 
 use super::backend::{Backend, Decision, Finish, Grant, SyncBackend};
 use super::state::State;
-use super::{StoreConfig, Store, SyncStore};
+use super::{Store, StoreConfig, SyncStore};
 use crate::snapshot::Snapshot;
 
 /// A ledger kept in this process's memory: [`Ledger::new`](crate::Ledger::new) and

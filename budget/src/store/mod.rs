@@ -27,11 +27,11 @@ mod memory;
 mod redis;
 mod state;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 pub use dynamic::DynStore;
 pub use file::FileStore;
 pub use memory::MemoryStore;
-#[cfg(feature = "redis")]
-pub use self::redis::RedisStore;
 
 pub(crate) use backend::{Backend, Decision, Finish, Grant, SyncBackend};
 #[cfg(test)]
@@ -75,10 +75,7 @@ mod backend {
     /// polled has still reserved, settled or latched); the future only reports the outcome.
     pub trait Backend: fmt::Debug + Send + Sync + 'static {
         /// A reservation's outcome: decided and, for a durable store, durable.
-        type Reserving: Future<Output = Result<Decision, StoreUnavailable>>
-            + Unpin
-            + Send
-            + 'static;
+        type Reserving: Future<Output = Result<Decision, StoreUnavailable>> + Unpin + Send + 'static;
         /// The outcome of an operation that changes the state.
         type Pending: Future<Output = Result<(), StoreUnavailable>> + Send + 'static;
         /// A snapshot.
@@ -115,8 +112,12 @@ mod backend {
     /// The operations of stores that answer without a round trip.
     pub trait SyncBackend: Backend {
         /// [`Backend::reserve`], waiting in this thread.
-        fn reserve_now(&self, cost: u64, floor: u64, now: i64)
-        -> Result<Decision, StoreUnavailable>;
+        fn reserve_now(
+            &self,
+            cost: u64,
+            floor: u64,
+            now: i64,
+        ) -> Result<Decision, StoreUnavailable>;
         /// [`Backend::snapshot`], at once.
         fn snapshot_now(&self, now: i64) -> Snapshot;
     }

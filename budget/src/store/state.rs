@@ -133,11 +133,7 @@ impl State {
     /// Latches until the earliest window rollover; returns that time.
     pub(crate) fn set_latch(&mut self, now: i64) -> Option<i64> {
         self.roll(now);
-        let until = self
-            .windows
-            .iter()
-            .filter_map(|w| w.rollover_at(now))
-            .min();
+        let until = self.windows.iter().filter_map(|w| w.rollover_at(now)).min();
         self.latch = Some(Latch {
             until,
             after: self.next_id,

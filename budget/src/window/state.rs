@@ -180,7 +180,6 @@ impl WindowState {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,7 +53,11 @@ fn a_torn_append_never_shifts_the_records_after_it() {
     drop(ledger);
     let len = std::fs::metadata(&path).unwrap().len();
     assert_eq!(len % RECORD_LEN as u64, 0, "no torn record left behind");
-    assert_eq!(reopen_spent(&path), 55, "every charge after the tear survives");
+    assert_eq!(
+        reopen_spent(&path),
+        55,
+        "every charge after the tear survives"
+    );
 }
 
 #[test]
@@ -92,7 +96,10 @@ fn a_failed_sync_is_repaired_by_a_rewrite_and_nothing_undurable_is_granted() {
     let ReserveError::Store(unavailable) = err else {
         panic!("expected StoreUnavailable, got {err}");
     };
-    assert!(unavailable.to_string().contains("injected fault"), "{unavailable}");
+    assert!(
+        unavailable.to_string().contains("injected fault"),
+        "{unavailable}"
+    );
     let after = ledger.snapshot();
     assert_eq!(after.reserved, 0, "the refused reservation holds nothing");
     assert_eq!(after.remaining, before.remaining);
@@ -179,7 +186,11 @@ async fn an_over_charge_is_durable_before_the_response_is_returned() {
     faults.sync_delay_ms.store(300, Ordering::SeqCst);
     let ledger = open(&path, &faults);
     let inner = service_fn(|request: http::Request<()>| async move {
-        let used = if request.uri().path() == "/over" { "7" } else { "1" };
+        let used = if request.uri().path() == "/over" {
+            "7"
+        } else {
+            "1"
+        };
         let response = http::Response::builder()
             .header("x-credits-used", used)
             .body(())

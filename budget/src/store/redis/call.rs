@@ -161,7 +161,9 @@ pub(super) async fn run<C: ConnectionLike + Clone + Send + Sync + 'static>(
                 Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
             };
         let (Some(&status), Some(&redis_now)) = (reply.first(), reply.get(1)) else {
-            return Err(failed(String::from("malformed reply from the budget script")));
+            return Err(failed(String::from(
+                "malformed reply from the budget script",
+            )));
         };
         let local = sent_at + (local_now() - sent_at) / 2;
         skew.store(redis_now - local, Ordering::Relaxed);

@@ -399,9 +399,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Backend for RedisStore<C
     fn reset(&self, _now: i64) -> RedisDone {
         self.inner.lift_locally();
         let inner = Arc::clone(&self.inner);
-        RedisDone::spawned(self.spawn("reset", async move {
-            inner.run("reset", &[]).await.map(drop)
-        }))
+        RedisDone::spawned(self.spawn(
+            "reset",
+            async move { inner.run("reset", &[]).await.map(drop) },
+        ))
     }
 
     fn sync_balance(&self, balance: u64, _now: i64) -> RedisDone {
@@ -410,9 +411,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Backend for RedisStore<C
         }
         let inner = Arc::clone(&self.inner);
         let args = [balance.min(MAX_EXACT).to_string()];
-        RedisDone::spawned(self.spawn("sync", async move {
-            inner.run("sync", &args).await.map(drop)
-        }))
+        RedisDone::spawned(self.spawn(
+            "sync",
+            async move { inner.run("sync", &args).await.map(drop) },
+        ))
     }
 
     fn snapshot(&self, _now: i64) -> Self::Snapshotting {

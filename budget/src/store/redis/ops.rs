@@ -160,10 +160,12 @@ impl Future for RedisDone {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
-            Done::Spawned(handle) => Poll::Ready(match std::task::ready!(Pin::new(handle).poll(cx)) {
-                Ok(result) => result,
-                Err(failed) => Err(StoreUnavailable::new("budget", "send", failed)),
-            }),
+            Done::Spawned(handle) => {
+                Poll::Ready(match std::task::ready!(Pin::new(handle).poll(cx)) {
+                    Ok(result) => result,
+                    Err(failed) => Err(StoreUnavailable::new("budget", "send", failed)),
+                })
+            }
             Done::Waiting(future) => future.as_mut().poll(cx),
             Done::Failed(error) => Poll::Ready(Err(error
                 .take()
