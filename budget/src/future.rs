@@ -17,8 +17,8 @@ pub use crate::quota::future::KeyQuotaFuture;
 
 use crate::layer::Config;
 use crate::policy::parse_credits;
-use crate::reservation::Reservation;
-use crate::store::{Finish, Store};
+use crate::priority::Priority;
+use crate::store::{Decision, Finish, Grant, Store};
 
 pin_project! {
     /// Waits for the request's reservation, then for the inner service to be ready, calls it,
@@ -27,7 +27,26 @@ pin_project! {
     pub struct ResponseFuture<S: Service<Req>, Req, St: Store> {
         #[pin]
         state: State<S, Req, St>,
+        // The credit this request holds, until it is settled or refunded.
+        grant: Option<Grant>,
         config: Arc<Config<St>>,
+        cost: u64,
+        priority: Priority,
+    }
+
+    impl<S: Service<Req>, Req, St: Store> PinnedDrop for ResponseFuture<S, Req, St> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let ledger = &this.config.ledger;
+            if let Some(grant) = this.grant.take() {
+                drop(ledger.finish(grant, Finish::refund()));
+            }
+            if let StateProj::Reserving { reserving, .. } = this.state.project()
+                && let Some(reserving) = reserving.take()
+            {
+                ledger.shared.store.cancel(reserving, ledger.now());
+            }
+        }
     }
 }
 
@@ -35,19 +54,17 @@ pin_project! {
     #[project = StateProj]
     enum State<S: Service<Req>, Req, St: Store> {
         Reserving {
-            reserve: Reserve<St>,
+            reserving: Option<St::Reserving>,
             inner: Option<S>,
             request: Option<Req>,
         },
         Readying {
             inner: S,
             request: Option<Req>,
-            reservation: Option<Reservation<St>>,
         },
         Called {
             #[pin]
             future: S::Future,
-            reservation: Option<Reservation<St>>,
         },
         // A charge above the reservation is recorded before the response is returned.
         Settling {
@@ -61,18 +78,23 @@ pin_project! {
 
 impl<S: Service<Req>, Req, St: Store> ResponseFuture<S, Req, St> {
     pub(crate) fn new(
-        reserve: Reserve<St>,
+        reserving: St::Reserving,
         inner: S,
         request: Req,
         config: Arc<Config<St>>,
+        cost: u64,
+        priority: Priority,
     ) -> Self {
         Self {
             state: State::Reserving {
-                reserve,
+                reserving: Some(reserving),
                 inner: Some(inner),
                 request: Some(request),
             },
+            grant: None,
             config,
+            cost,
+            priority,
         }
     }
 }
@@ -88,7 +110,8 @@ impl<S: Service<Req>, Req, St: Store> fmt::Debug for ResponseFuture<S, Req, St> 
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .finish()
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,53 +128,51 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut state = this.state;
+        let config = &**this.config;
         loop {
             match state.as_mut().project() {
                 StateProj::Reserving {
-                    reserve,
+                    reserving,
                     inner,
                     request,
                 } => {
-                    let reservation = match ready!(Pin::new(reserve).poll(cx)) {
-                        Ok(reservation) => reservation,
-                        Err(refused) => {
+                    let pending = reserving.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    let decided = ready!(Pin::new(pending).poll(cx));
+                    *reserving = None;
+                    match decided {
+                        Ok(Decision::Granted(grant)) => *this.grant = Some(grant),
+                        Ok(Decision::Refused(reason, retry_after)) => {
                             state.set(State::Done);
+                            let refused =
+                                config
+                                    .ledger
+                                    .reject(reason, retry_after, *this.cost, *this.priority);
                             return Poll::Ready(Err(refused.into_box_error()));
                         }
-                    };
+                        Err(unavailable) => {
+                            state.set(State::Done);
+                            return Poll::Ready(Err(Box::new(unavailable)));
+                        }
+                    }
                     let inner = inner.take().expect(POLLED_AFTER_COMPLETION);
                     let request = request.take();
-                    state.set(State::Readying {
-                        inner,
-                        request,
-                        reservation: Some(reservation),
-                    });
+                    state.set(State::Readying { inner, request });
                 }
-                StateProj::Readying {
-                    inner,
-                    request,
-                    reservation,
-                } => {
+                StateProj::Readying { inner, request } => {
                     if let Err(error) = ready!(inner.poll_ready(cx)) {
-                        // Never sent: the reservation is refunded.
+                        // Never sent: refunded.
+                        refund(config, this.grant);
                         state.set(State::Done);
                         return Poll::Ready(Err(error.into()));
                     }
                     let future = inner.call(request.take().expect(POLLED_AFTER_COMPLETION));
-                    let reservation = reservation.take();
-                    state.set(State::Called {
-                        future,
-                        reservation,
-                    });
+                    state.set(State::Called { future });
                 }
-                StateProj::Called {
-                    future,
-                    reservation,
-                } => {
+                StateProj::Called { future } => {
                     let result = ready!(future.poll(cx));
-                    let reservation = reservation.take().expect(POLLED_AFTER_COMPLETION);
+                    let grant = this.grant.take().expect(POLLED_AFTER_COMPLETION);
                     match result {
-                        Ok(response) => match settle(this.config, reservation, &response) {
+                        Ok(response) => match settle(config, grant, &response) {
                             Some(pending) => state.set(State::Settling {
                                 pending,
                                 response: Some(response),
@@ -163,10 +184,10 @@ where
                         },
                         Err(error) => {
                             state.set(State::Done);
+                            drop(config.ledger.finish(grant, Finish::refund()));
                             let error = error.into();
-                            let outcome = this.config.classifier.classify_error(&*error);
+                            let outcome = config.classifier.classify_error(&*error);
                             tracing::debug!(outcome = %outcome.kind(), "request failed: reservation refunded");
-                            drop(reservation);
                             return Poll::Ready(Err(error));
                         }
                     }
@@ -175,7 +196,7 @@ where
                     if let Err(error) = ready!(pending.poll(cx)) {
                         // The answer is real; only its record is missing: say so loudly.
                         tracing::error!(
-                            ledger = %this.config.ledger.name(),
+                            ledger = %config.ledger.name(),
                             %error,
                             "budget: a charge above the reservation was not recorded"
                         );
@@ -190,20 +211,26 @@ where
     }
 }
 
-/// Settles `reservation` as `response` says: its charge, the balance it reports and, for a
-/// 402, the latch, all in one step of the store (nothing can be reserved in between). Returns
-/// what to wait for when the charge is above the reservation: the response is returned once the
-/// store has recorded it (a crash right after must not forget it).
+fn refund<St: Store>(config: &Config<St>, grant: &mut Option<Grant>) {
+    if let Some(grant) = grant.take() {
+        drop(config.ledger.finish(grant, Finish::refund()));
+    }
+}
+
+/// Settles `grant` as `response` says: its charge, the balance it reports and, for a 402, the
+/// latch, all in one step of the store (nothing can be reserved in between). Returns what to
+/// wait for when the charge is above the reservation: the response is returned once the store
+/// has recorded it (a crash right after must not forget it).
 fn settle<St: Store, B>(
     config: &Config<St>,
-    reservation: Reservation<St>,
+    grant: Grant,
     response: &http::Response<B>,
 ) -> Option<St::Pending> {
     let headers = response.headers();
     let outcome = config
         .classifier
         .classify_response(response.status(), headers);
-    let charge = config.charge.charge(reservation.cost(), &outcome, headers);
+    let charge = config.charge.charge(grant.cost(), &outcome, headers);
     let balance = config
         .balance_header
         .as_ref()
@@ -216,7 +243,9 @@ fn settle<St: Store, B>(
             "budget latched: the upstream answered 402"
         );
     }
-    let over = charge > reservation.cost();
-    let pending = reservation.conclude(Finish::response(charge, balance, latch));
+    let over = charge > grant.cost();
+    let pending = config
+        .ledger
+        .finish(grant, Finish::response(charge, balance, latch));
     over.then_some(pending)
 }

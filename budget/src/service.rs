@@ -98,12 +98,19 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let cost = self.config.cost.of(&request);
         let priority = Priority::of(&request);
-        let reserve = self.config.ledger.reserve_async(cost, priority);
+        let ledger = &self.config.ledger;
+        // Reserved now, before anything waits; the future only learns the outcome.
+        let reserving = ledger
+            .shared
+            .store
+            .reserve(cost, ledger.floor(priority), ledger.now());
         ResponseFuture::new(
-            reserve,
+            reserving,
             self.inner.clone(),
             request,
             Arc::clone(&self.config),
+            cost,
+            priority,
         )
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tollway_core::{Clock, SharedClock};
 
-use super::{Ledger, system_millis};
+use super::Time;
+
+use super::Ledger;
 use crate::store::{FileStore, MemoryStore, Store, StoreConfig};
 use crate::window::Window;
 
@@ -28,7 +30,7 @@ pub struct LedgerBuilder {
     critical_reserve: u64,
     backfill_reserve: u64,
     balance: Option<u64>,
-    clock: SharedClock,
+    time: Time,
     name: String,
     compact_every: u64,
     lease: Duration,
@@ -57,7 +59,7 @@ impl LedgerBuilder {
             critical_reserve: 0,
             backfill_reserve: 0,
             balance: None,
-            clock: SharedClock::default(),
+            time: Time::Coarse,
             name: String::from("default"),
             compact_every: DEFAULT_COMPACT_EVERY,
             lease: DEFAULT_LEASE,
@@ -98,12 +100,17 @@ impl LedgerBuilder {
         self
     }
 
-    /// Reads wall-clock time from `clock` (default: the system clock). Windows are wall-clock
-    /// spans, so [`Clock::system_now`] is what counts; use a
-    /// [`FakeClock`](tollway_core::FakeClock) in tests.
+    /// Reads wall-clock time from `clock`. Windows are wall-clock spans, so
+    /// [`Clock::system_now`] is what counts; use a [`FakeClock`](tollway_core::FakeClock) in
+    /// tests.
+    ///
+    /// By default the ledger reads the system's real-time clock coarsely: in a few nanoseconds,
+    /// exact to the kernel's tick (a few milliseconds), so windows roll over and rolling spend
+    /// leaves to within that. Give [`MonotonicClock`](tollway_core::MonotonicClock) (whose
+    /// `system_now` is the precise system time) to read it precisely instead.
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = SharedClock::new(clock);
+        self.time = Time::Clock(SharedClock::new(clock));
         self
     }
 
@@ -191,20 +198,20 @@ impl LedgerBuilder {
             lease: self.lease,
             timeout: self.store_timeout,
             compact_every: self.compact_every,
-            clock: self.clock.clone(),
+            clock: self.time.shared(),
         }
     }
 
     /// The configured clock, now.
     pub(crate) fn now(&self) -> i64 {
-        system_millis(self.clock.system_now())
+        self.time.millis()
     }
 
     /// The ledger over `store`.
     pub(crate) fn finish<St: Store>(self, store: St) -> Ledger<St> {
         Ledger::from_parts(
             store,
-            self.clock,
+            self.time,
             self.critical_reserve,
             self.backfill_reserve,
             Arc::from(self.name),

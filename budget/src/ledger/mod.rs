@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tollway_core::{SharedClock, StoreUnavailable};
+use tollway_core::StoreUnavailable;
 
 use crate::error::ReserveError;
 use crate::priority::Priority;
@@ -17,9 +17,11 @@ use crate::window::Window;
 mod builder;
 mod observe;
 mod reserve;
+mod time;
 
 pub use builder::LedgerBuilder;
 pub use reserve::Reserve;
+pub(crate) use time::Time;
 
 /// A shared credit budget. Cheap to clone: clones share one ledger.
 ///
@@ -58,7 +60,7 @@ pub struct Ledger<St: Store = MemoryStore> {
 
 pub(crate) struct Shared<St> {
     pub(crate) store: St,
-    clock: SharedClock,
+    time: Time,
     critical_reserve: u64,
     backfill_reserve: u64,
     pub(crate) name: Arc<str>,
@@ -106,7 +108,7 @@ impl Ledger {
 impl<St: Store> Ledger<St> {
     pub(crate) fn from_parts(
         store: St,
-        clock: SharedClock,
+        time: Time,
         critical_reserve: u64,
         backfill_reserve: u64,
         name: Arc<str>,
@@ -114,7 +116,7 @@ impl<St: Store> Ledger<St> {
         Self {
             shared: Arc::new(Shared {
                 store,
-                clock,
+                time,
                 critical_reserve,
                 backfill_reserve: backfill_reserve.max(critical_reserve),
                 name,
@@ -125,12 +127,12 @@ impl<St: Store> Ledger<St> {
     /// The configured clock, in milliseconds since the epoch.
     #[inline]
     pub(crate) fn now(&self) -> i64 {
-        system_millis(self.shared.clock.system_now())
+        self.shared.time.millis()
     }
 
     /// Credit a request of `priority` must leave untouched.
     #[inline]
-    fn floor(&self, priority: Priority) -> u64 {
+    pub(crate) fn floor(&self, priority: Priority) -> u64 {
         match priority {
             Priority::Critical => 0,
             Priority::Normal => self.shared.critical_reserve,
@@ -259,7 +261,7 @@ impl<St: Store> Ledger<St> {
         let store = DynStore::new(self.clone(), |ledger: &Self| &ledger.shared.store);
         Ledger::from_parts(
             store,
-            self.shared.clock.clone(),
+            self.shared.time.clone(),
             self.shared.critical_reserve,
             self.shared.backfill_reserve,
             Arc::clone(&self.shared.name),

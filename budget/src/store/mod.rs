@@ -43,6 +43,15 @@ pub trait Store: Backend {}
 /// A [`Store`] that answers without a round trip: [`MemoryStore`] at once, [`FileStore`]
 /// after its journal write is durable (blocking the calling thread for one group commit).
 /// Sealed.
+///
+/// Only their ledgers have the synchronous API; the others do not compile with it:
+///
+/// ```compile_fail
+/// use tollway_budget::{Ledger, Priority, Window};
+///
+/// let ledger = Ledger::new(10, Window::day()).to_dyn(); // any store: maybe Redis
+/// ledger.reserve(1, Priority::Normal); // no: use reserve_async
+/// ```
 pub trait SyncStore: Store + SyncBackend {}
 
 /// What a builder hands a store when it creates one. Each store reads what concerns it (the
