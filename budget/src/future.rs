@@ -24,9 +24,13 @@ pin_project! {
     /// Waits for the request's reservation, then for the inner service to be ready, calls it,
     /// and settles the reservation when the response arrives; refunds it when the inner service
     /// fails or this future is dropped first.
+    ///
+    /// When the reservation is decided at once (an in-memory ledger) and the inner service is
+    /// ready, the request is sent from `call` and this future only waits for the response;
+    /// otherwise the request and a clone of the inner service wait here, boxed.
     pub struct ResponseFuture<S: Service<Req>, Req, St: Store> {
         #[pin]
-        state: State<S, Req, St>,
+        state: State<S::Future, St::Pending, S::Response, Box<Deferred<S, Req, St>>>,
         // The credit this request holds, until it is settled or refunded.
         grant: Option<Grant>,
         config: Arc<Config<St>>,
@@ -41,8 +45,8 @@ pin_project! {
             if let Some(grant) = this.grant.take() {
                 drop(ledger.finish(grant, Finish::refund()));
             }
-            if let StateProj::Reserving { reserving, .. } = this.state.project()
-                && let Some(reserving) = reserving.take()
+            if let StateProj::Deferred { deferred } = this.state.project()
+                && let Some(reserving) = deferred.reserving.take()
             {
                 ledger.shared.store.cancel(reserving, ledger.now());
             }
@@ -50,62 +54,152 @@ pin_project! {
     }
 }
 
+/// What waits in the future when the request could not be sent from `call`.
+pub(crate) struct Deferred<S, Req, St: Store> {
+    reserving: Option<St::Reserving>,
+    inner: S,
+    request: Option<Req>,
+}
+
 pin_project! {
     #[project = StateProj]
-    enum State<S: Service<Req>, Req, St: Store> {
-        Reserving {
-            reserving: Option<St::Reserving>,
-            inner: Option<S>,
-            request: Option<Req>,
-        },
-        Readying {
-            inner: S,
-            request: Option<Req>,
+    enum State<F, P, R, D> {
+        Deferred {
+            deferred: D,
         },
         Called {
             #[pin]
-            future: S::Future,
+            future: F,
         },
         // A charge above the reservation is recorded before the response is returned.
         Settling {
             #[pin]
-            pending: St::Pending,
-            response: Option<S::Response>,
+            pending: P,
+            response: Option<Box<R>>,
+        },
+        Failed {
+            error: Option<BoxError>,
         },
         Done,
     }
 }
 
-impl<S: Service<Req>, Req, St: Store> ResponseFuture<S, Req, St> {
-    pub(crate) fn new(
+/// What one step of the reservation or of the inner service's readiness came to.
+enum Step {
+    Pending,
+    Go,
+    Stop(BoxError),
+}
+
+impl<S, Req, St> ResponseFuture<S, Req, St>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    St: Store,
+{
+    /// Takes the request as far as it goes without waiting: decided, ready, sent.
+    pub(crate) fn start(
         reserving: St::Reserving,
-        inner: S,
+        mut inner: S,
         request: Req,
         config: Arc<Config<St>>,
         cost: u64,
         priority: Priority,
     ) -> Self {
-        Self {
-            state: State::Reserving {
-                reserving: Some(reserving),
-                inner: Some(inner),
-                request: Some(request),
-            },
+        let mut this = Self {
+            state: State::Done,
             grant: None,
             config,
             cost,
             priority,
+        };
+        // A waker that does nothing: a step that cannot finish now is taken again from
+        // `poll`, with the caller's waker.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut reserving = Some(reserving);
+        let step = this.reserve(&mut reserving, &mut cx);
+        let step = match step {
+            Step::Go => this.ready(&mut inner, &mut cx),
+            other => other,
+        };
+        this.state = match step {
+            Step::Go => State::Called {
+                future: inner.call(request),
+            },
+            Step::Stop(error) => State::Failed { error: Some(error) },
+            Step::Pending => State::Deferred {
+                deferred: Box::new(Deferred {
+                    reserving,
+                    inner,
+                    request: Some(request),
+                }),
+            },
+        };
+        this
+    }
+
+    /// Polls the reservation, if it is still being decided.
+    fn reserve(&mut self, reserving: &mut Option<St::Reserving>, cx: &mut Context<'_>) -> Step {
+        let Some(pending) = reserving.as_mut() else {
+            return Step::Go;
+        };
+        let Poll::Ready(decided) = Pin::new(pending).poll(cx) else {
+            return Step::Pending;
+        };
+        *reserving = None;
+        decide(
+            &self.config,
+            &mut self.grant,
+            decided,
+            self.cost,
+            self.priority,
+        )
+    }
+
+    /// Polls the inner service's readiness.
+    fn ready(&mut self, inner: &mut S, cx: &mut Context<'_>) -> Step {
+        match inner.poll_ready(cx) {
+            Poll::Pending => Step::Pending,
+            Poll::Ready(Ok(())) => Step::Go,
+            Poll::Ready(Err(error)) => {
+                // Never sent: refunded.
+                refund(&self.config, &mut self.grant);
+                Step::Stop(error.into())
+            }
         }
+    }
+}
+
+/// Records the reservation's outcome: a grant, or why not.
+fn decide<St: Store>(
+    config: &Config<St>,
+    grant: &mut Option<Grant>,
+    decided: Result<Decision, tollway_core::StoreUnavailable>,
+    cost: u64,
+    priority: Priority,
+) -> Step {
+    match decided {
+        Ok(Decision::Granted(granted)) => {
+            *grant = Some(granted);
+            Step::Go
+        }
+        Ok(Decision::Refused(reason, retry_after)) => Step::Stop(
+            config
+                .ledger
+                .reject(reason, retry_after, cost, priority)
+                .into_box_error(),
+        ),
+        Err(unavailable) => Step::Stop(Box::new(unavailable)),
     }
 }
 
 impl<S: Service<Req>, Req, St: Store> fmt::Debug for ResponseFuture<S, Req, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Reserving { .. } => "Reserving",
-            State::Readying { .. } => "Readying",
+            State::Deferred { .. } => "Deferred",
             State::Called { .. } => "Called",
             State::Settling { .. } => "Settling",
+            State::Failed { .. } => "Failed",
             State::Done => "Done",
         };
         f.debug_struct("ResponseFuture")
@@ -131,34 +225,22 @@ where
         let config = &**this.config;
         loop {
             match state.as_mut().project() {
-                StateProj::Reserving {
-                    reserving,
-                    inner,
-                    request,
-                } => {
-                    let pending = reserving.as_mut().expect(POLLED_AFTER_COMPLETION);
-                    let decided = ready!(Pin::new(pending).poll(cx));
-                    *reserving = None;
-                    match decided {
-                        Ok(Decision::Granted(grant)) => *this.grant = Some(grant),
-                        Ok(Decision::Refused(reason, retry_after)) => {
+                StateProj::Deferred { deferred } => {
+                    let Deferred {
+                        reserving,
+                        inner,
+                        request,
+                    } = &mut **deferred;
+                    if let Some(pending) = reserving.as_mut() {
+                        let decided = ready!(Pin::new(pending).poll(cx));
+                        *reserving = None;
+                        if let Step::Stop(error) =
+                            decide(config, this.grant, decided, *this.cost, *this.priority)
+                        {
                             state.set(State::Done);
-                            let refused =
-                                config
-                                    .ledger
-                                    .reject(reason, retry_after, *this.cost, *this.priority);
-                            return Poll::Ready(Err(refused.into_box_error()));
-                        }
-                        Err(unavailable) => {
-                            state.set(State::Done);
-                            return Poll::Ready(Err(Box::new(unavailable)));
+                            return Poll::Ready(Err(error));
                         }
                     }
-                    let inner = inner.take().expect(POLLED_AFTER_COMPLETION);
-                    let request = request.take();
-                    state.set(State::Readying { inner, request });
-                }
-                StateProj::Readying { inner, request } => {
                     if let Err(error) = ready!(inner.poll_ready(cx)) {
                         // Never sent: refunded.
                         refund(config, this.grant);
@@ -175,7 +257,7 @@ where
                         Ok(response) => match settle(config, grant, &response) {
                             Some(pending) => state.set(State::Settling {
                                 pending,
-                                response: Some(response),
+                                response: Some(Box::new(response)),
                             }),
                             None => {
                                 state.set(State::Done);
@@ -203,7 +285,12 @@ where
                     }
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
                     state.set(State::Done);
-                    return Poll::Ready(Ok(response));
+                    return Poll::Ready(Ok(*response));
+                }
+                StateProj::Failed { error } => {
+                    let error = error.take().expect(POLLED_AFTER_COMPLETION);
+                    state.set(State::Done);
+                    return Poll::Ready(Err(error));
                 }
                 StateProj::Done => panic!("{POLLED_AFTER_COMPLETION}"),
             }

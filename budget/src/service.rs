@@ -104,7 +104,7 @@ where
             .shared
             .store
             .reserve(cost, ledger.floor(priority), ledger.now());
-        ResponseFuture::new(
+        ResponseFuture::start(
             reserving,
             self.inner.clone(),
             request,

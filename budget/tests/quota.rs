@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use http_body_util::BodyExt;
 use tollway_budget::quota::{Anonymous, KeyQuotaLayer, QuotaCharge, QuotaKey};
-use tollway_budget::{Ledger, Priority, Window};
+use tollway_budget::{Ledger, Window};
 use tollway_core::client_ip::{Cidr, ClientIp};
 use tollway_core::headers::{RateLimitPolicy, RateLimitStatus};
 use tower::ServiceExt;
@@ -417,7 +417,8 @@ async fn critical_reserve_applies_per_key_over_a_real_socket() {
         .layer(axum::middleware::from_fn(
             |mut req: Request<Body>, next: axum::middleware::Next| async move {
                 if req.headers().contains_key("x-critical") {
-                    req.extensions_mut().insert(Priority::Critical);
+                    req.extensions_mut()
+                        .insert(tollway_budget::Priority::Critical);
                 }
                 next.run(req).await
             },

@@ -82,7 +82,10 @@ mod tests {
         let coarse = Time::Coarse.millis();
         let after = system_millis(SystemTime::now());
         // The coarse clock lags by less than a tick (a few milliseconds).
-        assert!(coarse <= after && coarse > before - 50, "{before} {coarse} {after}");
+        assert!(
+            coarse <= after && coarse > before - 50,
+            "{before} {coarse} {after}"
+        );
         let shared = system_millis(Time::Coarse.shared().system_now());
         assert!((shared - coarse).abs() < 50);
     }

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::Mutex;
 
 use super::key::{Anonymous, KeyReader, QuotaKey};
-use super::refusal::{QuotaRefusal, Refusal};
+use super::refusal::{BodyFn, QuotaRefusal, Refusal};
 use super::table::Table;
 use super::{Factory, KeyQuotaLayer, QuotaShared};
 use crate::ledger::Ledger;
@@ -98,7 +98,7 @@ pub struct KeyQuotaBuilder {
     policy_name: String,
     refusal_status: StatusCode,
     content_type: String,
-    body: Option<Arc<dyn Fn(&QuotaRefusal<'_>) -> String + Send + Sync>>,
+    body: Option<Arc<BodyFn>>,
 }
 
 impl fmt::Debug for KeyQuotaBuilder {

@@ -110,7 +110,7 @@ impl QuotaRefusal<'_> {
     }
 }
 
-type BodyFn = dyn Fn(&QuotaRefusal<'_>) -> String + Send + Sync;
+pub(crate) type BodyFn = dyn Fn(&QuotaRefusal<'_>) -> String + Send + Sync;
 
 /// How refusals are answered.
 #[derive(Clone)]

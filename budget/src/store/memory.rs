@@ -1,8 +1,10 @@
 //! The in-memory store: the ledger of one process, behind one short lock.
 
 use std::fmt;
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 use tollway_core::StoreUnavailable;
@@ -59,18 +61,33 @@ impl SyncStore for MemoryStore {}
 
 type Done = Ready<Result<(), StoreUnavailable>>;
 
+/// A memory store's decision, already made.
+// Public in a private module: the sealed store trait names it.
+#[allow(unreachable_pub)]
+#[derive(Debug)]
+pub struct Decided(Option<Decision>);
+
+impl Future for Decided {
+    type Output = Result<Decision, StoreUnavailable>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(self.0.take().expect("Decided polled after completion")))
+    }
+}
+
 impl Backend for MemoryStore {
-    type Reserving = Ready<Result<Decision, StoreUnavailable>>;
+    type Reserving = Decided;
     type Pending = Done;
     type Snapshotting = Ready<Result<Snapshot, StoreUnavailable>>;
 
     #[inline]
-    fn reserve(&self, cost: u64, floor: u64, now: i64) -> Self::Reserving {
-        ready(Ok(self.with(|s| s.decide(cost, floor, now))))
+    fn reserve(&self, cost: u64, floor: u64, now: i64) -> Decided {
+        Decided(Some(self.with(|s| s.decide(cost, floor, now))))
     }
 
-    fn cancel(&self, reserving: Self::Reserving, now: i64) {
-        if let Ok(Decision::Granted(grant)) = reserving.into_inner() {
+    fn cancel(&self, reserving: Decided, now: i64) {
+        if let Some(Decision::Granted(grant)) = reserving.0 {
             self.with(|s| s.finish(&grant, &Finish::refund(), now));
         }
     }

@@ -21,8 +21,7 @@ type Billed<S, C, St> = Either<Budget<Limiter<S, C>, St>, Limiter<S, C>>;
 /// Breaker (when configured) over [`Billed`].
 type Guarded<S, C, St> = Either<Breaker<Billed<S, C, St>>, Billed<S, C, St>>;
 /// Cache (or its pass-through) over retry over [`Guarded`].
-type Layers<S, C, St> =
-    Either<Cache<Retry<Guarded<S, C, St>>>, Uncached<Retry<Guarded<S, C, St>>>>;
+type Layers<S, C, St> = Either<Cache<Retry<Guarded<S, C, St>>>, Uncached<Retry<Guarded<S, C, St>>>>;
 
 /// The client stack over `S`: cache → retry → breaker → budget → limiter → `S`. One concrete,
 /// unboxed type whichever optional layers are configured.
