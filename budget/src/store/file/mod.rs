@@ -13,21 +13,21 @@
 
 use std::fmt;
 use std::fs;
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 use tollway_core::StoreUnavailable;
 use tollway_core::durable::{self, LockFile};
 
-use self::commit::{Commit, Outcome, Slot};
+use self::commit::{Commit, Outcome};
 pub(crate) use self::disk::Disk;
 use self::disk::RealDisk;
+use self::futures::Reserving;
+#[allow(unreachable_pub)]
+pub use self::futures::{FileDone, FileReserving};
 use self::journal::Journal;
 use self::records::{Event, Record, compact, decode_all, replay};
 use super::backend::{Backend, Decision, Finish, Grant, SyncBackend};
@@ -37,6 +37,7 @@ use crate::snapshot::Snapshot;
 
 mod commit;
 mod disk;
+mod futures;
 mod journal;
 mod records;
 #[cfg(test)]
@@ -358,84 +359,6 @@ impl SyncBackend for FileStore {
         let mut locked = self.shared.locked.lock();
         locked.now = locked.now.max(now);
         locked.state.snapshot(now)
-    }
-}
-
-/// A file-backed reservation: decided at once, granted once its record is durable.
-// Public in a private module: the sealed store trait names it.
-#[allow(unreachable_pub)]
-#[derive(Debug)]
-pub struct FileReserving(Reserving);
-
-#[derive(Debug)]
-enum Reserving {
-    Decided(Option<Decision>),
-    Waiting {
-        shared: Arc<Shared>,
-        grant: Grant,
-        slot: Arc<Slot>,
-    },
-}
-
-impl Future for FileReserving {
-    type Output = Result<Decision, StoreUnavailable>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut self.0;
-        match this {
-            Reserving::Decided(decision) => Poll::Ready(Ok(decision
-                .take()
-                .expect("FileReserving polled after completion"))),
-            Reserving::Waiting { slot, .. } => {
-                let outcome = std::task::ready!(slot.poll(cx));
-                let Reserving::Waiting { shared, grant, .. } =
-                    std::mem::replace(this, Reserving::Decided(None))
-                else {
-                    unreachable!("matched above")
-                };
-                Poll::Ready(match outcome {
-                    Outcome::Durable => Ok(Decision::Granted(grant)),
-                    Outcome::Failed => {
-                        shared.refund(&grant);
-                        Err(shared.failure("reserve"))
-                    }
-                })
-            }
-        }
-    }
-}
-
-/// Resolves once a journal record is durable.
-#[allow(unreachable_pub)]
-#[derive(Debug)]
-pub struct FileDone {
-    shared: Arc<Shared>,
-    seq: u64,
-    slot: Option<Arc<Slot>>,
-}
-
-impl FileDone {
-    fn new(shared: &Arc<Shared>, seq: u64) -> Self {
-        Self {
-            shared: Arc::clone(shared),
-            seq,
-            slot: None,
-        }
-    }
-}
-
-impl Future for FileDone {
-    type Output = Result<(), StoreUnavailable>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let slot = this
-            .slot
-            .get_or_insert_with(|| commit::register(&this.shared, this.seq));
-        match std::task::ready!(slot.poll(cx)) {
-            Outcome::Durable => Poll::Ready(Ok(())),
-            Outcome::Failed => Poll::Ready(Err(this.shared.failure("journal"))),
-        }
     }
 }
 
