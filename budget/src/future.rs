@@ -1,6 +1,6 @@
 //! The futures of this crate: [`ResponseFuture`] (of [`Budget`](crate::Budget)), [`Reserve`]
 //! (of [`Ledger::reserve_async`](crate::Ledger::reserve_async)) and
-//! [`KeyQuotaFuture`](crate::quota::KeyQuotaFuture).
+//! [`KeyQuotaFuture`] (of [`KeyQuota`](crate::quota::KeyQuota)).
 
 use std::fmt;
 use std::future::Future;

@@ -6,7 +6,7 @@
 //! sent (before it even waits for a rate permit), and the reservation is **settled** by a
 //! [`ChargePolicy`] when the response arrives (or refunded when the request fails, errors or is
 //! cancelled). The check and the reservation are one atomic step of the ledger's
-//! [store](store), so under any concurrency spend plus reservations never exceed a limit.
+//! [`store`], so under any concurrency spend plus reservations never exceed a limit.
 //!
 //! - **Limits** per [`Window`]: calendar days, weeks and months in a configured [`UtcOffset`],
 //!   rolling windows, lifetime totals; several at once, all or nothing.
