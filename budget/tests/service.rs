@@ -549,3 +549,45 @@ async fn sixty_four_tasks_on_a_file_ledger_charge_exactly_the_budget() {
         .unwrap();
     assert_eq!(reopened.snapshot().windows[0].spent, 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_backed_call_given_up_at_any_point_strands_no_credit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let ledger = Ledger::builder()
+        .limit(1_000, Window::day())
+        .open(&path)
+        .unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    // An inner service that is never ready in time: callers give up while waiting for it, or
+    // earlier, while their reservation is being made durable.
+    let service = BudgetLayer::new(ledger.clone()).layer(SlowReady::new(
+        Duration::from_secs(3_600),
+        Arc::clone(&calls),
+    ));
+    for wait_us in [0u64, 50, 200, 1_000, 5_000, 20_000] {
+        let attempts: Vec<_> = (0..16)
+            .map(|_| {
+                tokio::time::timeout(
+                    Duration::from_micros(wait_us),
+                    service.clone().oneshot(Request::new(())),
+                )
+            })
+            .collect();
+        for attempt in attempts {
+            assert!(attempt.await.is_err(), "nothing can finish in time");
+        }
+    }
+    ledger.flush().await;
+    let snapshot = ledger.snapshot();
+    assert_eq!((snapshot.reserved, snapshot.windows[0].spent), (0, 0));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    drop(service);
+    drop(ledger);
+    // And the journal agrees: every reservation was refunded, none counts after a restart.
+    let reopened = Ledger::builder()
+        .limit(1_000, Window::day())
+        .open(&path)
+        .unwrap();
+    assert_eq!(reopened.snapshot().windows[0].spent, 0);
+}
