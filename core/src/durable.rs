@@ -207,6 +207,34 @@ fn temp_path(path: &Path) -> PathBuf {
     parent(path).join(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// Removes the temporary files a crash left beside `path` (those [`write_atomic`] and
+/// [`Staged`] make for this very target, none other), and returns how many. Call it while
+/// holding the lock that guards `path`: another process's write in progress would be removed
+/// too.
+pub fn remove_stale_temps(path: impl AsRef<Path>) -> io::Result<usize> {
+    let path = path.as_ref();
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(0);
+    };
+    let prefix = format!(".{name}.");
+    let mut removed = 0;
+    for entry in fs::read_dir(parent(path))? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Whether `name` is a temporary file left by [`write_atomic`] (a crash between create and
 /// rename), for folder sweeps.
 pub fn is_temp_name(name: &str) -> bool {
@@ -367,6 +395,30 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["state"], "no temporary file left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temps_of_one_target_are_swept_and_nothing_else() {
+        let dir = scratch("sweep");
+        create_dir_all(&dir).unwrap();
+        let path = dir.join("journal");
+        write_atomic(&path, b"kept").unwrap();
+        for name in [
+            ".journal.77.0.tmp",
+            ".journal.78.3.tmp",
+            ".other.1.0.tmp",
+            "journal.tmp",
+        ] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&path).unwrap(), 2);
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".other.1.0.tmp", "journal", "journal.tmp"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -107,6 +107,12 @@ impl FileStore {
             durable::create_dir_all(folder)?;
         }
         let lock = LockFile::lock_or_fail(lock_path(path))?;
+        // A process killed while compacting left its temporary file: ours to sweep, under the
+        // lock.
+        let swept = durable::remove_stale_temps(path)?;
+        if swept > 0 {
+            tracing::debug!(path = %path.display(), swept, "budget journal: removed stale temporary files");
+        }
         let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
