@@ -1,13 +1,17 @@
 //! What the in-memory credit ledger costs per request: `budget/reserve_settle` (a service behind
 //! `BudgetLayer`: reserve before the call, settle on the response) against `budget/bare` (the same
 //! service called directly). `budget/ledger_only` is the ledger's reserve + settle alone, with two
-//! limits (day and month); `budget/file_backed` adds the journal's synced write per reservation.
+//! limits (day and month); `budget/file_backed` adds the journal's synced write per reservation,
+//! one caller at a time; `budget/file_backed_concurrent` is the time per reservation when 64 tasks
+//! reserve and settle at once (every grant durable before it is returned; concurrent ones share
+//! a sync).
 //!
 //! Run with `cargo bench -p tollway-benches --bench budget`.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
@@ -69,8 +73,48 @@ fn bench_budget(c: &mut Criterion) {
             reservation.settle(black_box(1));
         });
     });
-    group.finish();
     drop(file_backed);
+
+    const TASKS: u64 = 64;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let concurrent = Ledger::builder()
+        .limit(u64::MAX / 2, Window::day())
+        .open(dir.join("concurrent.journal"))
+        .expect("journal");
+    group.bench_function("file_backed_concurrent", |b| {
+        b.iter_custom(|iters| {
+            let ledger = concurrent.clone();
+            runtime.block_on(async move {
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|task| {
+                        let ledger = ledger.clone();
+                        // Split `iters` reservations among the tasks.
+                        let share = iters / TASKS + u64::from(task < iters % TASKS);
+                        tokio::spawn(async move {
+                            for _ in 0..share {
+                                let reservation = ledger
+                                    .reserve_async(black_box(1), Priority::Normal)
+                                    .await
+                                    .expect("credit");
+                                reservation.settle(black_box(1));
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("task");
+                }
+                started.elapsed().max(Duration::from_nanos(1))
+            })
+        });
+    });
+    group.finish();
+    drop(concurrent);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::error::BalanceParseError;
 use crate::ledger::Ledger;
 
-/// The body of a balance endpoint such as seed 000's `GET /sys/balance`:
+/// The body of a balance endpoint such as `GET /sys/balance`:
 /// `{"rate": 11, "amount": 1000}`.
 ///
 /// Poll it now and then and feed it to the ledger with [`sync`](Self::sync), so the ledger's idea

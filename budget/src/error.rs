@@ -2,24 +2,21 @@
 
 use std::error::Error;
 use std::fmt;
-use std::io;
 
-use tollway_core::{BoxError, BudgetExhausted};
+use tollway_core::{BoxError, BudgetExhausted, StoreUnavailable};
 
-/// A [`Ledger::reserve`](crate::Ledger::reserve) that was refused.
+/// A reservation that was refused.
 ///
-/// Either the budget is exhausted (the usual case: the core [`BudgetExhausted`] rejection), or a
-/// file-backed ledger could not make the reservation durable, or a shared ledger could not reach
-/// its store: in both cases it refuses rather than grant credit it cannot account for (fail
-/// closed).
+/// Either the budget is exhausted (the usual case: the core [`BudgetExhausted`] rejection), or
+/// the store could not grant it: a journal that could not make it durable, a Redis server that
+/// could not be reached. Then it refuses rather than grant credit it cannot account for (fail
+/// closed): [`StoreUnavailable`], whose source is the I/O or Redis error.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ReserveError {
     /// No credit: a window is spent, only the critical reserve is left, or the upstream is out.
     Exhausted(BudgetExhausted),
-    /// The journal could not be written or synced; nothing was reserved.
-    Journal(io::Error),
-    /// The shared store (Redis) could not be reached or answered an error; nothing was reserved.
+    /// The store failed; nothing was reserved.
     Store(StoreUnavailable),
 }
 
@@ -28,16 +25,15 @@ impl ReserveError {
     pub fn exhausted(&self) -> Option<&BudgetExhausted> {
         match self {
             Self::Exhausted(e) => Some(e),
-            Self::Journal(_) | Self::Store(_) => None,
+            Self::Store(_) => None,
         }
     }
 
-    /// The error a tollway service returns: a bare [`BudgetExhausted`] (so callers can
-    /// `downcast_ref` it directly), the I/O error, or a [`StoreUnavailable`].
+    /// The error a tollway service returns: a bare [`BudgetExhausted`] or [`StoreUnavailable`],
+    /// so callers can `downcast_ref` it directly.
     pub fn into_box_error(self) -> BoxError {
         match self {
             Self::Exhausted(e) => Box::new(e),
-            Self::Journal(e) => Box::new(e),
             Self::Store(e) => Box::new(e),
         }
     }
@@ -47,7 +43,6 @@ impl fmt::Display for ReserveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Exhausted(e) => fmt::Display::fmt(e, f),
-            Self::Journal(e) => write!(f, "budget journal failed: {e}"),
             Self::Store(e) => fmt::Display::fmt(e, f),
         }
     }
@@ -57,7 +52,6 @@ impl Error for ReserveError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             Self::Exhausted(e) => Some(e),
-            Self::Journal(e) => Some(e),
             Self::Store(e) => Some(e),
         }
     }
@@ -68,8 +62,6 @@ impl From<StoreUnavailable> for ReserveError {
         Self::Store(e)
     }
 }
-
-pub use tollway_core::StoreUnavailable;
 
 impl From<BudgetExhausted> for ReserveError {
     fn from(e: BudgetExhausted) -> Self {

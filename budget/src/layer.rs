@@ -10,9 +10,11 @@ use tower::Layer;
 use crate::ledger::Ledger;
 use crate::policy::{ChargePolicy, Cost};
 use crate::service::Budget;
+use crate::store::{DynStore, MemoryStore, Store};
 
-/// Applies [`Budget`] to services: each request reserves its [`Cost`] from the ledger before it is
-/// sent and is charged by the [`ChargePolicy`] when its response arrives.
+/// Applies [`Budget`] to services: each request reserves its [`Cost`] from the ledger before it
+/// waits for anything else (a rate permit, a connection) and is charged by the [`ChargePolicy`]
+/// when its response arrives.
 ///
 /// Cloning the layer (or the services it makes) shares one ledger.
 ///
@@ -26,21 +28,39 @@ use crate::service::Budget;
 ///     .balance_header("x-balance");
 /// # let _ = layer;
 /// ```
-#[derive(Clone)]
-pub struct BudgetLayer {
-    pub(crate) config: Arc<Config>,
+pub struct BudgetLayer<St: Store = MemoryStore> {
+    pub(crate) config: Arc<Config<St>>,
 }
 
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) ledger: Ledger,
+pub(crate) struct Config<St: Store> {
+    pub(crate) ledger: Ledger<St>,
     pub(crate) cost: Cost,
     pub(crate) charge: ChargePolicy,
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) balance_header: Option<HeaderName>,
 }
 
-impl fmt::Debug for BudgetLayer {
+impl<St: Store> Clone for Config<St> {
+    fn clone(&self) -> Self {
+        Self {
+            ledger: self.ledger.clone(),
+            cost: self.cost.clone(),
+            charge: self.charge.clone(),
+            classifier: Arc::clone(&self.classifier),
+            balance_header: self.balance_header.clone(),
+        }
+    }
+}
+
+impl<St: Store> Clone for BudgetLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<St: Store> fmt::Debug for BudgetLayer<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BudgetLayer")
             .field("ledger", &self.config.ledger)
@@ -51,10 +71,10 @@ impl fmt::Debug for BudgetLayer {
     }
 }
 
-impl BudgetLayer {
+impl<St: Store> BudgetLayer<St> {
     /// A layer spending from `ledger`: 1 credit per request, charged for successful responses
     /// only, classified by the default [`Classifier`].
-    pub fn new(ledger: Ledger) -> Self {
+    pub fn new(ledger: Ledger<St>) -> Self {
         Self {
             config: Arc::new(Config {
                 ledger,
@@ -66,7 +86,7 @@ impl BudgetLayer {
         }
     }
 
-    fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
+    fn edit(mut self, f: impl FnOnce(&mut Config<St>)) -> Self {
         f(Arc::make_mut(&mut self.config));
         self
     }
@@ -91,7 +111,8 @@ impl BudgetLayer {
     }
 
     /// Syncs the ledger's balance from this response header (credits left on the account)
-    /// whenever a response carries it. A malformed value is ignored.
+    /// whenever a response carries it. A malformed value is ignored, and so is a balance read
+    /// by a request sent before a 402 latched the ledger.
     ///
     /// # Panics
     ///
@@ -103,13 +124,26 @@ impl BudgetLayer {
     }
 
     /// The ledger this layer spends from.
-    pub fn ledger(&self) -> &Ledger {
+    pub fn ledger(&self) -> &Ledger<St> {
         &self.config.ledger
+    }
+
+    /// This layer over [`Ledger::to_dyn`]: one type whatever the store.
+    pub fn to_dyn(&self) -> BudgetLayer<DynStore> {
+        BudgetLayer {
+            config: Arc::new(Config {
+                ledger: self.config.ledger.to_dyn(),
+                cost: self.config.cost.clone(),
+                charge: self.config.charge.clone(),
+                classifier: Arc::clone(&self.config.classifier),
+                balance_header: self.config.balance_header.clone(),
+            }),
+        }
     }
 }
 
-impl<S> Layer<S> for BudgetLayer {
-    type Service = Budget<S>;
+impl<S, St: Store> Layer<S> for BudgetLayer<St> {
+    type Service = Budget<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Budget::from_config(inner, Arc::clone(&self.config))

@@ -1,40 +1,39 @@
 //! Credit budgets for tower: reservations, windows, a critical reserve, a 402 latch, balance
-//! sync and crash-safe persistence.
+//! sync, and state that survives `kill -9` or is shared by a fleet.
 //!
 //! When one request costs one credit, runaway code is runaway spend. This crate makes
 //! overspending impossible: every request **reserves** its cost from a [`Ledger`] before it is
-//! sent, and the reservation is **settled** by a [`ChargePolicy`] when the response arrives (or
-//! refunded when the request fails, errors or is cancelled). The check and the reservation happen
-//! under one short lock, so under any concurrency spend plus reservations never exceed a limit.
+//! sent (before it even waits for a rate permit), and the reservation is **settled** by a
+//! [`ChargePolicy`] when the response arrives (or refunded when the request fails, errors or is
+//! cancelled). The check and the reservation are one atomic step of the ledger's
+//! [`store`], so under any concurrency spend plus reservations never exceed a limit.
 //!
 //! - **Limits** per [`Window`]: calendar days, weeks and months in a configured [`UtcOffset`],
 //!   rolling windows, lifetime totals; several at once, all or nothing.
 //! - **Priority**: a [`Priority`] request extension; normal and backfill requests stop at the
 //!   critical reserve, critical ones may spend it.
 //! - **402 latch**: an upstream `402` ([`OutcomeKind::CreditsExhausted`] by the core classifier)
-//!   refuses every further request at once, until a window rolls over, the balance is synced
-//!   above zero, or [`Ledger::reset`].
+//!   refuses every further request at once, until a window rolls over, a balance read after the
+//!   402 is synced above zero, or [`Ledger::reset`].
 //! - **Balance sync**: [`Ledger::sync_balance`], fed from a response header
 //!   ([`BudgetLayer::balance_header`]) or a polled balance endpoint ([`Balance`]).
-//! - **Persistence**: [`LedgerBuilder::open`] journals to a file that survives `kill -9` at any
-//!   instant: after a restart spend is never lower than what was charged (in-flight reservations
-//!   count as spent) and never counted twice.
-//! - **Fleet mode** (feature `redis`): `LedgerBuilder::redis` keeps the ledger in Redis, shared
-//!   by every process on every machine: atomic Lua scripts on Redis's clock, reservations as
-//!   leases that count as spent if their worker dies, one 402 latch for all, and a typed
-//!   [`StoreUnavailable`] (fail closed) when Redis is down. See the README's "Fleet mode (Redis)".
-//! - **Server side**: [`QuotaLayer`] keeps a ledger per API key for an axum (or any tower) server,
-//!   answers 402 with a JSON body when a key's quota is used up and reports what is left.
+//! - **Stores**: in memory ([`Ledger::new`], [`LedgerBuilder::build`]); a journal file
+//!   ([`LedgerBuilder::open`]: locked, private, group-committed, and after a crash spend is
+//!   never lower than what was charged nor counted twice); Redis (feature `redis`,
+//!   `LedgerBuilder::redis`: one ledger for a fleet of processes, leases, fail closed with
+//!   [`StoreUnavailable`]). [`Ledger::to_dyn`] erases the store for code that picks one at run
+//!   time.
+//! - **Server side**: [`quota::KeyQuotaLayer`] keeps a ledger per API key (or client address)
+//!   for an axum (or any tower) server.
 //!
-//! Refusals are [`BudgetExhausted`] errors (from `tollway-core`) that callers `downcast_ref`
-//! from the [`BoxError`](tollway_core::BoxError) the service returns.
+//! Refusals are [`BudgetExhausted`] errors that callers `downcast_ref` from the [`BoxError`] the
+//! service returns; a store that cannot answer gives [`StoreUnavailable`] (nothing is sent).
 //!
 //! # Example
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use tollway_budget::{BudgetLayer, Ledger, Priority, Window};
-//! use tollway_core::{BudgetExhausted, ExhaustedReason};
+//! use tollway_budget::{BudgetExhausted, BudgetLayer, ExhaustedReason, Ledger, Window};
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -61,12 +60,10 @@
 //! ```
 //!
 //! [`OutcomeKind::CreditsExhausted`]: tollway_core::OutcomeKind::CreditsExhausted
-//! [`BudgetExhausted`]: tollway_core::BudgetExhausted
 
 mod balance;
 mod error;
 pub mod future;
-mod journal;
 mod layer;
 mod ledger;
 mod policy;
@@ -75,23 +72,24 @@ pub mod quota;
 mod reservation;
 mod service;
 mod snapshot;
-#[cfg(feature = "redis")]
-mod store;
+pub mod store;
 mod window;
 
 /// The `redis` client this crate's fleet mode speaks, re-exported so that callers build their
-/// [`ConnectionManager`](redis::aio::ConnectionManager) from the very same version.
+/// connection from the very same version.
 #[cfg(feature = "redis")]
 pub use redis;
 
 pub use balance::Balance;
-pub use error::{BalanceParseError, ReserveError, StoreUnavailable};
+pub use error::{BalanceParseError, ReserveError};
 pub use layer::BudgetLayer;
 pub use ledger::{Ledger, LedgerBuilder};
 pub use policy::{ChargePolicy, Cost};
 pub use priority::Priority;
-pub use quota::{Quota, QuotaLayer};
+pub use quota::builder::QuotaConfigError;
 pub use reservation::Reservation;
 pub use service::Budget;
 pub use snapshot::{Snapshot, WindowUsage};
+pub use tollway_core::durable::Locked;
+pub use tollway_core::{BoxError, BudgetExhausted, ExhaustedReason, StoreUnavailable};
 pub use window::{Period, UtcOffset, Window};

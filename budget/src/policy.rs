@@ -98,8 +98,8 @@ impl fmt::Debug for Cost {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ChargePolicy {
-    /// Charge the reserved cost for successful responses only (what most credit APIs bill,
-    /// seed 003: "only HTTP 200 is charged"); refund every other outcome. The default.
+    /// Charge the reserved cost for successful responses only (what most credit APIs bill);
+    /// refund every other outcome. The default.
     #[default]
     SuccessOnly,
     /// Charge the reserved cost for every response, whatever its status.

@@ -11,30 +11,37 @@ use crate::future::ResponseFuture;
 use crate::layer::{BudgetLayer, Config};
 use crate::ledger::Ledger;
 use crate::priority::Priority;
+use crate::store::{MemoryStore, Store};
 
-/// Reserves credit for every request before calling the inner service, and settles it when the
-/// response arrives; see [`BudgetLayer`].
+/// Reserves credit for every request before anything else, then waits for the inner service
+/// and calls it, and settles the reservation when the response arrives; see [`BudgetLayer`].
 ///
-/// A refused request never reaches the inner service: the call fails with a
-/// [`BudgetExhausted`](tollway_core::BudgetExhausted) that callers can `downcast_ref` from the
-/// returned [`BoxError`].
-pub struct Budget<S> {
+/// A refused request is refused at once: it never waits for the inner service to be ready (a
+/// rate limiter's permit, say) and never reaches it. The call fails with a
+/// [`BudgetExhausted`](tollway_core::BudgetExhausted) (or, when the store fails,
+/// [`StoreUnavailable`](tollway_core::StoreUnavailable)) that callers can `downcast_ref` from
+/// the returned [`BoxError`].
+///
+/// Because the budget decides first, the inner service is made ready inside the response future,
+/// on a clone (as `tower::util::Oneshot` does): `S` must be `Clone`, and `poll_ready` is always
+/// ready.
+pub struct Budget<S, St: Store = MemoryStore> {
     inner: S,
-    config: Arc<Config>,
+    config: Arc<Config<St>>,
 }
 
-impl<S> Budget<S> {
+impl<S, St: Store> Budget<S, St> {
     /// Wraps `inner`, spending from `ledger` with the defaults of [`BudgetLayer::new`].
-    pub fn new(inner: S, ledger: Ledger) -> Self {
+    pub fn new(inner: S, ledger: Ledger<St>) -> Self {
         Self::from_config(inner, BudgetLayer::new(ledger).config)
     }
 
-    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+    pub(crate) fn from_config(inner: S, config: Arc<Config<St>>) -> Self {
         Self { inner, config }
     }
 
     /// The ledger this service spends from.
-    pub fn ledger(&self) -> &Ledger {
+    pub fn ledger(&self) -> &Ledger<St> {
         &self.config.ledger
     }
 
@@ -54,7 +61,7 @@ impl<S> Budget<S> {
     }
 }
 
-impl<S: Clone> Clone for Budget<S> {
+impl<S: Clone, St: Store> Clone for Budget<S, St> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -63,7 +70,7 @@ impl<S: Clone> Clone for Budget<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Budget<S> {
+impl<S: fmt::Debug, St: Store> fmt::Debug for Budget<S, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Budget")
             .field("inner", &self.inner)
@@ -72,84 +79,38 @@ impl<S: fmt::Debug> fmt::Debug for Budget<S> {
     }
 }
 
-impl<S> Budget<S> {
-    /// Reserves synchronously (in-memory and file-backed ledgers) and calls the inner service.
-    fn reserve_and_call<ReqBody, ResBody>(
-        &mut self,
-        request: http::Request<ReqBody>,
-    ) -> ResponseFuture<S::Future>
-    where
-        S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    {
-        let cost = self.config.cost.of(&request);
-        let priority = Priority::of(&request);
-        match self.config.ledger.reserve(cost, priority) {
-            Ok(reservation) => ResponseFuture::called(
-                self.inner.call(request),
-                reservation,
-                Arc::clone(&self.config),
-            ),
-            Err(refused) => ResponseFuture::refused(refused.into_box_error()),
-        }
-    }
-}
-
-#[cfg(not(feature = "redis"))]
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Budget<S>
+impl<S, St, ReqBody, ResBody> Service<http::Request<ReqBody>> for Budget<S, St>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
+    St: Store,
 {
     type Response = http::Response<ResBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, http::Request<ReqBody>, St>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    /// Always ready: the budget decides in `call`, before the inner service is waited for.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        self.reserve_and_call(request)
-    }
-}
-
-/// With the `redis` feature, a [Redis](crate::LedgerBuilder::redis) ledger reserves before the
-/// inner service is called, so the request waits in the response future: the service that was
-/// made ready is moved into it (and a clone left in its place, as `tower`'s async filters do),
-/// hence the `Clone + Send + 'static` bounds. Other ledgers take the synchronous path.
-#[cfg(feature = "redis")]
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Budget<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    ReqBody: Send + 'static,
-{
-    type Response = http::Response<ResBody>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        if !self.config.ledger.is_shared() {
-            return self.reserve_and_call(request);
-        }
         let cost = self.config.cost.of(&request);
         let priority = Priority::of(&request);
-        // A task, not an inline future: if the caller drops the response future mid-reserve,
-        // the task still sees the lease granted and its reservation's drop refunds it.
-        let reserve = match self.config.ledger.spawn_reserve(cost, priority) {
-            Ok(reserve) => reserve,
-            Err(error) => return ResponseFuture::refused(Box::new(error)),
-        };
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::reserving(
-            reserve,
-            Box::new(move || ready.call(request)),
+        let ledger = &self.config.ledger;
+        // Reserved now, before anything waits; the future only learns the outcome.
+        let reserving = ledger
+            .shared
+            .store
+            .reserve(cost, ledger.floor(priority), ledger.now());
+        ResponseFuture::start(
+            reserving,
+            self.inner.clone(),
+            request,
             Arc::clone(&self.config),
+            cost,
+            priority,
         )
     }
 }

@@ -221,7 +221,7 @@ fn clones_share_one_ledger() {
 }
 
 #[test]
-fn balance_body_parses_seed_000() {
+fn balance_bodies_parse_strictly() {
     let balance = tollway_budget::Balance::parse(br#"{"rate": 11, "amount": 1000.75}"#).unwrap();
     assert_eq!((balance.amount(), balance.rate()), (1000, Some(11)));
     for bad in [&b"nope"[..], b"[]", br#"{"rate": 1}"#, br#"{"amount": -3}"#] {

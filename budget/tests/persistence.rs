@@ -1,12 +1,16 @@
-//! The file-backed ledger: replay after a restart, torn and corrupt records, compaction.
+//! The file-backed ledger: replay after a restart, torn and corrupt records, compaction, the
+//! lock that keeps a second process out, private files.
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use tollway_budget::{Ledger, Priority, Window};
-use tollway_core::{ExhaustedReason, FakeClock};
+use tollway_budget::store::FileStore;
+use tollway_budget::{ExhaustedReason, Ledger, Locked, Priority, Window};
+use tollway_core::FakeClock;
+
+type FileLedger = Ledger<FileStore>;
 
 const RECORD_LEN: u64 = 29;
 
@@ -15,7 +19,7 @@ fn june15_10h() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_718_445_600)
 }
 
-fn open(path: &Path, clock: &FakeClock) -> Ledger {
+fn open(path: &Path, clock: &FakeClock) -> FileLedger {
     Ledger::builder()
         .limit(100, Window::day())
         .limit(1_000, Window::month())
@@ -24,7 +28,7 @@ fn open(path: &Path, clock: &FakeClock) -> Ledger {
         .expect("journal opens")
 }
 
-fn spent(ledger: &Ledger) -> Vec<u64> {
+fn spent(ledger: &FileLedger) -> Vec<u64> {
     ledger.snapshot().windows.iter().map(|w| w.spent).collect()
 }
 
@@ -48,6 +52,7 @@ fn spend_survives_a_restart_and_windows_still_roll() {
         "settled charges once, refunds not at all"
     );
     assert_eq!(ledger.snapshot().reserved, 0);
+    drop(ledger);
 
     clock.advance(Duration::from_secs(14 * 3600));
     let ledger = open(&path, &clock);
@@ -57,6 +62,7 @@ fn spend_survives_a_restart_and_windows_still_roll() {
         "the day rolled over while we were down"
     );
     ledger.reserve(2, Priority::Normal).unwrap().settle(2);
+    drop(ledger);
     let ledger = open(&path, &clock);
     assert_eq!(spent(&ledger), [2, 9]);
 }
@@ -206,6 +212,7 @@ fn compaction_keeps_spend_and_open_reservations() {
     drop(ledger);
     let ledger = build();
     assert_eq!(spent(&ledger), [205, 205]);
+    drop(ledger);
     // An hour and a bit later the rolling window has let go of everything but the month keeps it.
     clock.advance(Duration::from_secs(3600 + 61));
     let ledger = build();
@@ -265,4 +272,88 @@ fn a_configured_balance_is_used_once_then_the_journal_wins() {
     ledger.sync_balance(10);
     drop(ledger);
     assert_eq!(build().snapshot().balance, Some(10));
+}
+
+#[test]
+fn journal_files_are_private_and_their_folders_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spend/2024/budget.journal");
+    let clock = FakeClock::starting_at(june15_10h());
+    let ledger = open(&path, &clock);
+    ledger.reserve(1, Priority::Normal).unwrap().settle(1);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&path),
+        0o600,
+        "spend records are nobody else's business"
+    );
+    assert_eq!(mode(&dir.path().join("spend")), 0o700);
+    assert_eq!(mode(&dir.path().join("spend/2024")), 0o700);
+    // Compaction rewrites the file: still private.
+    drop(ledger);
+    drop(open(&path, &clock));
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn a_second_ledger_on_one_journal_is_refused_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let clock = FakeClock::starting_at(june15_10h());
+    let first = open(&path, &clock);
+    first.reserve(3, Priority::Normal).unwrap().settle(3);
+    let err = Ledger::builder()
+        .limit(100, Window::day())
+        .open(&path)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    let locked = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<Locked>())
+        .unwrap_or_else(|| panic!("expected Locked, got {err}"));
+    assert!(locked.path().ends_with("budget.journal.lock"));
+    // The first keeps working; the journal was not touched by the refused opener.
+    first.reserve(2, Priority::Normal).unwrap().settle(2);
+    assert_eq!(spent(&first), [5, 5]);
+    drop(first);
+    assert_eq!(spent(&open(&path, &clock)), [5, 5]);
+}
+
+const SECOND_PROCESS: &str = "TOLLWAY_BUDGET_SECOND_OPENER";
+
+/// The second process's role: opening the journal must fail with `Locked`.
+#[test]
+fn second_opener() {
+    let Some(path) = std::env::var_os(SECOND_PROCESS) else {
+        return;
+    };
+    let err = Ledger::builder()
+        .limit(100, Window::day())
+        .open(Path::new(&path))
+        .expect_err("the journal is held by the first process");
+    assert!(
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<Locked>())
+            .is_some(),
+        "expected Locked, got {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_process_is_refused_and_the_first_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let clock = FakeClock::starting_at(june15_10h());
+    let first = open(&path, &clock);
+    first.reserve(4, Priority::Normal).unwrap().settle(4);
+    let path_text = path.to_str().unwrap().to_owned();
+    tollway_test_support::run_workers("second_opener", 2, |_| {
+        vec![(SECOND_PROCESS, path_text.clone())]
+    })
+    .await;
+    first.reserve(1, Priority::Normal).unwrap().settle(1);
+    assert_eq!(spent(&first), [5, 5]);
+    drop(first);
+    assert_eq!(spent(&open(&path, &clock)), [5, 5]);
 }

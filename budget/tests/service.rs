@@ -345,3 +345,249 @@ async fn priorities_pass_through_request_extensions() {
         "backfill leaves 6, normal leaves 3, critical spends all"
     );
 }
+
+/// An inner service that is ready only at `ready_at` (a rate limiter whose next permit is far
+/// away), counting the calls that reach it. Each clone waits on its own timer.
+struct SlowReady {
+    ready_at: tokio::time::Instant,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    calls: Arc<AtomicU64>,
+}
+
+impl SlowReady {
+    fn new(after: Duration, calls: Arc<AtomicU64>) -> Self {
+        Self {
+            ready_at: tokio::time::Instant::now() + after,
+            sleep: None,
+            calls,
+        }
+    }
+}
+
+impl Clone for SlowReady {
+    fn clone(&self) -> Self {
+        Self {
+            ready_at: self.ready_at,
+            sleep: None,
+            calls: Arc::clone(&self.calls),
+        }
+    }
+}
+
+impl Service<Request<()>> for SlowReady {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        let ready_at = self.ready_at;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(ready_at)));
+        std::task::ready!(sleep.as_mut().poll(cx));
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<()>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Response::new(())))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_decided_before_waiting_for_the_inner_service() {
+    let ledger = Ledger::new(2, Window::day());
+    let calls = Arc::new(AtomicU64::new(0));
+    let service = BudgetLayer::new(ledger.clone())
+        .layer(SlowReady::new(Duration::from_secs(10), Arc::clone(&calls)));
+    let start = tokio::time::Instant::now();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(service.clone().oneshot(Request::new(()))))
+        .collect();
+    tokio::task::yield_now().await;
+    // Both hold their credit while they wait for the permit: the third is refused at once.
+    assert_eq!(ledger.snapshot().reserved, 2);
+    let refused = service.clone().oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(exhausted(&refused).reason(), ExhaustedReason::Window);
+    assert_eq!(
+        tokio::time::Instant::now(),
+        start,
+        "refused without waiting for a permit"
+    );
+    for task in waiting {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(tokio::time::Instant::now() - start, Duration::from_secs(10));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(ledger.snapshot().windows[0].spent, 2);
+
+    // A latched ledger refuses at once too, and a caller that gives up while waiting for the
+    // permit gets its credit back.
+    let ledger = Ledger::new(5, Window::day());
+    let service = BudgetLayer::new(ledger.clone())
+        .layer(SlowReady::new(Duration::from_secs(60), Arc::clone(&calls)));
+    let given_up = tokio::time::timeout(
+        Duration::from_secs(1),
+        service.clone().oneshot(Request::new(())),
+    )
+    .await;
+    assert!(given_up.is_err());
+    assert_eq!(ledger.snapshot().reserved, 0, "refunded when dropped");
+    ledger.latch();
+    let before = tokio::time::Instant::now();
+    let refused = service.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(exhausted(&refused).reason(), ExhaustedReason::Upstream402);
+    assert_eq!(tokio::time::Instant::now(), before);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_balance_read_before_a_402_never_lifts_its_latch() {
+    let ledger = Ledger::new(100, Window::day());
+    let calls = Arc::new(AtomicU64::new(0));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let released = Arc::new(parking_lot::Mutex::new(Some(released)));
+    let inner = {
+        let calls = Arc::clone(&calls);
+        service_fn(move |req: Request<()>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let slow = req.uri().path() == "/slow";
+            let released = released.lock().take();
+            async move {
+                if slow {
+                    // Sent before the 402, answered after it, claiming plenty of credit.
+                    released.expect("one slow request").await.unwrap();
+                    return Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("x-balance", "500")
+                            .body(())
+                            .unwrap(),
+                    );
+                }
+                let mut response = Response::new(());
+                *response.status_mut() = StatusCode::PAYMENT_REQUIRED;
+                Ok(response)
+            }
+        })
+    };
+    let service = BudgetLayer::new(ledger.clone())
+        .balance_header("x-balance")
+        .layer(inner);
+    let slow = tokio::spawn(
+        service
+            .clone()
+            .oneshot(Request::get("/slow").body(()).unwrap()),
+    );
+    tokio::task::yield_now().await;
+    let answer = service
+        .clone()
+        .oneshot(Request::get("/pay").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::PAYMENT_REQUIRED);
+    assert!(ledger.is_latched());
+    release.send(()).unwrap();
+    slow.await.unwrap().unwrap();
+    assert!(
+        ledger.is_latched(),
+        "a balance read before the 402 does not lift its latch"
+    );
+    let refused = service.clone().oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(exhausted(&refused).reason(), ExhaustedReason::Upstream402);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "nothing sent after the 402"
+    );
+    // A balance read after the 402 (a balance endpoint, polled) lifts it.
+    ledger.sync_balance(40);
+    assert!(!ledger.is_latched());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_on_a_file_ledger_charge_exactly_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let ledger = Ledger::builder()
+        .limit(300, Window::day())
+        .compact_every(100)
+        .open(&path)
+        .unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let service =
+        BudgetLayer::new(ledger.clone()).layer(upstream(StatusCode::OK, Arc::clone(&calls)));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let mut ok = 0u64;
+                for _ in 0..10 {
+                    match service.clone().oneshot(Request::new(())).await {
+                        Ok(_) => ok += 1,
+                        Err(err) => assert_eq!(exhausted(&err).reason(), ExhaustedReason::Window),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await.unwrap();
+    }
+    assert_eq!(ok, 300);
+    assert_eq!(calls.load(Ordering::SeqCst), 300);
+    assert_eq!(ledger.snapshot().windows[0].spent, 300);
+    drop(service);
+    drop(ledger);
+    let reopened = Ledger::builder()
+        .limit(300, Window::day())
+        .open(&path)
+        .unwrap();
+    assert_eq!(reopened.snapshot().windows[0].spent, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_backed_call_given_up_at_any_point_strands_no_credit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let ledger = Ledger::builder()
+        .limit(1_000, Window::day())
+        .open(&path)
+        .unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    // An inner service that is never ready in time: callers give up while waiting for it, or
+    // earlier, while their reservation is being made durable.
+    let service = BudgetLayer::new(ledger.clone()).layer(SlowReady::new(
+        Duration::from_secs(3_600),
+        Arc::clone(&calls),
+    ));
+    for wait_us in [0u64, 50, 200, 1_000, 5_000, 20_000] {
+        let attempts: Vec<_> = (0..16)
+            .map(|_| {
+                tokio::time::timeout(
+                    Duration::from_micros(wait_us),
+                    service.clone().oneshot(Request::new(())),
+                )
+            })
+            .collect();
+        for attempt in attempts {
+            assert!(attempt.await.is_err(), "nothing can finish in time");
+        }
+    }
+    ledger.flush().await;
+    let snapshot = ledger.snapshot();
+    assert_eq!((snapshot.reserved, snapshot.windows[0].spent), (0, 0));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    drop(service);
+    drop(ledger);
+    // And the journal agrees: every reservation was refunded, none counts after a restart.
+    let reopened = Ledger::builder()
+        .limit(1_000, Window::day())
+        .open(&path)
+        .unwrap();
+    assert_eq!(reopened.snapshot().windows[0].spent, 0);
+}

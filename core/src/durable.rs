@@ -96,20 +96,96 @@ pub fn write_atomic_with(
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
     let path = path.as_ref();
-    let dir = parent(path);
-    let temp = temp_path(path);
-    let result = (|| {
-        let mut file = private_options().write(true).create_new(true).open(&temp)?;
-        fill(&mut file)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+    let mut staged = Staged::create(path)?;
+    fill(staged.file_mut())?;
+    staged.sync()?;
+    staged.install()?;
+    sync_dir(parent(path))
+}
+
+/// An atomic replacement in two steps, for writers that must not hold a lock while the bulk
+/// of the bytes reaches the disk: [`create`](Self::create) a temporary file beside the target
+/// (`0600`), write and [`sync`](Self::sync) it, then, with the lock held, append the last few
+/// bytes and [`install`](Self::install) it over the target (a rename), and finally
+/// [`sync_dir`] the folder. Dropped before it is installed, the temporary file is removed and
+/// the target is untouched.
+///
+/// ```
+/// use std::io::Write;
+/// use tollway_core::durable::{self, Staged};
+///
+/// let dir = std::env::temp_dir().join(format!("tollway-staged-doc-{}", std::process::id()));
+/// durable::create_dir_all(&dir)?;
+/// let path = dir.join("journal");
+/// std::fs::write(&path, b"old")?;
+/// let mut staged = Staged::create(&path)?;
+/// staged.file_mut().write_all(b"new, compacted")?;
+/// staged.sync()?;
+/// // ... take the lock, append what arrived meanwhile, install, release the lock ...
+/// staged.file_mut().write_all(b", and the tail")?;
+/// staged.install()?;
+/// durable::sync_dir(&dir)?;
+/// assert_eq!(std::fs::read(&path)?, b"new, compacted, and the tail");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Staged {
+    file: File,
+    temp: PathBuf,
+    target: PathBuf,
+    installed: bool,
+}
+
+impl Staged {
+    /// A new, empty temporary file beside `path`.
+    pub fn create(path: impl AsRef<Path>) -> io::Result<Self> {
+        let target = path.as_ref().to_owned();
+        let temp = temp_path(&target);
+        let file = private_options().write(true).create_new(true).open(&temp)?;
+        Ok(Self {
+            file,
+            temp,
+            target,
+            installed: false,
+        })
     }
-    result
+
+    /// The temporary file, to write into.
+    pub fn file_mut(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Makes what was written so far durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
+    /// Renames the temporary file over the target. The rename survives a crash of this
+    /// process at once; call [`sync_dir`] on the folder for it to survive a power cut.
+    pub fn install(mut self) -> io::Result<()> {
+        fs::rename(&self.temp, &self.target)?;
+        self.installed = true;
+        Ok(())
+    }
+
+    /// The file this will replace.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// The folder `path` lives in (`.` for a bare name); [`sync_dir`] it after an install.
+pub fn parent_dir(path: &Path) -> &Path {
+    parent(path)
 }
 
 /// The folder `path` lives in (`.` for a bare name).
@@ -129,6 +205,34 @@ fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     parent(path).join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Removes the temporary files a crash left beside `path` (those [`write_atomic`] and
+/// [`Staged`] make for this very target, none other), and returns how many. Call it while
+/// holding the lock that guards `path`: another process's write in progress would be removed
+/// too.
+pub fn remove_stale_temps(path: impl AsRef<Path>) -> io::Result<usize> {
+    let path = path.as_ref();
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(0);
+    };
+    let prefix = format!(".{name}.");
+    let mut removed = 0;
+    for entry in fs::read_dir(parent(path))? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Whether `name` is a temporary file left by [`write_atomic`] (a crash between create and
@@ -291,6 +395,66 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["state"], "no temporary file left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temps_of_one_target_are_swept_and_nothing_else() {
+        let dir = scratch("sweep");
+        create_dir_all(&dir).unwrap();
+        let path = dir.join("journal");
+        write_atomic(&path, b"kept").unwrap();
+        for name in [
+            ".journal.77.0.tmp",
+            ".journal.78.3.tmp",
+            ".other.1.0.tmp",
+            "journal.tmp",
+        ] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&path).unwrap(), 2);
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".other.1.0.tmp", "journal", "journal.tmp"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_staged_write_is_all_or_nothing() {
+        let dir = scratch("staged");
+        create_dir_all(&dir).unwrap();
+        let path = dir.join("journal");
+        write_atomic(&path, b"old").unwrap();
+        let mut staged = Staged::create(&path).unwrap();
+        staged.file_mut().write_all(b"half").unwrap();
+        drop(staged);
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"old",
+            "dropped: the target is untouched"
+        );
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["journal"], "and its temporary file is gone");
+        let mut staged = Staged::create(&path).unwrap();
+        staged.file_mut().write_all(b"new").unwrap();
+        staged.sync().unwrap();
+        staged.file_mut().write_all(b"+tail").unwrap();
+        assert_eq!(staged.target(), path);
+        staged.install().unwrap();
+        sync_dir(parent_dir(&path)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new+tail");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 

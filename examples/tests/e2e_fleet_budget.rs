@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
+use tollway_budget::store::RedisStore;
 use tollway_budget::{BudgetLayer, Ledger, Window};
 use tollway_core::{BudgetExhausted, ExhaustedReason};
 use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
@@ -32,7 +33,7 @@ const UPSTREAM: &str = "TOLLWAY_FLEET_UPSTREAM";
 const PREFIX: &str = "TOLLWAY_FLEET_PREFIX";
 const REPORT: &str = "fleet-worker charged=";
 
-async fn ledger(url: &str, prefix: &str) -> Ledger {
+async fn ledger(url: &str, prefix: &str) -> Ledger<RedisStore> {
     let connection = tollway_test_support::connect(url).await;
     Ledger::builder()
         .limit(BUDGET, Window::lifetime())

@@ -70,6 +70,13 @@ impl TestRedis {
 
     /// A server this test owns, so it may stop it (`SHUTDOWN NOSAVE`) to test failures.
     pub async fn own() -> Option<Self> {
+        Self::own_with(&[]).await
+    }
+
+    /// [`own`](Self::own), started with extra `redis-server` arguments: e.g.
+    /// `["--rename-command", "PEXPIRETIME", ""]` to stand in for a server too old to have a
+    /// command.
+    pub async fn own_with(args: &[&str]) -> Option<Self> {
         let port = match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
             Ok(addr) => addr.port(),
             Err(_) => return skip("no free loopback port"),
@@ -83,6 +90,7 @@ impl TestRedis {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&dir)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();

@@ -240,15 +240,18 @@ async fn a_402_latches_the_budget_and_is_not_retried() {
     assert!(ledger.is_latched());
     assert_eq!(spent(&ledger), 0);
 
+    let started = Instant::now();
     let error = stack.oneshot(get()).await.unwrap_err();
     let exhausted = find_cause::<BudgetExhausted>(&*error).expect("refused by the budget");
     assert_eq!(exhausted.reason(), ExhaustedReason::Upstream402);
     assert_eq!(recorder.calls().len(), 1, "nothing more reaches the API");
-    // The limiter made the refused request ready (it sits below the budget), but the permit
-    // it took was never spent and went back: the next send finds it.
+    // The budget decides before the limiter below it is asked for a permit: refused at once,
+    // without waiting the second the next permit is away.
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused before any wait");
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert!(
         layer.limiter().check().is_ok(),
-        "the unspent permit was refunded"
+        "the refused request took no permit"
     );
 }
 

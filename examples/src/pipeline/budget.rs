@@ -6,6 +6,7 @@
 use std::io;
 use std::path::Path;
 
+use tollway::budget::store::FileStore;
 use tollway::budget::{Ledger, Priority, Reservation, ReserveError, Window};
 
 /// The crawl's ledger file inside the cache directory.
@@ -17,7 +18,7 @@ pub const LEDGER_FILE: &str = "budget.ledger";
 /// It always records spend, budget or not, so that a budget given to a later run of the crawl
 /// counts what earlier runs spent.
 pub(super) struct CrawlLedger {
-    ledger: Ledger,
+    ledger: Ledger<FileStore>,
     limit: Option<u64>,
     spent_before: u64,
 }
@@ -32,7 +33,7 @@ pub(super) enum Refusal {
 
 /// Credit held by one try of a page. Dropped unsettled (the try was abandoned mid-flight), it
 /// counts as spent: the upstream may have charged for it.
-pub(super) struct CreditHold(Option<Reservation>);
+pub(super) struct CreditHold(Option<Reservation<FileStore>>);
 
 impl CrawlLedger {
     /// Opens the ledger in `dir` with `limit` credits for the whole crawl (`None`: no limit).
@@ -65,9 +66,10 @@ impl CrawlLedger {
         spent(&self.ledger)
     }
 
-    /// Reserves one credit, on disk, before a try is sent.
-    pub(super) fn reserve(&self) -> Result<CreditHold, Refusal> {
-        match self.ledger.reserve(1, Priority::Normal) {
+    /// Reserves one credit, on disk, before a try is sent. The wait for the disk (one group
+    /// commit shared with concurrent reservations) happens off the executor's threads.
+    pub(super) async fn reserve(&self) -> Result<CreditHold, Refusal> {
+        match self.ledger.reserve_async(1, Priority::Normal).await {
             Ok(reservation) => Ok(CreditHold(Some(reservation))),
             Err(ReserveError::Exhausted(_)) => Err(Refusal::Spent),
             Err(error) => Err(Refusal::Ledger(error.to_string())),
@@ -97,7 +99,7 @@ impl Drop for CreditHold {
     }
 }
 
-fn spent(ledger: &Ledger) -> u64 {
+fn spent(ledger: &Ledger<FileStore>) -> u64 {
     ledger
         .snapshot()
         .windows
@@ -109,26 +111,26 @@ fn spent(ledger: &Ledger) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_budget_is_the_crawls_across_opens() {
+    #[tokio::test]
+    async fn the_budget_is_the_crawls_across_opens() {
         let dir = std::env::temp_dir().join(format!("tollway-crawl-ledger-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         {
             // First run: no budget given, 2 credits spent, one try abandoned mid-flight.
             let ledger = CrawlLedger::open(&dir, None).unwrap();
-            ledger.reserve().ok().unwrap().settle(1);
-            ledger.reserve().ok().unwrap().settle(0);
-            drop(ledger.reserve().ok().unwrap());
+            ledger.reserve().await.ok().unwrap().settle(1);
+            ledger.reserve().await.ok().unwrap().settle(0);
+            drop(ledger.reserve().await.ok().unwrap());
             assert_eq!(ledger.spent(), 2);
         }
         // Second run with a budget of 3: what the first spent counts, so one credit is left.
         let ledger = CrawlLedger::open(&dir, Some(3)).unwrap();
         assert_eq!((ledger.spent_before(), ledger.limit()), (2, Some(3)));
-        let hold = ledger.reserve().ok().unwrap();
-        assert!(matches!(ledger.reserve(), Err(Refusal::Spent)));
+        let hold = ledger.reserve().await.ok().unwrap();
+        assert!(matches!(ledger.reserve().await, Err(Refusal::Spent)));
         hold.settle(0);
-        assert!(ledger.reserve().is_ok());
+        assert!(ledger.reserve().await.is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

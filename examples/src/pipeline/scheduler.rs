@@ -244,38 +244,55 @@ impl Run {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let mut refused = {
                 let mut state = self.state.lock();
                 if state.stop.is_some() {
                     return None;
                 }
                 let spent = state.report.credits_spent + state.reserved;
-                let refused = match (self.per_run, &self.crawl) {
-                    (Some(budget), _) if spent >= budget => StopReason::BudgetSpent { budget },
-                    (_, None) => {
+                match self.per_run {
+                    Some(budget) if spent >= budget => Some(StopReason::BudgetSpent { budget }),
+                    // Counted before the crawl's ledger is asked, so that concurrent tries see
+                    // it; given back below if the ledger refuses.
+                    _ => {
                         state.reserved += 1;
-                        return Some(CreditHold::none());
+                        None
                     }
-                    (_, Some(crawl)) => match crawl.reserve() {
-                        Ok(hold) => {
-                            state.reserved += 1;
-                            return Some(hold);
-                        }
-                        Err(Refusal::Spent) => StopReason::CrawlBudgetSpent {
+                }
+            };
+            if refused.is_none() {
+                let Some(crawl) = &self.crawl else {
+                    return Some(CreditHold::none());
+                };
+                // Not under the state's lock: the ledger waits for the disk.
+                let reserved = crawl.reserve().await;
+                let mut state = self.state.lock();
+                match reserved {
+                    Ok(hold) => return Some(hold),
+                    Err(Refusal::Spent) => {
+                        state.reserved = state.reserved.saturating_sub(1);
+                        refused = Some(StopReason::CrawlBudgetSpent {
                             budget: crawl.limit().unwrap_or(u64::MAX),
                             earlier_runs: crawl.spent_before(),
-                        },
-                        Err(Refusal::Ledger(why)) => {
-                            drop(state);
-                            self.stop(StopReason::Journal(format!("the crawl's ledger: {why}")));
-                            return None;
-                        }
-                    },
-                };
+                        });
+                    }
+                    Err(Refusal::Ledger(why)) => {
+                        state.reserved = state.reserved.saturating_sub(1);
+                        drop(state);
+                        self.stop(StopReason::Journal(format!("the crawl's ledger: {why}")));
+                        return None;
+                    }
+                }
+            }
+            {
+                let mut state = self.state.lock();
+                // Tries in flight may still give credit back: wait for them before stopping.
                 if state.reserved == 0 {
                     state.report.budget_exhausted += 1;
                     drop(state);
-                    self.stop(refused);
+                    if let Some(reason) = refused {
+                        self.stop(reason);
+                    }
                     return None;
                 }
             }

@@ -10,10 +10,11 @@ use http::Response;
 use http_body_util::Full;
 use tollway::ClientStackLayer;
 use tollway::breaker::{BreakerConfig, BreakerLayer, OpenDuration};
+use tollway::budget::store::DynStore;
 use tollway::budget::{BudgetLayer, Ledger, Window};
 use tollway::cache::{CacheBody, CacheLayer};
 use tollway::core::{BoxError, StoreUnavailable};
-use tollway::limiter::{Adaptive, Quota, RateLimiter};
+use tollway::limiter::{Adaptive, QuantaClock, Quota, RateLimiter};
 use tollway::retry::backoff::{Backoff, Jitter};
 use tollway::retry::{ReplayBody, RetryBudget, RetryPolicy};
 use tower::Layer;
@@ -49,7 +50,7 @@ pub struct PipelineStack {
     /// The service to pass to [`run`](super::run).
     pub service: PipelineService,
     /// The layer: `layer.breaker()`, `layer.ledger()`, `layer.limiter()`.
-    pub layer: ClientStackLayer,
+    pub layer: ClientStackLayer<QuantaClock, DynStore>,
 }
 
 /// The tollway stack for `config`, in front of [`base_client_with`] (`config.request_timeout`
@@ -129,13 +130,15 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
             if let Some(budget) = config.budget {
                 ledger = ledger.limit(budget, Window::lifetime());
             }
-            ledger.redis(fleet.connection(), fleet.budget_prefix())
+            ledger
+                .redis(fleet.connection(), fleet.budget_prefix())
+                .to_dyn()
         }
         None => {
             if let Some(budget) = config.budget_per_run {
                 ledger = ledger.limit(budget, Window::lifetime());
             }
-            ledger.build()
+            ledger.build().to_dyn()
         }
     };
     let cache = CacheLayer::builder(config.cache_dir.join(CACHE_SUBDIR))
@@ -232,7 +235,7 @@ async fn crawl_with(config: Config, stack: &PipelineStack) -> Result<Report, Sto
 /// lifts a `402` latch left by an earlier run: a latch of a ledger with no window never expires
 /// by itself, and the account may have been topped up since. If it has not, the first `402`
 /// latches it again.
-async fn join_fleet(fleet: &Fleet, ledger: &Ledger) -> Result<(), StoreUnavailable> {
+async fn join_fleet(fleet: &Fleet, ledger: &Ledger<DynStore>) -> Result<(), StoreUnavailable> {
     let snapshot = ledger.snapshot_async().await?;
     if snapshot.latched {
         tracing::warn!(
@@ -288,7 +291,8 @@ mod tests {
         config.budget_per_run = Some(7);
         let stack = tollway_stack(&config).unwrap();
         assert!(stack.layer.breaker().is_some());
-        assert_eq!(stack.layer.ledger().unwrap().remaining(), 7);
+        let ledger = stack.layer.ledger().unwrap();
+        assert_eq!(ledger.snapshot_async().await.unwrap().remaining, 7);
         assert_eq!(
             stack.layer.cache().unwrap().dir(),
             dir.join(CACHE_SUBDIR).as_path()

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use tollway_breaker::{BreakerHandle, BreakerLayer};
+use tollway_budget::store::{MemoryStore, Store};
 use tollway_budget::{BudgetLayer, Ledger};
 use tollway_cache::CacheLayer;
 use tollway_limiter::{Limiter, LimiterClock, QuantaClock, RateLimiter};
@@ -20,11 +21,13 @@ use super::uncached::Uncached;
 /// The limiter and the retry layer are always there; the cache, the breaker and the budget are
 /// there when given to the [builder](ClientStackLayer::builder). Cloning the layer (or a
 /// service it made) never creates a second limiter, breaker, ledger or cache: they are shared.
-pub struct ClientStackLayer<C: LimiterClock = QuantaClock> {
+/// `St` is the budget's [store](tollway_budget::store) (in memory unless a journal or Redis
+/// ledger is given).
+pub struct ClientStackLayer<C: LimiterClock = QuantaClock, St: Store = MemoryStore> {
     limiter: RateLimiter<C>,
     retry: RetryLayer,
     breaker: Option<BreakerLayer>,
-    budget: Option<BudgetLayer>,
+    budget: Option<BudgetLayer<St>>,
     cache: Option<CacheLayer>,
 }
 
@@ -41,7 +44,9 @@ impl<C: LimiterClock> ClientStackLayer<C> {
             },
         }
     }
+}
 
+impl<C: LimiterClock, St: Store> ClientStackLayer<C, St> {
     /// The shared rate limiter (read it, or change its rate at runtime).
     pub const fn limiter(&self) -> &RateLimiter<C> {
         &self.limiter
@@ -58,7 +63,7 @@ impl<C: LimiterClock> ClientStackLayer<C> {
     }
 
     /// The budget's ledger, if the stack has one.
-    pub fn ledger(&self) -> Option<&Ledger> {
+    pub fn ledger(&self) -> Option<&Ledger<St>> {
         self.budget.as_ref().map(BudgetLayer::ledger)
     }
 
@@ -68,7 +73,7 @@ impl<C: LimiterClock> ClientStackLayer<C> {
     }
 }
 
-impl<C: LimiterClock> Clone for ClientStackLayer<C> {
+impl<C: LimiterClock, St: Store> Clone for ClientStackLayer<C, St> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -80,7 +85,7 @@ impl<C: LimiterClock> Clone for ClientStackLayer<C> {
     }
 }
 
-impl<C: LimiterClock + fmt::Debug> fmt::Debug for ClientStackLayer<C> {
+impl<C: LimiterClock + fmt::Debug, St: Store> fmt::Debug for ClientStackLayer<C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientStackLayer")
             .field("cache", &self.cache)
@@ -92,8 +97,8 @@ impl<C: LimiterClock + fmt::Debug> fmt::Debug for ClientStackLayer<C> {
     }
 }
 
-impl<S, C: LimiterClock> Layer<S> for ClientStackLayer<C> {
-    type Service = ClientStack<S, C>;
+impl<S, C: LimiterClock, St: Store> Layer<S> for ClientStackLayer<C, St> {
+    type Service = ClientStack<S, C, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let limited = Limiter::new(inner, self.limiter.clone());
@@ -116,11 +121,11 @@ impl<S, C: LimiterClock> Layer<S> for ClientStackLayer<C> {
 
 /// Builds a [`ClientStackLayer`]; see [`ClientStackLayer::builder`]. The order of the calls
 /// does not matter: the layers always go in the documented order.
-pub struct ClientStackBuilder<C: LimiterClock = QuantaClock> {
-    layer: ClientStackLayer<C>,
+pub struct ClientStackBuilder<C: LimiterClock = QuantaClock, St: Store = MemoryStore> {
+    layer: ClientStackLayer<C, St>,
 }
 
-impl<C: LimiterClock + fmt::Debug> fmt::Debug for ClientStackBuilder<C> {
+impl<C: LimiterClock + fmt::Debug, St: Store> fmt::Debug for ClientStackBuilder<C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ClientStackBuilder")
             .field(&self.layer)
@@ -128,7 +133,7 @@ impl<C: LimiterClock + fmt::Debug> fmt::Debug for ClientStackBuilder<C> {
     }
 }
 
-impl<C: LimiterClock> ClientStackBuilder<C> {
+impl<C: LimiterClock, St: Store> ClientStackBuilder<C, St> {
     /// Retries with `policy` (default: [`RetryPolicy::default`]). Use
     /// `RetryPolicy::builder().max_attempts(1)` for no retries.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
@@ -142,11 +147,26 @@ impl<C: LimiterClock> ClientStackBuilder<C> {
         self
     }
 
-    /// A credit budget between the breaker and the limiter: every attempt reserves its cost and
-    /// is settled when its response arrives.
-    pub fn budget(mut self, budget: BudgetLayer) -> Self {
-        self.layer.budget = Some(budget);
-        self
+    /// A credit budget between the breaker and the limiter: every attempt reserves its cost
+    /// before it waits for a rate permit, and is settled when its response arrives. Its ledger
+    /// may live in any store (memory, a journal, Redis).
+    pub fn budget<T: Store>(self, budget: BudgetLayer<T>) -> ClientStackBuilder<C, T> {
+        let ClientStackLayer {
+            limiter,
+            retry,
+            breaker,
+            cache,
+            ..
+        } = self.layer;
+        ClientStackBuilder {
+            layer: ClientStackLayer {
+                limiter,
+                retry,
+                breaker,
+                budget: Some(budget),
+                cache,
+            },
+        }
     }
 
     /// A response cache in front of everything.
@@ -156,7 +176,7 @@ impl<C: LimiterClock> ClientStackBuilder<C> {
     }
 
     /// The layer.
-    pub fn build(self) -> ClientStackLayer<C> {
+    pub fn build(self) -> ClientStackLayer<C, St> {
         self.layer
     }
 }

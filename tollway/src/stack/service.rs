@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tollway_breaker::Breaker;
 use tollway_budget::Budget;
+use tollway_budget::store::{MemoryStore, Store};
 use tollway_cache::{Cache, CacheBody};
 use tollway_core::BoxError;
 use tollway_limiter::{Limiter, LimiterClock, QuantaClock};
@@ -16,11 +17,11 @@ use tower::util::{BoxCloneSyncService, Either};
 use super::uncached::Uncached;
 
 /// Budget (when configured) over the limiter.
-type Billed<S, C> = Either<Budget<Limiter<S, C>>, Limiter<S, C>>;
+type Billed<S, C, St> = Either<Budget<Limiter<S, C>, St>, Limiter<S, C>>;
 /// Breaker (when configured) over [`Billed`].
-type Guarded<S, C> = Either<Breaker<Billed<S, C>>, Billed<S, C>>;
+type Guarded<S, C, St> = Either<Breaker<Billed<S, C, St>>, Billed<S, C, St>>;
 /// Cache (or its pass-through) over retry over [`Guarded`].
-type Layers<S, C> = Either<Cache<Retry<Guarded<S, C>>>, Uncached<Retry<Guarded<S, C>>>>;
+type Layers<S, C, St> = Either<Cache<Retry<Guarded<S, C, St>>>, Uncached<Retry<Guarded<S, C, St>>>>;
 
 /// The client stack over `S`: cache → retry → breaker → budget → limiter → `S`. One concrete,
 /// unboxed type whichever optional layers are configured.
@@ -34,12 +35,12 @@ type Layers<S, C> = Either<Cache<Retry<Guarded<S, C>>>, Uncached<Retry<Guarded<S
 ///
 /// When `S`'s own error is a [`BoxError`], box the stack with [`boxed`](Self::boxed) before
 /// awaiting it in `tokio::spawn` (see the [module docs](crate::stack#spawning)).
-pub struct ClientStack<S, C: LimiterClock = QuantaClock> {
-    inner: Layers<S, C>,
+pub struct ClientStack<S, C: LimiterClock = QuantaClock, St: Store = MemoryStore> {
+    inner: Layers<S, C, St>,
 }
 
-impl<S, C: LimiterClock> ClientStack<S, C> {
-    pub(super) fn from_parts(inner: Layers<S, C>) -> Self {
+impl<S, C: LimiterClock, St: Store> ClientStack<S, C, St> {
+    pub(super) fn from_parts(inner: Layers<S, C, St>) -> Self {
         Self { inner }
     }
 
@@ -107,7 +108,7 @@ impl<S, C: LimiterClock> ClientStack<S, C> {
     }
 }
 
-impl<S: Clone, C: LimiterClock> Clone for ClientStack<S, C> {
+impl<S: Clone, C: LimiterClock, St: Store> Clone for ClientStack<S, C, St> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -115,7 +116,7 @@ impl<S: Clone, C: LimiterClock> Clone for ClientStack<S, C> {
     }
 }
 
-impl<S, C: LimiterClock> fmt::Debug for ClientStack<S, C> {
+impl<S, C: LimiterClock, St: Store> fmt::Debug for ClientStack<S, C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cache = matches!(self.inner, Either::Left(_));
         f.debug_struct("ClientStack")
@@ -124,14 +125,15 @@ impl<S, C: LimiterClock> fmt::Debug for ClientStack<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for ClientStack<S, C>
+impl<S, C, St, Req> Service<Req> for ClientStack<S, C, St>
 where
     C: LimiterClock,
-    Layers<S, C>: Service<Req>,
+    St: Store,
+    Layers<S, C, St>: Service<Req>,
 {
-    type Response = <Layers<S, C> as Service<Req>>::Response;
-    type Error = <Layers<S, C> as Service<Req>>::Error;
-    type Future = <Layers<S, C> as Service<Req>>::Future;
+    type Response = <Layers<S, C, St> as Service<Req>>::Response;
+    type Error = <Layers<S, C, St> as Service<Req>>::Error;
+    type Future = <Layers<S, C, St> as Service<Req>>::Future;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

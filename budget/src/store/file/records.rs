@@ -1,27 +1,19 @@
-//! The append-only journal behind a file-backed ledger.
+//! The journal's records: encoding, replay and compaction.
 //!
 //! Every record is 29 bytes: a CRC-32 of the payload, then a kind byte and three little-endian
 //! 64-bit fields. Fixed-size framing means a torn or corrupt record is skipped without losing the
 //! records after it, and a torn tail (a partial record) is simply ignored.
 //!
-//! Durability rules (what makes `kill -9` at any instant safe):
-//! - a reservation is granted only after its `Reserve` record is synced, so after a crash every
-//!   granted reservation is on disk; one that was never settled counts as spent at its full cost;
-//! - `Settle` and `Refund` records are written without a sync: losing one leaves the `Reserve`,
-//!   which counts the full cost, never less than the charge (a settle that charges *more* than was
-//!   reserved is synced);
+//! Replay rules (what makes `kill -9` at any instant safe):
+//! - a `Reserve` that was never settled nor refunded counts as spent at its full cost;
 //! - a `Settle` replaces its `Reserve`, so nothing is counted twice;
-//! - compaction writes a new file, syncs it, renames it over the old one and syncs the folder:
-//!   a crash leaves either the old journal or the new one, whole.
+//! - a `Refund` removes its `Reserve`.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
 
 use crate::window::WindowState;
 
-const RECORD_LEN: usize = 29;
+pub(crate) const RECORD_LEN: usize = 29;
 
 const RESERVE: u8 = 1;
 const SETTLE: u8 = 2;
@@ -47,7 +39,7 @@ pub(crate) enum Record {
 }
 
 impl Record {
-    fn encode(self) -> [u8; RECORD_LEN] {
+    pub(crate) fn encode(self) -> [u8; RECORD_LEN] {
         let (kind, a, b, c) = match self {
             Self::Reserve { id, cost, at } => (RESERVE, id, cost, at),
             Self::Settle { id, charge, at } => (SETTLE, id, charge, at),
@@ -67,7 +59,7 @@ impl Record {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let bytes: &[u8; RECORD_LEN] = bytes.try_into().ok()?;
         let crc = u32::from_le_bytes(bytes[..4].try_into().ok()?);
         if crc != crc32(&bytes[4..]) {
@@ -93,6 +85,28 @@ impl Record {
             _ => return None,
         })
     }
+}
+
+/// Every intact record of a journal's bytes, and how many 29-byte slots were torn or corrupt.
+pub(crate) fn decode_all(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut records = Vec::with_capacity(bytes.len() / RECORD_LEN);
+    let mut skipped = 0usize;
+    for chunk in bytes.chunks(RECORD_LEN) {
+        match Record::decode(chunk) {
+            Some(record) => records.push(record),
+            None => skipped += 1,
+        }
+    }
+    (records, skipped)
+}
+
+/// The bytes of `records`, in order.
+pub(crate) fn encode_all(records: &[Record]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(records.len() * RECORD_LEN);
+    for record in records {
+        bytes.extend_from_slice(&record.encode());
+    }
+    bytes
 }
 
 /// What a journal says, reduced to the events that change a ledger, in file order.
@@ -216,132 +230,6 @@ pub(crate) fn compact(events: &[Event], windows: &[WindowState], now: i64) -> Ve
     }
     out.extend(pending);
     out
-}
-
-/// The open journal file.
-#[derive(Debug)]
-pub(crate) struct Journal {
-    path: PathBuf,
-    /// `None` after a failed reopen: appends fail (and retry the open) until it works.
-    file: Option<File>,
-    appended: u64,
-    compact_every: u64,
-}
-
-impl Journal {
-    /// Reads every intact record of the journal at `path` (none if it does not exist).
-    pub(crate) fn read(path: &Path) -> io::Result<Vec<Record>> {
-        let mut bytes = Vec::new();
-        match File::open(path) {
-            Ok(mut file) => {
-                file.read_to_end(&mut bytes)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        }
-        let mut records = Vec::with_capacity(bytes.len() / RECORD_LEN);
-        let mut skipped = 0usize;
-        for chunk in bytes.chunks(RECORD_LEN) {
-            match Record::decode(chunk) {
-                Some(record) => records.push(record),
-                None => skipped += 1,
-            }
-        }
-        if skipped > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                skipped,
-                "budget journal: skipped torn or corrupt records"
-            );
-        }
-        Ok(records)
-    }
-
-    /// Replaces the journal at `path` with `records`, atomically, and opens it for appending.
-    pub(crate) fn create(path: &Path, records: &[Record], compact_every: u64) -> io::Result<Self> {
-        write_atomically(path, records)?;
-        Ok(Self {
-            path: path.to_owned(),
-            file: Some(open_append(path)?),
-            appended: 0,
-            compact_every,
-        })
-    }
-
-    /// Appends `record`; with `sync`, returns only once it is on disk.
-    pub(crate) fn append(&mut self, record: Record, sync: bool) -> io::Result<()> {
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => self.file.insert(open_append(&self.path)?),
-        };
-        file.write_all(&record.encode())?;
-        if sync {
-            file.sync_data()?;
-        }
-        self.appended += 1;
-        Ok(())
-    }
-
-    /// Whether enough has been appended since the last rewrite to compact.
-    pub(crate) fn wants_compaction(&self) -> bool {
-        self.appended >= self.compact_every
-    }
-
-    /// Rewrites the journal as `compact` would, keeping open reservations open.
-    pub(crate) fn compact(&mut self, windows: &[WindowState], now: i64) -> io::Result<()> {
-        let records = Self::read(&self.path)?;
-        let (events, _) = replay(&records, false);
-        let compacted = compact(&events, windows, now);
-        let written = write_atomically(&self.path, &compacted);
-        // Whatever happened, the path holds one whole journal, old or new: append to that one,
-        // never to a file the rename may have unlinked.
-        self.file = None;
-        self.file = Some(open_append(&self.path)?);
-        // On failure, try again after another `compact_every` records, not on every append.
-        self.appended = 0;
-        written?;
-        tracing::debug!(
-            path = %self.path.display(),
-            before = records.len(),
-            after = compacted.len(),
-            "budget journal compacted"
-        );
-        Ok(())
-    }
-}
-
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().append(true).open(path)
-}
-
-fn write_atomically(path: &Path, records: &[Record]) -> io::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".compacting");
-    let tmp = path.with_file_name(tmp_name);
-    let mut bytes = Vec::with_capacity(records.len() * RECORD_LEN);
-    for record in records {
-        bytes.extend_from_slice(&record.encode());
-    }
-    let mut file = File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    sync_parent(path)
-}
-
-#[cfg(unix)]
-fn sync_parent(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_parent(_path: &Path) -> io::Result<()> {
-    Ok(())
 }
 
 /// CRC-32 (IEEE 802.3, the one zlib and Ethernet use).

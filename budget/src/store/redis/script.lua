@@ -1,7 +1,9 @@
 -- tollway-budget's ledger in Redis: one script, one operation per call, atomic by construction.
+-- Only commands of Redis 5.0 and earlier are used (no PEXPIRETIME, no SET PXAT).
 --
 -- KEYS: 1 reserved (credits held by live leases), 2 leases (sorted set: "instance-id:cost" scored
--- by expiry), 3 latch, 4 balance, then one key per limit.
+-- by expiry), 3 latch (its value: when it was set, in microseconds of Redis time), 4 balance,
+-- then one key per limit.
 -- ARGV: 1 operation, 2 number of limits n, then four per limit: kind ('c' calendar, 'r' rolling,
 -- 'l' lifetime), limit, a, b (calendar: period start and end; rolling: length and bucket width;
 -- in milliseconds since the epoch), then the operation's own arguments.
@@ -12,6 +14,8 @@
 local BUCKETS = 60
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Microseconds: orders a grant against a latch set in the same millisecond.
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local op = ARGV[1]
 local n = tonumber(ARGV[2])
 local base = 3 + 4 * n
@@ -109,6 +113,45 @@ local function free_in(w, needed)
   return -1
 end
 
+-- Latches until the earliest window rolls over; returns that time, or -1 if none ever does.
+local function latch()
+  local until_ms = nil
+  for i = 1, n do
+    local w = limits[i]
+    local at = nil
+    if w.kind == 'c' then
+      at = w.b
+    elseif w.kind == 'r' then
+      at = now + w.a
+    end
+    if at ~= nil and (until_ms == nil or at < until_ms) then
+      until_ms = at
+    end
+  end
+  redis.call('SET', KEYS[3], int(now_us))
+  if until_ms ~= nil then
+    redis.call('PEXPIREAT', KEYS[3], int(until_ms))
+  end
+  return until_ms or -1
+end
+
+-- The upstream balance, read now: lifts the latch above zero.
+local function sync(balance)
+  redis.call('SET', KEYS[4], int(balance))
+  if balance > 0 then
+    redis.call('DEL', KEYS[3])
+  end
+end
+
+-- When `key` expires, in milliseconds of Redis time: -1 never, -2 no such key.
+local function expires_at(key)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then
+    return ttl
+  end
+  return now + ttl
+end
+
 -- Leases past their expiry belong to workers that died or hung: they count as spent, in full.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', int(now))
 if #expired > 0 then
@@ -163,54 +206,50 @@ if op == 'reserve' then
   if grace >= 0 then
     local at = now + lease_ms + grace
     for k = 1, 2 do
-      local current = redis.call('PEXPIRETIME', KEYS[k])
+      local current = expires_at(KEYS[k])
       if current ~= -2 and (current == -1 or current < at) then
         redis.call('PEXPIREAT', KEYS[k], int(at))
       end
     end
   end
-  return { 0, now }
+  return { 0, now, now_us }
 elseif op == 'finish' then
+  -- Settle or refund a lease, sync the balance the response reported and latch on a 402, in
+  -- one step: no reservation can slip in between the refund and the latch.
   local member = ARGV[base]
   local cost = tonumber(ARGV[base + 1])
   local amount = tonumber(ARGV[base + 2])
+  local balance = tonumber(ARGV[base + 3])
+  local stamp = tonumber(ARGV[base + 4])
+  local latching = ARGV[base + 5] == '1'
+  local status = 0
   if redis.call('ZREM', KEYS[2], member) == 1 then
     release(cost)
     charge(amount)
-    return { 0, now }
-  end
-  -- The lease expired and its full cost was charged already: only a charge above it is new.
-  charge(amount - cost)
-  return { 3, now }
-elseif op == 'latch' then
-  local until_ms = nil
-  for i = 1, n do
-    local w = limits[i]
-    local at = nil
-    if w.kind == 'c' then
-      at = w.b
-    elseif w.kind == 'r' then
-      at = now + w.a
-    end
-    if at ~= nil and (until_ms == nil or at < until_ms) then
-      until_ms = at
-    end
-  end
-  if until_ms ~= nil then
-    redis.call('SET', KEYS[3], '1', 'PXAT', int(until_ms))
   else
-    redis.call('SET', KEYS[3], '1')
+    -- The lease expired and its full cost was charged already: only a charge above it is new.
+    charge(amount - cost)
+    status = 3
   end
-  return { 0, now, until_ms or -1 }
+  if balance >= 0 then
+    -- A balance read before the latch was set says nothing about the account after the 402.
+    local latched_at = redis.call('GET', KEYS[3])
+    if not latched_at or stamp > tonumber(latched_at) then
+      sync(balance)
+    end
+  end
+  local until_ms = -1
+  if latching then
+    until_ms = latch()
+  end
+  return { status, now, until_ms }
+elseif op == 'latch' then
+  return { 0, now, latch() }
 elseif op == 'reset' then
   redis.call('DEL', KEYS[3])
   return { 0, now }
 elseif op == 'sync' then
-  local balance = tonumber(ARGV[base])
-  redis.call('SET', KEYS[4], int(balance))
-  if balance > 0 then
-    redis.call('DEL', KEYS[3])
-  end
+  sync(tonumber(ARGV[base]))
   return { 0, now }
 elseif op == 'snapshot' then
   local reply = { 0, now }
