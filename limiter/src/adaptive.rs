@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use tollway_core::Classifier;
 
+use crate::clock::duration_nanos;
+use crate::quota::Quota;
+
 /// How a limiter adapts to what the upstream answers.
 ///
 /// With it, every response that passes through a [`Limiter`](crate::Limiter) (or is handed to
@@ -155,6 +158,77 @@ impl Aimd {
             per_success /= 8.0;
         }
         (current + per_success).min(configured)
+    }
+}
+
+/// AIMD's running state for one limiter: the first quota as configured (the ceiling), and the
+/// rate it runs at now.
+#[derive(Debug)]
+pub(crate) struct AimdState {
+    configured: Quota,
+    current_per_second: f64,
+    /// Rate limits seen before this time belong to the last decrease.
+    decrease_guard_until: u64,
+    /// The rate that drew the last rate limit (the increase probes gently near it).
+    limited_at: f64,
+}
+
+impl AimdState {
+    pub(crate) fn new(configured: Quota) -> Self {
+        Self {
+            configured,
+            current_per_second: configured.per_second_f64(),
+            decrease_guard_until: 0,
+            limited_at: f64::INFINITY,
+        }
+    }
+
+    /// The user set a new first quota: it is the new ceiling, and the rate starts there.
+    pub(crate) fn reconfigure(&mut self, quota: Quota) {
+        *self = Self::new(quota);
+    }
+
+    /// The rate now, in requests per second.
+    pub(crate) fn current(&self) -> f64 {
+        self.current_per_second
+    }
+
+    /// A rate limit at `now` that paused the limiter for `pause`: the first quota to run at
+    /// next, or `None` if this rate limit belongs to the last decrease.
+    pub(crate) fn decrease(&mut self, aimd: &Aimd, now: u64, pause: Duration) -> Option<Quota> {
+        if now < self.decrease_guard_until {
+            return None;
+        }
+        let configured = self.configured.per_second_f64();
+        self.limited_at = self.current_per_second;
+        let rate = aimd.decreased(self.current_per_second, configured);
+        self.current_per_second = rate;
+        let quota = self.at(rate);
+        self.decrease_guard_until = now
+            .saturating_add(duration_nanos(pause))
+            .saturating_add(quota.interval_nanos());
+        Some(quota)
+    }
+
+    /// A success: the first quota to run at next, or `None` if it runs at the ceiling.
+    pub(crate) fn increase(&mut self, aimd: &Aimd) -> Option<Quota> {
+        let configured = self.configured.per_second_f64();
+        if self.current_per_second >= configured {
+            return None;
+        }
+        let rate = aimd.increased(self.current_per_second, configured, self.limited_at);
+        self.current_per_second = rate;
+        Some(if rate >= configured {
+            self.configured
+        } else {
+            self.at(rate)
+        })
+    }
+
+    /// The configured quota's burst at `per_second`.
+    fn at(&self, per_second: f64) -> Quota {
+        let interval = Duration::try_from_secs_f64(1.0 / per_second).map_or(u64::MAX, duration_nanos);
+        Quota::clamped(interval, self.configured.burst())
     }
 }
 

@@ -104,6 +104,8 @@
 //! `tollway_limiter_wait_seconds`.
 
 mod adaptive;
+mod adaptive_service;
+mod builder;
 mod clock;
 mod error;
 #[cfg(feature = "redis")]
@@ -115,27 +117,34 @@ mod keyed;
 mod keyed_service;
 mod layer;
 mod limiter;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod metrics;
 mod queue;
 mod quota;
 #[cfg(feature = "server")]
 pub mod server;
 mod service;
+mod sync;
 
 pub use adaptive::{Adaptive, Aimd};
+pub use adaptive_service::AdaptiveLimiter;
+pub use builder::RateLimiterBuilder;
 pub use clock::{LimiterClock, QuantaClock};
 pub use error::{ExceedsBurst, NoSuchQuota};
-pub use future::ResponseFuture;
+pub use future::{AdaptiveResponseFuture, ResponseFuture};
 pub use keyed::KeyedRateLimiter;
 pub use keyed_service::{ByHost, KeyFor, KeyedLimiter, KeyedLimiterLayer, KeyedResponseFuture};
-pub use layer::LimiterLayer;
-pub use limiter::{RateLimiter, RateLimiterBuilder};
+pub use layer::{AdaptiveLimiterLayer, LimiterLayer};
+pub use limiter::RateLimiter;
 pub use queue::Acquire;
-pub use quota::Quota;
+pub use quota::{InvalidQuota, Quota, Rate};
 pub use service::Limiter;
+/// The errors users match on, in one place: a refusal is core's [`RateLimited`]; a fleet
+/// limiter that fails closed returns core's [`StoreUnavailable`]; every service returns a
+/// [`BoxError`] to `downcast_ref` them from.
+pub use tollway_core::{BoxError, RateLimited, StoreUnavailable};
 
-#[cfg(feature = "redis")]
-pub use fleet::StoreUnavailable;
 /// The `redis` client fleet mode speaks, re-exported so that callers build their
 /// [`ConnectionManager`](redis::aio::ConnectionManager) from the very same version.
 #[cfg(feature = "redis")]

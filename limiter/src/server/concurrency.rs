@@ -1,5 +1,5 @@
-//! Per-key concurrency (seed 003): at most `n` requests of one key in progress at once; one
-//! more is refused at once (429, or 402 as seed 003's API answers).
+//! Per-key concurrency: at most `n` requests of one key in progress at once; one more is
+//! refused at once (429, or 402 as some paid APIs answer).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,8 +21,8 @@ type MaxFn = dyn Fn(&RequestHead<'_>) -> u32 + Send + Sync;
 /// use http::{HeaderName, StatusCode};
 /// use tollway_limiter::server::{ConcurrencyLimit, HeaderKey, KeyExtractor, PeerIp};
 ///
-/// // Seed 003: one search at a time per API key (or per IP without one), 402 beyond it,
-/// // two for the $20 tier.
+/// // One search at a time per API key (or per IP without one), 402 beyond it, two for the
+/// // "20" tier.
 /// let limit = ConcurrencyLimit::new(
 ///     HeaderKey::new(HeaderName::from_static("x-api-key")).or(PeerIp::new()),
 ///     1,
@@ -70,7 +70,7 @@ impl ConcurrencyLimit {
         self
     }
 
-    /// The status of a refusal (default 429; seed 003 answers 402).
+    /// The status of a refusal (default 429; some paid APIs answer 402).
     #[must_use]
     pub const fn status(mut self, status: StatusCode) -> Self {
         self.status = status;

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
 use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -12,8 +14,31 @@ use tollway_core::BoxError;
 use tower::Service;
 
 use super::concurrency::InFlightGuard;
+use super::headers::{self, HeaderOptions, PolicyInfo};
 use super::priority::{Permit, Waiting};
-use super::service::WriteHeaders;
+use super::states::States;
+
+/// Rate-limit headers to add to an admitted response when it is ready.
+pub(crate) struct PendingHeaders {
+    pub(crate) policies: Arc<[PolicyInfo]>,
+    pub(crate) options: HeaderOptions,
+    pub(crate) states: States,
+    /// The wall clock at the decision, when a header needs it.
+    pub(crate) wall: Option<SystemTime>,
+}
+
+impl PendingHeaders {
+    fn write(&self, headers: &mut http::HeaderMap) {
+        headers::write(
+            &self.options,
+            headers,
+            &self.policies,
+            self.states.as_slice(),
+            None,
+            || self.wall.unwrap_or_else(SystemTime::now),
+        );
+    }
+}
 
 pin_project! {
     /// The response of a [`ServerLimiter`](super::ServerLimiter): a refusal at once, or the
@@ -26,7 +51,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, Req>,
-        extra: Option<Box<dyn WriteHeaders>>,
+        extra: Option<PendingHeaders>,
         guard: Option<InFlightGuard>,
         permit: Option<Permit>,
     }
@@ -75,7 +100,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
 
     pub(crate) fn called(
         future: S::Future,
-        extra: Option<Box<dyn WriteHeaders>>,
+        extra: Option<PendingHeaders>,
         guard: Option<InFlightGuard>,
         permit: Option<Permit>,
     ) -> Self {
@@ -91,7 +116,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         waiting: Waiting,
         service: S,
         request: Req,
-        extra: Option<Box<dyn WriteHeaders>>,
+        extra: Option<PendingHeaders>,
         guard: Option<InFlightGuard>,
         evicted: Option<Response<Body>>,
     ) -> Self {

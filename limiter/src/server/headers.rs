@@ -1,16 +1,24 @@
-//! Which rate-limit headers responses carry ([`HeaderOptions`]), and writing them with core's
-//! formatters: `Retry-After` rounded up, IETF `RateLimit-Policy` / `RateLimit`, legacy
-//! `X-RateLimit-*`.
+//! Which rate-limit headers responses carry ([`HeaderOptions`]), and writing them:
+//! `Retry-After` rounded up, IETF `RateLimit-Policy` / `RateLimit`, legacy `X-RateLimit-*`.
+//!
+//! Other layers (the budget's quota layer, the application) may have written the same fields.
+//! The rule every tollway layer follows: **append** its own `RateLimit-Policy` and `RateLimit`
+//! members as new field lines (never replace the field), each policy name once, its status
+//! paired with its policy by name; keep the larger `Retry-After`; keep the legacy set of the
+//! policy with the least left.
 
+use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue};
 use tollway_core::headers::{
-    RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, RateLimitStatus, Reset, XRateLimit,
-    format_retry_after, whole_seconds_ceil,
+    RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, RateLimitStatus, RetryAfter, X_RATELIMIT_LIMIT,
+    X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, XRateLimit, format_retry_after, whole_seconds_ceil,
 };
 
+use super::error::InvalidPolicy;
 use crate::gcra::SlotView;
 use crate::quota::Quota;
 
@@ -20,7 +28,7 @@ pub enum ResetStyle {
     /// Seconds from now, rounded up (`X-RateLimit-Reset: 12`).
     #[default]
     SecondsFromNow,
-    /// A unix timestamp in seconds, as seed 003's API writes it (`1620537960`).
+    /// A unix timestamp in seconds, as some APIs write it (`1620537960`).
     UnixTimestamp,
 }
 
@@ -114,163 +122,220 @@ impl HeaderOptions {
     }
 }
 
-/// One named quota as clients are told about it.
+/// One named quota as clients are told about it, with its header fragments formatted once.
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyInfo {
     pub(crate) name: String,
     /// `q`: requests per window.
     pub(crate) advertised: u64,
-    /// `w`: whole seconds.
-    pub(crate) window: Duration,
+    /// Its `RateLimit-Policy` member: `"name";q=100;w=60`.
+    member: String,
+    /// Its name as a structured-field string: `"name"`.
+    quoted: String,
+    /// `X-RateLimit-Limit`.
+    limit: HeaderValue,
 }
 
 impl PolicyInfo {
     /// A GCRA quota said as "`q` requests per `w` seconds": `w` is the time a bucket takes to
     /// fill from empty (at least one second), and `q` what the rate admits in it, never less
-    /// than the burst.
-    pub(crate) fn new(name: String, quota: Quota) -> Self {
+    /// than the burst. Fails if `name` cannot be written in a header.
+    pub(crate) fn new(name: String, quota: Quota) -> Result<Self, InvalidPolicy> {
         let interval = quota.interval().as_nanos().max(1);
-        let fill = quota.interval().saturating_mul(quota.burst().get());
+        let fill = quota.interval().saturating_mul(quota.burst());
         let window = Duration::from_secs(whole_seconds_ceil(fill).max(1));
         let per_window = u64::try_from(window.as_nanos() / interval).unwrap_or(u64::MAX);
-        Self {
+        let advertised = per_window.max(u64::from(quota.burst()));
+        let invalid = |_| InvalidPolicy::new(&name, "the name is not visible ASCII");
+        let policy = RateLimitPolicy::new(name.clone(), advertised).map_err(invalid)?;
+        let member = value_text(&RateLimitPolicy::header_value(&[policy.with_window(window)]));
+        let status = RateLimitStatus::new(name.clone(), 0).map_err(invalid)?;
+        let status = value_text(&RateLimitStatus::header_value(&[status]));
+        let quoted = status.strip_suffix(";r=0").unwrap_or(&status).to_owned();
+        Ok(Self {
             name,
-            advertised: per_window.max(u64::from(quota.burst().get())),
-            window,
-        }
+            advertised,
+            member,
+            quoted,
+            limit: HeaderValue::from(advertised),
+        })
     }
 }
 
-/// The `RateLimit-Policy` value for `policies`.
-pub(crate) fn policy_header(policies: &[&PolicyInfo]) -> HeaderValue {
-    let policies: Vec<RateLimitPolicy> = policies
-        .iter()
-        .filter_map(|info| {
-            RateLimitPolicy::new(info.name.clone(), info.advertised)
-                .ok()
-                .map(|p| p.with_window(info.window))
-        })
-        .collect();
-    RateLimitPolicy::header_value(&policies)
+fn value_text(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
 /// Writes the policy headers for `states` (policy index and state), and `Retry-After` for a
-/// rejection after `wait`. `all_policies` is the `RateLimit-Policy` value when every policy
-/// applies, formatted once.
+/// rejection after `wait`, next to whatever another layer already wrote (see the module docs).
 pub(crate) fn write(
     options: &HeaderOptions,
     headers: &mut HeaderMap,
     policies: &[PolicyInfo],
-    all_policies: &HeaderValue,
     states: &[(usize, SlotView)],
     wait: Option<Duration>,
-    wall_now: impl FnOnce() -> SystemTime,
+    wall_now: impl Fn() -> SystemTime,
 ) {
     if let (true, Some(wait)) = (options.retry_after, wait) {
-        headers.insert(RETRY_AFTER, format_retry_after(wait));
+        merge_retry_after(headers, wait, &wall_now);
     }
-    let info = |index: usize| policies.get(index);
     if states.is_empty() {
         return;
     }
     if options.ietf {
-        let every_policy =
-            states.len() == policies.len() && states.iter().enumerate().all(|(i, &(p, _))| i == p);
-        let policy_value = if every_policy {
-            all_policies.clone()
-        } else {
-            let applied: Vec<&PolicyInfo> = states.iter().filter_map(|&(p, _)| info(p)).collect();
-            policy_header(&applied)
-        };
-        let statuses: Vec<RateLimitStatus> = states
-            .iter()
-            .filter_map(|&(p, view)| {
-                RateLimitStatus::new(info(p)?.name.clone(), view.available)
-                    .ok()
-                    .map(|r| r.with_reset(Duration::from_nanos(view.full_in)))
-            })
-            .collect();
-        headers.insert(RATELIMIT_POLICY, policy_value);
-        headers.insert(RATELIMIT, RateLimitStatus::header_value(&statuses));
+        write_ietf(headers, policies, states);
     }
     if options.legacy {
-        // The policy closest to refusing: least left, then longest to refill.
-        let Some(&(tightest, view)) = states
-            .iter()
-            .min_by_key(|(_, v)| (v.available, std::cmp::Reverse(v.full_in)))
-        else {
-            return;
+        write_legacy(options, headers, policies, states, &wall_now);
+    }
+}
+
+/// `Retry-After`: the larger of an existing value and `wait`.
+fn merge_retry_after(headers: &mut HeaderMap, wait: Duration, wall_now: &impl Fn() -> SystemTime) {
+    if let Some(existing) = RetryAfter::from_headers(headers)
+        && existing.delay_from(wall_now()) >= wait
+    {
+        return;
+    }
+    headers.insert(RETRY_AFTER, format_retry_after(wait));
+}
+
+/// Appends this layer's `RateLimit-Policy` and `RateLimit` members as new field lines. A
+/// policy whose name another layer already wrote (in either field) is left out, so every name
+/// appears once and its status sits next to its own policy.
+fn write_ietf(headers: &mut HeaderMap, policies: &[PolicyInfo], states: &[(usize, SlotView)]) {
+    let taken = existing_names(headers);
+    let mut policy_line = String::new();
+    let mut status_line = String::new();
+    for &(index, view) in states {
+        let Some(info) = policies.get(index) else {
+            continue;
         };
-        let Some(tightest) = info(tightest) else {
-            return;
-        };
-        let until_full = Duration::from_nanos(view.full_in);
-        let reset = match options.reset_style {
-            ResetStyle::SecondsFromNow => Reset::After(until_full),
-            ResetStyle::UnixTimestamp => Reset::At(wall_now() + until_full),
-        };
-        XRateLimit {
-            limit: Some(tightest.advertised),
-            remaining: Some(view.available),
-            reset: Some(reset),
+        if taken.iter().any(|name| *name == info.name) {
+            tracing::debug!(policy = %info.name, "another layer already reports this policy");
+            continue;
         }
-        .write_to(headers);
+        if !policy_line.is_empty() {
+            policy_line.push_str(", ");
+            status_line.push_str(", ");
+        }
+        policy_line.push_str(&info.member);
+        status_line.push_str(&info.quoted);
+        let reset = whole_seconds_ceil(Duration::from_nanos(view.full_in));
+        // Writing to a String cannot fail.
+        let _ = write!(status_line, ";r={};t={reset}", view.available);
+    }
+    if let (Ok(policy), Ok(status)) = (
+        HeaderValue::try_from(policy_line),
+        HeaderValue::try_from(status_line),
+    ) && !policy.is_empty()
+    {
+        headers.append(RATELIMIT_POLICY, policy);
+        headers.append(RATELIMIT, status);
+    }
+}
+
+/// The policy names other layers already wrote.
+fn existing_names(headers: &HeaderMap) -> Vec<String> {
+    if !headers.contains_key(RATELIMIT_POLICY) && !headers.contains_key(RATELIMIT) {
+        return Vec::new();
+    }
+    let policies = RateLimitPolicy::from_headers(headers);
+    let statuses = RateLimitStatus::from_headers(headers);
+    policies
+        .iter()
+        .map(|p| p.name().to_owned())
+        .chain(statuses.iter().map(|s| s.name().to_owned()))
+        .collect()
+}
+
+/// Legacy `X-RateLimit-*` for the policy closest to refusing; an existing set from another
+/// layer stays unless this one has less left.
+fn write_legacy(
+    options: &HeaderOptions,
+    headers: &mut HeaderMap,
+    policies: &[PolicyInfo],
+    states: &[(usize, SlotView)],
+    wall_now: &impl Fn() -> SystemTime,
+) {
+    // The policy closest to refusing: least left, then longest to refill.
+    let Some(&(tightest, view)) = states
+        .iter()
+        .min_by_key(|(_, v)| (v.available, std::cmp::Reverse(v.full_in)))
+    else {
+        return;
+    };
+    let Some(info) = policies.get(tightest) else {
+        return;
+    };
+    if let Some(existing) = XRateLimit::from_headers(headers).and_then(|x| x.remaining)
+        && existing <= view.available
+    {
+        return;
+    }
+    let until_full = Duration::from_nanos(view.full_in);
+    let reset = match options.reset_style {
+        ResetStyle::SecondsFromNow => whole_seconds_ceil(until_full),
+        ResetStyle::UnixTimestamp => whole_seconds_ceil(
+            (wall_now() + until_full)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        ),
+    };
+    headers.insert(X_RATELIMIT_LIMIT, info.limit.clone());
+    headers.insert(X_RATELIMIT_REMAINING, small_number(view.available));
+    headers.insert(X_RATELIMIT_RESET, small_number(reset));
+}
+
+/// A number as a header value; the small ones (the usual remaining counts and resets) are
+/// formatted once per process and shared.
+fn small_number(n: u64) -> HeaderValue {
+    const CACHED: usize = 1_024;
+    static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    match usize::try_from(n) {
+        Ok(i) if i < CACHED => {
+            SMALL.get_or_init(|| (0..CACHED as u64).map(HeaderValue::from).collect())[i].clone()
+        }
+        _ => HeaderValue::from(n),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU32;
-
     use super::*;
 
-    fn nz(n: u32) -> NonZeroU32 {
-        NonZeroU32::new(n).unwrap()
+    fn info(name: &str, quota: Quota) -> PolicyInfo {
+        PolicyInfo::new(name.into(), quota).unwrap()
     }
 
     #[test]
     fn advertised_policies() {
-        let hourly = PolicyInfo::new(
-            "hour".into(),
-            Quota::per_hour(nz(1000)).with_burst(nz(1000)),
-        );
-        assert_eq!((hourly.advertised, hourly.window.as_secs()), (1000, 3600));
-        let per_second = PolicyInfo::new("sec".into(), Quota::per_second(nz(10)));
-        assert_eq!(
-            (per_second.advertised, per_second.window.as_secs()),
-            (10, 1)
-        );
-        let fifteen_min = Quota::per(Duration::from_secs(900), nz(100))
-            .unwrap()
-            .with_burst(nz(100));
-        let seed_004 = PolicyInfo::new("ip".into(), fifteen_min);
-        assert_eq!((seed_004.advertised, seed_004.window.as_secs()), (100, 900));
+        let hourly = info("hour", Quota::per_hour(1000).burst(1000));
+        assert_eq!(hourly.member, r#""hour";q=1000;w=3600"#);
+        let per_second = info("sec", Quota::per_second(10).burst(1));
+        assert_eq!(per_second.member, r#""sec";q=10;w=1"#);
+        let fifteen_min = info("ip", Quota::per(100, Duration::from_secs(900)).burst(100));
+        assert_eq!(fifteen_min.member, r#""ip";q=100;w=900"#);
+        assert!(PolicyInfo::new("bad\u{7f}".into(), Quota::per_second(1).burst(1)).is_err());
     }
 
-    #[test]
-    fn writes_every_family_rounded_up() {
-        let info = PolicyInfo::new("burst".into(), Quota::per_second(nz(10)).with_burst(nz(5)));
-        let quota = Quota::per_second(nz(10)).with_burst(nz(5));
+    fn burst_state() -> ([PolicyInfo; 1], [(usize, SlotView); 1]) {
         let view = SlotView {
-            quota,
             available: 0,
             full_in: 300_000_000,
             wait: 300_000_000,
         };
+        ([info("burst", Quota::per_second(10).burst(5))], [(0, view)])
+    }
+
+    #[test]
+    fn writes_every_family_rounded_up() {
+        let (policies, states) = burst_state();
         let mut headers = HeaderMap::new();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let policies = [info];
-        let all = policy_header(&[&policies[0]]);
-        let states = [(0, view)];
-        write(
-            &HeaderOptions::all(),
-            &mut headers,
-            &policies,
-            &all,
-            &states,
-            Some(Duration::from_millis(300)),
-            || wall,
-        );
+        let options = HeaderOptions::all();
+        let wait = Some(Duration::from_millis(300));
+        write(&options, &mut headers, &policies, &states, wait, || wall);
         assert_eq!(headers["retry-after"], "1");
         assert_eq!(headers["ratelimit-policy"], r#""burst";q=10;w=1"#);
         assert_eq!(headers["ratelimit"], r#""burst";r=0;t=1"#);
@@ -282,17 +347,58 @@ mod tests {
         let options = HeaderOptions::none()
             .legacy(true)
             .reset_style(ResetStyle::UnixTimestamp);
-        write(
-            &options,
-            &mut headers,
-            &policies,
-            &all,
-            &states,
-            Some(Duration::from_secs(1)),
-            || wall,
-        );
+        let wait = Some(Duration::from_secs(1));
+        write(&options, &mut headers, &policies, &states, wait, || wall);
         assert_eq!(headers["x-ratelimit-reset"], "1001");
         assert!(headers.get("retry-after").is_none());
         assert!(headers.get("ratelimit").is_none());
+    }
+
+    /// Rename-issue item 2: another layer's members stay, ours are appended, a name is never
+    /// reported twice, and the larger `Retry-After` wins.
+    #[test]
+    fn another_layers_headers_keep_their_members() {
+        let (policies, states) = burst_state();
+        let mut headers = HeaderMap::new();
+        headers.insert(RATELIMIT_POLICY, HeaderValue::from_static(r#""quota";q=1000;w=86400"#));
+        headers.insert(RATELIMIT, HeaderValue::from_static(r#""quota";r=12;t=3600"#));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+        let wall = SystemTime::UNIX_EPOCH;
+        let wait = Some(Duration::from_secs(3));
+        write(&HeaderOptions::all(), &mut headers, &policies, &states, wait, || wall);
+        fn names(headers: &HeaderMap) -> (Vec<String>, Vec<String>) {
+            let policies = RateLimitPolicy::from_headers(headers);
+            let statuses = RateLimitStatus::from_headers(headers);
+            (
+                policies.iter().map(|p| p.name().to_owned()).collect(),
+                statuses.iter().map(|s| s.name().to_owned()).collect(),
+            )
+        }
+        let both = |list: [&str; 2]| (list.map(String::from).to_vec(), list.map(String::from).to_vec());
+        assert_eq!(names(&headers), both(["quota", "burst"]));
+        assert_eq!(headers["retry-after"], "120", "the larger wait stays");
+
+        // Written twice (two layers with the same name): reported once.
+        write(&HeaderOptions::all(), &mut headers, &policies, &states, None, || wall);
+        assert_eq!(names(&headers), both(["quota", "burst"]));
+        // A shorter existing Retry-After gives way to ours.
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        write(&HeaderOptions::all(), &mut headers, &policies, &states, wait, || wall);
+        assert_eq!(headers["retry-after"], "3");
+    }
+
+    #[test]
+    fn legacy_headers_of_another_layer_stay_unless_ours_have_less_left() {
+        let (policies, states) = burst_state();
+        let mut headers = HeaderMap::new();
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from_static("0"));
+        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from_static("7"));
+        let legacy = HeaderOptions::none().legacy(true);
+        write(&legacy, &mut headers, &policies, &states, None, SystemTime::now);
+        assert_eq!(headers["x-ratelimit-limit"], "7");
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from_static("9"));
+        write(&legacy, &mut headers, &policies, &states, None, SystemTime::now);
+        assert_eq!(headers["x-ratelimit-limit"], "10");
+        assert_eq!(headers["x-ratelimit-remaining"], "0");
     }
 }

@@ -7,35 +7,33 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use http::HeaderValue;
-use tollway_core::HeaderError;
-use tollway_core::headers::RateLimitPolicy;
-
-use super::headers::{self, PolicyInfo};
+use super::error::InvalidPolicy;
+use super::headers::PolicyInfo;
 use super::key::{Key, KeyExtractor, RequestHead};
 use super::metrics;
+use super::states::States;
 use crate::clock::LimiterClock;
-use crate::gcra::SlotView;
+use crate::gcra::Grant;
 use crate::keyed::KeyedRateLimiter;
 use crate::limiter::RateLimiter;
 use crate::quota::Quota;
 
-/// Requests between two slices of idle-key forgetting (one shard of every limit per slice).
-const SWEEP_EVERY: usize = 512;
+/// Requests between two slices of idle-key forgetting (a slice of one shard of every limit).
+const SWEEP_EVERY: usize = 64;
+/// Keys looked at per slice.
+const SWEEP_BUDGET: usize = 32;
 
 /// One rate limit: a key and one or more named quotas that must all admit a request.
 ///
 /// ```
-/// use std::num::NonZeroU32;
 /// use std::time::Duration;
 /// use tollway_limiter::Quota;
 /// use tollway_limiter::server::{Limit, PeerIp};
 ///
-/// // Seed 004, layer 1: 100 requests per 15 minutes per IP, all at once if need be.
-/// let hundred = NonZeroU32::new(100).unwrap();
-/// let per_ip = Quota::per(Duration::from_secs(900), hundred).unwrap().with_burst(hundred);
-/// // Plus a per-second burst limit, checked together with it.
-/// let burst = Quota::per_second(NonZeroU32::new(5).unwrap()).with_burst(NonZeroU32::new(5).unwrap());
+/// // 100 requests per 15 minutes per IP, all at once if need be...
+/// let per_ip = Quota::per(100, Duration::from_secs(900)).burst(100);
+/// // ...and at most 5 a second, checked together with it.
+/// let burst = Quota::per_second(5).burst(5);
 /// let limit = Limit::new("ip-15min", PeerIp::new(), per_ip).and("ip-burst", burst);
 /// # let _ = limit;
 /// ```
@@ -80,9 +78,7 @@ struct Entry<C: LimiterClock> {
 /// Every limit of a layer, checked all-or-nothing.
 pub(crate) struct Limits<C: LimiterClock> {
     entries: Vec<Entry<C>>,
-    pub(crate) policies: Vec<PolicyInfo>,
-    /// `RateLimit-Policy` when every policy applies, formatted once.
-    pub(crate) all_policies: HeaderValue,
+    pub(crate) policies: Arc<[PolicyInfo]>,
     pub(crate) would_reject: AtomicU64,
     pub(crate) near_limit: AtomicU64,
 }
@@ -106,7 +102,37 @@ pub(crate) struct Refusal {
 #[derive(Debug, Default)]
 pub(crate) struct Decision {
     pub(crate) refused: Option<Refusal>,
-    pub(crate) states: Vec<(usize, SlotView)>,
+    pub(crate) states: States,
+}
+
+/// Each limit's key for one request, extracted once.
+enum Keys {
+    Inline([Option<Key>; 4]),
+    Heap(Vec<Option<Key>>),
+}
+
+impl Keys {
+    fn as_slice(&self) -> &[Option<Key>] {
+        match self {
+            Self::Inline(keys) => keys,
+            Self::Heap(keys) => keys,
+        }
+    }
+}
+
+/// The longest wait seen, and whose.
+#[derive(Debug, Clone, Copy)]
+struct Longest {
+    wait: u64,
+    policy: usize,
+}
+
+impl Longest {
+    fn see(&mut self, policy: usize, wait: u64) {
+        if wait > self.wait {
+            *self = Self { wait, policy };
+        }
+    }
 }
 
 impl<C: LimiterClock + Default> Limits<C> {
@@ -114,9 +140,9 @@ impl<C: LimiterClock + Default> Limits<C> {
         limits: Vec<Limit>,
         max_keys: NonZeroUsize,
         clock: &C,
-    ) -> Result<Self, HeaderError> {
+    ) -> Result<Self, InvalidPolicy> {
         let mut entries = Vec::with_capacity(limits.len());
-        let mut policies = Vec::new();
+        let mut policies: Vec<PolicyInfo> = Vec::new();
         for limit in limits {
             let first_policy = policies.len();
             let mut quotas = limit.quotas.iter();
@@ -128,9 +154,12 @@ impl<C: LimiterClock + Default> Limits<C> {
                 builder = builder.quota(*quota);
             }
             for (name, quota) in &limit.quotas {
-                // Names go into structured header fields: refuse bad ones now, not per request.
-                RateLimitPolicy::new(name.clone(), 0)?;
-                policies.push(PolicyInfo::new(name.clone(), *quota));
+                // Names go into structured header fields, paired by name: refuse bad or
+                // repeated ones now, not per request.
+                if policies.iter().any(|p| p.name == *name) {
+                    return Err(InvalidPolicy::new(name, "another policy has the same name"));
+                }
+                policies.push(PolicyInfo::new(name.clone(), *quota)?);
             }
             entries.push(Entry {
                 key: limit.key,
@@ -138,11 +167,9 @@ impl<C: LimiterClock + Default> Limits<C> {
                 first_policy,
             });
         }
-        let all_policies = headers::policy_header(&policies.iter().collect::<Vec<_>>());
         Ok(Self {
             entries,
-            policies,
-            all_policies,
+            policies: policies.into(),
             would_reject: AtomicU64::new(0),
             near_limit: AtomicU64::new(0),
         })
@@ -150,67 +177,121 @@ impl<C: LimiterClock + Default> Limits<C> {
 }
 
 impl<C: LimiterClock> Limits<C> {
-    /// Takes one request from every applicable limit, or from none.
-    pub(crate) fn check(&self, parts: &RequestHead<'_>, want_state: bool) -> Decision {
+    /// Takes one request from every applicable limit, or from none. Each key extractor runs
+    /// once. With one limit, one step decides; with several, every limit is asked first
+    /// without taking anything (a request refused by one takes nothing from the others), then
+    /// each takes its share, and if one loses a race the others give theirs back exactly.
+    pub(crate) fn check(&self, head: &RequestHead<'_>, want_state: bool) -> Decision {
         self.housekeeping();
+        let keys = self.extract(head);
+        let keys = keys.as_slice();
         let mut decision = Decision::default();
-        let mut views = Vec::new();
-        for (index, entry) in self.entries.iter().enumerate() {
-            let Some(key) = entry.key.extract(parts) else {
-                continue;
-            };
-            let scratch = want_state.then_some(&mut views);
-            match entry.keyed.check_detailed(&key, 1, scratch) {
-                Ok(()) => {
-                    if want_state {
-                        push_states(&mut decision.states, entry.first_policy, &views);
-                    }
-                }
-                Err(wait) => {
-                    self.refund(parts, index);
-                    decision.refused = Some(self.refusal(parts, index, wait, &mut decision));
-                    return decision;
-                }
-            }
+        let mut applicable = keys.iter().enumerate().filter_map(|(i, k)| Some((i, (*k)?)));
+        let Some(first) = applicable.next() else {
+            return decision;
+        };
+        if applicable.next().is_none() {
+            self.take_one(first, want_state, &mut decision);
+        } else {
+            self.take_all(keys, want_state, &mut decision);
         }
         decision
     }
 
-    /// Gives back what the limits before `refused_at` took.
-    fn refund(&self, parts: &RequestHead<'_>, refused_at: usize) {
-        for entry in &self.entries[..refused_at] {
-            if let Some(key) = entry.key.extract(parts) {
-                entry.keyed.refund_key(&key, 1);
+    fn extract(&self, head: &RequestHead<'_>) -> Keys {
+        let mut keys = if self.entries.len() <= 4 {
+            Keys::Inline([None; 4])
+        } else {
+            Keys::Heap(vec![None; self.entries.len()])
+        };
+        let slots: &mut [Option<Key>] = match &mut keys {
+            Keys::Inline(keys) => keys,
+            Keys::Heap(keys) => keys,
+        };
+        for (slot, entry) in slots.iter_mut().zip(&self.entries) {
+            *slot = entry.key.extract(head);
+        }
+        keys
+    }
+
+    fn take_one(&self, (index, key): (usize, Key), want_state: bool, decision: &mut Decision) {
+        let entry = &self.entries[index];
+        let first = entry.first_policy;
+        let mut longest = Longest { wait: 0, policy: first };
+        let states = &mut decision.states;
+        let outcome = entry.keyed.try_acquire_with(&key, 1, |quota, view| {
+            longest.see(first + quota, view.wait);
+            if want_state {
+                states.push((first + quota, view));
+            }
+        });
+        if let Err(wait) = outcome {
+            longest.see(longest.policy, wait);
+            decision.refused = Some(refusal(longest));
+        }
+    }
+
+    fn take_all(&self, keys: &[Option<Key>], want_state: bool, decision: &mut Decision) {
+        let mut longest = Longest {
+            wait: 0,
+            policy: 0,
+        };
+        self.peek_all(keys, want_state, &mut longest, &mut decision.states);
+        if longest.wait > 0 {
+            decision.refused = Some(refusal(longest));
+            return;
+        }
+        decision.states.clear();
+        let mut taken: Vec<(usize, Grant)> = Vec::new();
+        for (index, entry) in self.entries.iter().enumerate() {
+            let Some(key) = keys[index] else {
+                continue;
+            };
+            let first = entry.first_policy;
+            let states = &mut decision.states;
+            let outcome = entry.keyed.try_acquire_with(&key, 1, |quota, view| {
+                if want_state {
+                    states.push((first + quota, view));
+                }
+            });
+            match outcome {
+                Ok(grant) => taken.push((index, grant)),
+                Err(_) => {
+                    // Lost a race since the peek: give back exactly what was taken.
+                    for (index, grant) in taken.iter().rev() {
+                        if let Some(key) = keys[*index] {
+                            self.entries[*index].keyed.undo(&key, grant);
+                        }
+                    }
+                    decision.states.clear();
+                    self.peek_all(keys, want_state, &mut longest, &mut decision.states);
+                    longest.see(first, 1);
+                    decision.refused = Some(refusal(longest));
+                    return;
+                }
             }
         }
     }
 
-    /// The refusing policy and the longest wait of any policy, with every policy's state.
-    fn refusal(
+    /// Every applicable policy's state and wait, taking nothing.
+    fn peek_all(
         &self,
-        parts: &RequestHead<'_>,
-        refused_at: usize,
-        wait: u64,
-        decision: &mut Decision,
-    ) -> Refusal {
-        decision.states.clear();
-        let mut views = Vec::new();
-        let mut longest = (wait, self.entries[refused_at].first_policy);
-        for entry in &self.entries {
-            let Some(key) = entry.key.extract(parts) else {
+        keys: &[Option<Key>],
+        want_state: bool,
+        longest: &mut Longest,
+        states: &mut States,
+    ) {
+        for (entry, key) in self.entries.iter().zip(keys) {
+            let Some(key) = key else {
                 continue;
             };
-            entry.keyed.view(&key, &mut views);
-            for (offset, view) in views.iter().enumerate() {
-                if view.wait > longest.0 {
-                    longest = (view.wait, entry.first_policy + offset);
+            let first = entry.first_policy;
+            entry.keyed.peek_with(key, 1, |quota, view| {
+                longest.see(first + quota, view.wait);
+                if want_state {
+                    states.push((first + quota, view));
                 }
-            }
-            push_states(&mut decision.states, entry.first_policy, &views);
-        }
-        Refusal {
-            policy: longest.1,
-            wait: Duration::from_nanos(longest.0.max(1)),
+            });
         }
     }
 
@@ -224,13 +305,19 @@ impl<C: LimiterClock> Limits<C> {
         self.entries.iter().map(|e| e.keyed.key_bound()).sum()
     }
 
-    /// Entries the limits' maps are sized for.
-    pub(crate) fn map_capacity(&self) -> usize {
-        self.entries.iter().map(|e| e.keyed.map_capacity()).sum()
+    /// The most heap memory the limits' key maps ever hold, in bytes.
+    pub(crate) fn memory_bound(&self) -> usize {
+        self.entries.iter().map(|e| e.keyed.memory_bound()).sum()
     }
 
-    /// Forgets idle keys one shard at a time, every few requests, and reports the gauge: the
-    /// request path does it, so no background task is needed.
+    /// The heap memory the limits' key maps hold now, in bytes.
+    pub(crate) fn memory_used(&self) -> usize {
+        self.entries.iter().map(|e| e.keyed.memory_used()).sum()
+    }
+
+    /// Forgets idle keys a slice of one shard at a time, every few requests, and reports the
+    /// gauge: the request path does it, so no background task is needed, and no request does
+    /// more than a bounded slice.
     fn housekeeping(&self) {
         // A counter per thread: a shared one would be a contended cache line on every request.
         thread_local! {
@@ -246,27 +333,25 @@ impl<C: LimiterClock> Limits<C> {
         }
         let slice = calls / SWEEP_EVERY;
         for entry in &self.entries {
-            entry.keyed.forget_idle_in(slice);
+            entry.keyed.forget_idle_in(slice, SWEEP_BUDGET);
         }
-        if metrics::ENABLED && slice.is_multiple_of(32) {
+        if metrics::ENABLED && slice.is_multiple_of(64) {
             metrics::tracked_keys(self.tracked_keys());
         }
     }
 }
 
-fn push_states(states: &mut Vec<(usize, SlotView)>, first_policy: usize, views: &[SlotView]) {
-    states.extend(
-        views
-            .iter()
-            .enumerate()
-            .map(|(offset, view)| (first_policy + offset, *view)),
-    );
+fn refusal(longest: Longest) -> Refusal {
+    Refusal {
+        policy: longest.policy,
+        wait: Duration::from_nanos(longest.wait.max(1)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
-    use std::num::NonZeroU32;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     use tollway_core::FakeClock;
 
@@ -277,71 +362,110 @@ mod tests {
         Key::Ip(IpAddr::V4(Ipv4Addr::from_bits(i)))
     }
 
-    fn limits(clock: &FakeClock, max_keys: usize) -> Limits<FakeClock> {
-        let quota = Quota::per_second(NonZeroU32::new(1_000).unwrap());
-        Limits::build(
-            vec![Limit::new("ip", Global, quota)],
-            NonZeroUsize::new(max_keys).unwrap(),
-            clock,
-        )
-        .unwrap()
+    fn head() -> http::request::Parts {
+        http::Request::get("/").body(()).unwrap().into_parts().0
     }
 
-    /// A flood of 1,000,000 distinct client addresses, one request each, 1 µs apart (a
-    /// million requests a second), against a limit of 1,000/s per address that remembers at
-    /// most 10,000 keys. Each key's bucket is full again 1 ms after its request, and the
-    /// request path forgets such keys a shard at a time. The store never holds more than the
-    /// bound (10,016: 10,000 rounded up to 32 shards of 313). Its maps never grow past 32
-    /// tables of 1,024 buckets (896 slots each): a table grows only when it is more than half
-    /// full counting deleted slots, and 313 keys are less than half of 896. That is 28,672
-    /// slots of about 65 bytes, under 2 MB, whatever the number of distinct keys.
-    #[test]
-    fn a_million_distinct_keys_stay_within_the_bound() {
-        let clock = FakeClock::new();
-        let limits = limits(&clock, 10_000);
-        let keyed = &limits.entries[0].keyed;
-        let bound = keyed.key_bound();
-        assert_eq!(bound, 10_016);
-        let mut most = 0;
-        for i in 0..1_000_000 {
-            limits.housekeeping();
-            assert_eq!(keyed.check_detailed(&ip(i), 1, None), Ok(()));
-            clock.advance(Duration::from_micros(1));
-            if i % 10_000 == 0 {
-                most = most.max(limits.tracked_keys());
-            }
-        }
-        assert!(most <= bound, "{most} keys held");
-        assert!(limits.tracked_keys() <= bound);
-        assert!(
-            limits.map_capacity() <= 32 * 896,
-            "{}",
-            limits.map_capacity()
-        );
-        // Keys are still limited: the latest one has no permit left.
-        assert!(keyed.check_detailed(&ip(999_999), 1, None).is_err());
-        // Once every bucket is full again, request-path sweeps forget everything.
-        clock.advance(Duration::from_millis(2));
-        for _ in 0..SWEEP_EVERY * 32 {
-            limits.housekeeping();
-        }
-        assert_eq!(limits.tracked_keys(), 0);
-    }
-
-    /// When no key is idle (time stands still), the least indebted keys are evicted: the
-    /// bound still holds.
+    /// When no key is idle (time stands still), a new key still finds room: the bound holds.
     #[test]
     fn the_bound_holds_when_nothing_is_idle() {
         let clock = FakeClock::new();
-        let limits = limits(&clock, 1_000);
+        let quota = Quota::per_second(1_000).burst(1);
+        let limits = Limits::build(
+            vec![Limit::new("ip", Global, quota)],
+            NonZeroUsize::new(1_000).unwrap(),
+            &clock,
+        )
+        .unwrap();
         let keyed = &limits.entries[0].keyed;
         for i in 0..100_000 {
-            assert_eq!(keyed.check_detailed(&ip(i), 1, None), Ok(()));
+            assert!(keyed.try_acquire(&ip(i), 1).is_ok());
         }
         assert!(limits.tracked_keys() <= keyed.key_bound());
         assert!(
             limits.tracked_keys() >= 900,
             "evicts one key at a time, not whole shards"
         );
+        assert!(limits.memory_used() <= limits.memory_bound());
+    }
+
+    /// Finding: each key extractor ran up to three times per refusal. Once per request now.
+    #[test]
+    fn each_key_extractor_runs_once_per_request() {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        let counting = |_: &RequestHead<'_>| {
+            CALLS.fetch_add(1, Relaxed);
+            Some(Key::from("k"))
+        };
+        let clock = FakeClock::new();
+        let limits = Limits::build(
+            vec![
+                Limit::new("global", Global, Quota::per_hour(1).burst(1)),
+                Limit::new("key", counting, Quota::per_hour(1).burst(1)),
+            ],
+            NonZeroUsize::new(100).unwrap(),
+            &clock,
+        )
+        .unwrap();
+        let parts = head();
+        let head = RequestHead::from(&parts);
+        assert!(limits.check(&head, true).refused.is_none());
+        assert!(limits.check(&head, true).refused.is_some());
+        assert_eq!(CALLS.load(Relaxed), 2);
+    }
+
+    /// Finding: the limits were taken in turn and "refunded" by subtracting an interval, which
+    /// erased a permit another request took in between. Here that other request arrives from
+    /// inside a slow key extractor, after the global limit was passed: the global 1/s burst-1
+    /// limit must still admit one request at 2.5 s, not two.
+    #[test]
+    fn a_slow_extractor_cannot_open_a_second_slot_on_another_limit() {
+        use std::sync::{Arc, OnceLock};
+        let clock = FakeClock::new();
+        let limits_cell: Arc<OnceLock<Limits<FakeClock>>> = Arc::new(OnceLock::new());
+        // Armed for A only: 1 while armed, 2 once B went through.
+        let reentered = Arc::new(AtomicUsize::new(0));
+        let (cell, re, c) = (Arc::clone(&limits_cell), Arc::clone(&reentered), clock.clone());
+        let slow = move |head: &RequestHead<'_>| {
+            let key = head.headers.get("x-key")?.to_str().ok()?.to_owned();
+            if key == "spent" && re.compare_exchange(1, 2, Relaxed, Relaxed).is_ok() {
+                // While this request is being checked, time passes and another one arrives.
+                c.advance(Duration::from_millis(1_500));
+                let parts = http::Request::get("/").header("x-key", "fresh").body(()).unwrap();
+                let (parts, ()) = parts.into_parts();
+                let admitted = cell.get()?.check(&RequestHead::from(&parts), false);
+                assert!(admitted.refused.is_none(), "B is admitted");
+            }
+            Some(Key::from(key))
+        };
+        let limits = Limits::build(
+            vec![
+                Limit::new("global", Global, Quota::per_second(1).burst(1)),
+                Limit::new("key", slow, Quota::per_hour(1).burst(1)),
+            ],
+            NonZeroUsize::new(100).unwrap(),
+            &clock,
+        )
+        .unwrap();
+        let limits = limits_cell.get_or_init(|| limits);
+        let request = |key: &str| {
+            let (parts, ()) = http::Request::get("/")
+                .header("x-key", key)
+                .body(())
+                .unwrap()
+                .into_parts();
+            parts
+        };
+        // Spend the key "spent" (and the global slot at t=0), then wait for the global one.
+        assert!(limits.check(&RequestHead::from(&request("spent")), false).refused.is_none());
+        clock.advance(Duration::from_secs(1));
+        reentered.store(1, Relaxed);
+        // A at 1 s: refused by its key; meanwhile B (key "fresh") takes the global slot at 2.5 s.
+        let a = limits.check(&RequestHead::from(&request("spent")), false);
+        assert!(a.refused.is_some());
+        assert_eq!(reentered.load(Relaxed), 2);
+        // C at 2.5 s: the global slot is B's.
+        let c = limits.check(&RequestHead::from(&request("other")), false);
+        assert!(c.refused.is_some(), "two requests admitted at once on a burst of 1");
     }
 }

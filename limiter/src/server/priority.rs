@@ -1,4 +1,4 @@
-//! Priority admission (seed 003): a fixed number of requests are processed at once; the rest
+//! Priority admission: a fixed number of requests are processed at once; the rest
 //! wait in one bounded queue shared by every priority. When the queue is full, an arrival of
 //! higher priority than the lowest waiter takes that waiter's place (the evicted one is
 //! answered 503); any other arrival is answered 503. Waiters are served highest priority
@@ -22,7 +22,7 @@ type TierFn = dyn Fn(&RequestHead<'_>) -> u8 + Send + Sync;
 /// Priority admission: `slots` requests in progress at once, up to `max_queue` waiting.
 ///
 /// A request's priority (0 lowest, 255 highest) comes from its tier, computed from its head
-/// (typically from the API key: seed 003's free tier is 0 and its $100 tier 6).
+/// (typically from the API key: a free tier 0, a paying tier 6).
 #[derive(Clone)]
 pub struct PriorityAdmission {
     pub(crate) slots: usize,
@@ -94,6 +94,15 @@ impl<W> AdmissionQueue<W> {
         }
     }
 
+    /// Takes a slot if one is free and nobody waits (no waiter needed).
+    pub(crate) fn try_admit(&mut self) -> bool {
+        let free = self.busy < self.slots && self.waiting.is_empty();
+        if free {
+            self.busy += 1;
+        }
+        free
+    }
+
     pub(crate) fn arrive(&mut self, priority: u8, waiter: W) -> Arrival<W> {
         if self.busy < self.slots && self.waiting.is_empty() {
             self.busy += 1;
@@ -161,8 +170,14 @@ impl Admission {
     }
 
     pub(crate) fn arrive(self: &Arc<Self>, priority: u8) -> Admit {
-        let (sender, receiver) = oneshot::channel();
         let mut queue = self.queue.lock();
+        // Admitted at once: no channel to make.
+        if queue.try_admit() {
+            return Admit::Now(Permit {
+                admission: Arc::clone(self),
+            });
+        }
+        let (sender, receiver) = oneshot::channel();
         match queue.arrive(priority, sender) {
             Arrival::Admitted => Admit::Now(Permit {
                 admission: Arc::clone(self),
@@ -252,7 +267,7 @@ mod tests {
 
     use super::*;
 
-    /// The seed's rules written as plainly as possible: a list of waiters in arrival order.
+    /// The rules written as plainly as possible: a list of waiters in arrival order.
     #[derive(Debug, Default)]
     struct Model {
         slots: usize,
@@ -360,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_003_table() {
+    fn eviction_table() {
         // Queue of 8, every slot busy: 6 5 2 2 2 2 0 0 → a 2 evicts a 0, a 0 is refused.
         let mut q = AdmissionQueue::new(1, 8);
         assert_eq!(q.arrive(9, ()), Arrival::Admitted);

@@ -7,20 +7,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tollway_core::BoxError;
 use tower::Service;
 
-use super::future::ResponseFuture;
-use super::headers;
+use super::future::{PendingHeaders, ResponseFuture};
+use super::headers::{self, ResetStyle};
 use super::key::RequestHead;
-use super::layer::Shared;
 use super::limits::Decision;
 use super::metrics;
 use super::priority::Admit;
 use super::rejection::RejectionKind;
+use super::shared::Shared;
 use crate::clock::{LimiterClock, QuantaClock};
-use crate::gcra::SlotView;
 
 /// Checks each request against the layer's limits before the inner service sees it.
 ///
@@ -111,11 +110,13 @@ where
                     Some(refusal.wait),
                     policy.map(|p| p.name.as_str()),
                 );
-                write_headers(
-                    shared,
-                    &decision,
-                    Some(refusal.wait),
+                headers::write(
+                    &shared.headers,
                     response.headers_mut(),
+                    &shared.limits.policies,
+                    decision.states.as_slice(),
+                    Some(refusal.wait),
+                    || shared.clock.system_now(),
                 );
                 tracing::debug!(wait = ?refusal.wait, "request refused by a rate limit");
                 return ResponseFuture::ready(response);
@@ -126,11 +127,13 @@ where
         // The headers are written into the response itself when it is ready: no map of
         // their own to build and copy.
         let extra = (options.on_allowed && options.wants_state() && !decision.states.is_empty())
-            .then(|| {
-                Box::new(PendingHeaders {
-                    shared: Arc::clone(&self.shared),
-                    states: std::mem::take(&mut decision.states),
-                }) as Box<dyn WriteHeaders>
+            .then(|| PendingHeaders {
+                policies: Arc::clone(&shared.limits.policies),
+                options,
+                states: std::mem::take(&mut decision.states),
+                // Read now: the future has no clock.
+                wall: (options.legacy && options.reset_style == ResetStyle::UnixTimestamp)
+                    .then(|| shared.clock.system_now()),
             });
 
         let guard = match &shared.concurrency {
@@ -207,51 +210,9 @@ fn refuse<C: LimiterClock>(
     Some(shared.rejection.response(kind, status, None, None))
 }
 
-/// Rate-limit headers to add to an admitted response.
-pub(crate) trait WriteHeaders: Send + Sync {
-    fn write(&self, headers: &mut HeaderMap);
-}
-
-struct PendingHeaders<C: LimiterClock> {
-    shared: Arc<Shared<C>>,
-    states: Vec<(usize, SlotView)>,
-}
-
-impl<C: LimiterClock> WriteHeaders for PendingHeaders<C> {
-    fn write(&self, headers: &mut HeaderMap) {
-        write_states(&self.shared, &self.states, None, headers);
-    }
-}
-
-fn write_headers<C: LimiterClock>(
-    shared: &Shared<C>,
-    decision: &Decision,
-    wait: Option<std::time::Duration>,
-    headers: &mut HeaderMap,
-) {
-    write_states(shared, &decision.states, wait, headers);
-}
-
-fn write_states<C: LimiterClock>(
-    shared: &Shared<C>,
-    states: &[(usize, SlotView)],
-    wait: Option<std::time::Duration>,
-    headers: &mut HeaderMap,
-) {
-    headers::write(
-        &shared.headers,
-        headers,
-        &shared.limits.policies,
-        &shared.limits.all_policies,
-        states,
-        wait,
-        || shared.clock.system_now(),
-    );
-}
-
 fn count_near_limit<C: LimiterClock>(shared: &Shared<C>, decision: &Decision) {
     let policies = &shared.limits.policies;
-    let near = decision.states.iter().find(|&&(policy, view)| {
+    let near = decision.states.as_slice().iter().find(|&&(policy, view)| {
         policies
             .get(policy)
             .is_some_and(|info| view.available.saturating_mul(10) <= info.advertised)
