@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -78,7 +78,7 @@ fn bench_service<S>(
 }
 
 fn tollway_layer(headers: HeaderOptions) -> ServerLimiterLayer {
-    let quota = Quota::per_second(NonZeroU32::new(100).unwrap()).with_burst(NonZeroU32::MAX);
+    let quota = Quota::per_second(100).burst(u32::MAX);
     ServerLimiterLayer::builder()
         .limit(Limit::new("per-ip", PeerIp::new(), quota))
         .max_keys(NonZeroUsize::new(2 * KEYS as usize).unwrap())

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +21,6 @@ use tollway_limiter::server::{
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-fn nz(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap()
-}
 
 fn api_key() -> HeaderKey {
     HeaderKey::new(HeaderName::from_static("x-api-key"))

@@ -2,7 +2,6 @@
 //! takes no permit and no credit; a retry takes a new permit and a new reservation; an open
 //! breaker ends the retries; a 402 latches and is not retried.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -72,7 +71,7 @@ fn client(
 }
 
 fn limiter(per_second: u32) -> RateLimiter<TokioClock> {
-    RateLimiter::builder(Quota::per_second(NonZeroU32::new(per_second).unwrap()))
+    RateLimiter::builder(Quota::per_second(per_second).burst(1))
         .clock(TokioClock)
         .build()
 }
@@ -309,10 +308,10 @@ fn clones_of_the_layer_share_every_layer() {
     let clone = layer.clone();
     clone.breaker().unwrap().force_open();
     assert_eq!(layer.breaker().unwrap().state(), State::Open);
-    clone.limiter().set_rate(NonZeroU32::new(3).unwrap());
+    clone.limiter().set_rate(Quota::per_second(3));
     assert_eq!(
         layer.limiter().quotas()[0],
-        Quota::per_second(NonZeroU32::new(3).unwrap())
+        Quota::per_second(3).burst(1)
     );
     clone.ledger().unwrap().latch();
     assert!(ledger.is_latched());

@@ -82,7 +82,8 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         Some(_) => fleet_pacing_interval(config.rate),
         None => pacing_interval(config.rate),
     };
-    let quota = Quota::with_period(interval).unwrap_or(Quota::per_second(config.rate));
+    let rate = Quota::try_per(1, interval).unwrap_or(Quota::per_second(config.rate.get()));
+    let quota = rate.burst(1);
     let limiter = RateLimiter::builder(quota)
         .adaptive(Adaptive::new().max_pause(Duration::from_secs(30)))
         // A permit further away than this is refused (`RateLimited` with the wait), so that a

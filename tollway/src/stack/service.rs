@@ -8,7 +8,7 @@ use tollway_breaker::Breaker;
 use tollway_budget::Budget;
 use tollway_cache::{Cache, CacheBody};
 use tollway_core::BoxError;
-use tollway_limiter::{Limiter, LimiterClock, QuantaClock};
+use tollway_limiter::{AdaptiveLimiter, LimiterClock, QuantaClock};
 use tollway_retry::Retry;
 use tower::Service;
 use tower::util::{BoxCloneSyncService, Either};
@@ -16,7 +16,7 @@ use tower::util::{BoxCloneSyncService, Either};
 use super::uncached::Uncached;
 
 /// Budget (when configured) over the limiter.
-type Billed<S, C> = Either<Budget<Limiter<S, C>>, Limiter<S, C>>;
+type Billed<S, C> = Either<Budget<AdaptiveLimiter<S, C>>, AdaptiveLimiter<S, C>>;
 /// Breaker (when configured) over [`Billed`].
 type Guarded<S, C> = Either<Breaker<Billed<S, C>>, Billed<S, C>>;
 /// Cache (or its pass-through) over retry over [`Guarded`].
