@@ -21,7 +21,6 @@ use tollway_limiter::server::{
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-
 fn api_key() -> HeaderKey {
     HeaderKey::new(HeaderName::from_static("x-api-key"))
 }
@@ -512,4 +511,43 @@ async fn under_concurrency_limits_admit_exactly_and_refunds_are_exact() {
         send(&mut service, request("9.9.9.9:1", &[])).await.status(),
         429
     );
+}
+
+/// Rename-issue item 2, through the service: an inner service (the budget's quota layer, the
+/// application) already wrote `RateLimit-Policy` / `RateLimit`; its members stay, the
+/// limiter's are appended, each name once, each status next to its own policy.
+#[tokio::test]
+async fn an_inner_services_rate_limit_headers_keep_their_members() {
+    let clock = FakeClock::new();
+    let layer = builder(&clock)
+        .limit(Limit::new("ip", PeerIp::new(), Quota::per_minute(10).burst(10)))
+        .headers(HeaderOptions::all())
+        .build()
+        .unwrap();
+    let inner = service_fn(|_req: Request<Body>| async {
+        let response = Response::builder()
+            .header("ratelimit-policy", r#""quota";q=100;w=86400"#)
+            .header("ratelimit", r#""quota";r=99;t=86400"#)
+            .header("x-ratelimit-remaining", "99")
+            .header("x-ratelimit-limit", "100")
+            .body(Body::from("ok"))
+            .unwrap();
+        Ok::<_, Infallible>(response)
+    });
+    let mut service = layer.layer(inner);
+    let response = send(&mut service, request("1.2.3.4:1", &[])).await;
+    let policies = tollway_core::headers::RateLimitPolicy::from_headers(response.headers());
+    let statuses = tollway_core::headers::RateLimitStatus::from_headers(response.headers());
+    let names = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        policies.iter().map(|p| p.name().to_owned()).collect::<Vec<_>>(),
+        names(vec!["quota", "ip"])
+    );
+    assert_eq!(
+        statuses.iter().map(|s| (s.name().to_owned(), s.remaining())).collect::<Vec<_>>(),
+        vec![("quota".to_owned(), 99), ("ip".to_owned(), 9)]
+    );
+    // The legacy set is the tighter one: ours has 9 left of 10.
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "9");
+    assert_eq!(response.headers()["x-ratelimit-limit"], "10");
 }

@@ -466,3 +466,69 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         looked
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use tollway_core::FakeClock;
+
+    use super::*;
+
+    fn hourly(max_keys: usize) -> KeyedRateLimiter<u64, FakeClock> {
+        RateLimiter::builder(Quota::per_hour(1).burst(1))
+            .clock(FakeClock::new())
+            .build_keyed(NonZeroUsize::new(max_keys).unwrap())
+    }
+
+    /// Finding: once the map was full and no key idle (an hourly quota), every new key scanned
+    /// the whole shard, twice, under the write lock. It now looks at a small sample.
+    #[test]
+    fn a_new_key_in_a_full_map_looks_at_a_bounded_sample() {
+        let limiters = hourly(4_096);
+        for key in 0..3 * limiters.key_bound() as u64 {
+            assert!(limiters.check(&key).is_ok());
+        }
+        assert!(limiters.len() > limiters.key_bound() * 9 / 10, "{}", limiters.len());
+        let mut most = 0;
+        for key in 1_000_000..1_020_000u64 {
+            most = most.max(limiters.insert_counting(&key));
+        }
+        assert!(most <= shard::SAMPLES, "looked at {most} keys for one new key");
+        assert!(limiters.len() <= limiters.key_bound());
+        assert!(limiters.memory_used() <= limiters.memory_bound());
+    }
+
+    /// Idle keys go first, then the least indebted: a full map keeps its most indebted key.
+    #[test]
+    fn idle_and_least_indebted_keys_are_evicted_first() {
+        let clock = FakeClock::new();
+        let limiters = RateLimiter::builder(Quota::per_second(1).burst(2))
+            .clock(clock.clone())
+            .build_keyed::<u64>(NonZeroUsize::new(64).unwrap());
+        for key in 0..64 {
+            limiters.check(&key).unwrap();
+        }
+        clock.advance(Duration::from_secs(5));
+        // Key 0 owes two requests; the 63 others are idle; new keys owe one each.
+        limiters.check(&0).unwrap();
+        limiters.check(&0).unwrap();
+        for key in 100..300 {
+            limiters.check(&key).unwrap();
+            assert_eq!(limiters.len().min(64), limiters.len());
+        }
+        assert!(limiters.check(&0).is_err(), "the most indebted key kept its debt");
+    }
+
+    /// Multi-quota keys are bare TATs too: no full limiter per key.
+    #[test]
+    fn keys_with_several_quotas_stay_bare() {
+        let limiters = RateLimiter::builder(Quota::per_second(10).burst(2))
+            .quota(Quota::per_minute(3).burst(3))
+            .clock(FakeClock::new())
+            .build_keyed::<u64>(NonZeroUsize::new(64).unwrap());
+        for key in 0..10 {
+            limiters.check(&key).unwrap();
+        }
+        let shard = limiters.shared.shards[0].read();
+        assert!(shard.entries_mut_free().all(|e| e.limiter.is_none()));
+    }
+}

@@ -107,6 +107,11 @@ impl<K: Eq, C: LimiterClock> Shard<K, C> {
         self.entries.len()
     }
 
+    #[cfg(test)]
+    pub(crate) fn entries_mut_free(&self) -> impl Iterator<Item = &Entry<K, C>> {
+        self.entries.iter()
+    }
+
     pub(crate) fn entries_mut(&mut self) -> &mut [Entry<K, C>] {
         &mut self.entries
     }
