@@ -498,14 +498,14 @@ pub(crate) struct SlotView {
 }
 
 /// What the model checks need to reach.
-#[cfg(all(test, loom))]
+#[cfg(all(test, tollway_loom))]
 impl Gcra {
     pub(crate) fn tats(&self) -> Vec<u64> {
         self.slots().map(|s| load(&s.tat)).collect()
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tollway_loom)))]
 mod tests {
     use super::*;
 

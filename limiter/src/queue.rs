@@ -369,11 +369,11 @@ impl<C: LimiterClock> Drop for Acquire<C> {
 }
 
 /// The head's sleep until its permit is due, on tokio's timer.
-#[cfg(not(all(test, loom)))]
+#[cfg(not(all(test, tollway_loom)))]
 #[derive(Default)]
 struct Timer(Option<Pin<Box<tokio::time::Sleep>>>);
 
-#[cfg(not(all(test, loom)))]
+#[cfg(not(all(test, tollway_loom)))]
 impl Timer {
     /// Sleeps `wait_nanos` from now; ready once that time has passed.
     fn sleep(&mut self, cx: &mut Context<'_>, wait_nanos: u64) -> Poll<()> {
@@ -392,18 +392,18 @@ impl Timer {
 }
 
 /// About 30 years from now: tokio's own idea of "never".
-#[cfg(not(all(test, loom)))]
+#[cfg(not(all(test, tollway_loom)))]
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// Under the model checker time does not pass: the head waits for a wake-up (a refund, a
 /// quota change, the previous head leaving).
-#[cfg(all(test, loom))]
+#[cfg(all(test, tollway_loom))]
 #[derive(Default)]
 struct Timer;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, tollway_loom))]
 impl Timer {
     fn sleep(&mut self, _cx: &mut Context<'_>, _wait_nanos: u64) -> Poll<()> {
         Poll::Pending

@@ -302,7 +302,7 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
     /// nanoseconds. Inserts an unseen key.
     #[inline]
     pub(crate) fn try_acquire(&self, key: &K, cost: u32) -> Result<Grant, u64> {
-        self.try_acquire_with(key, cost, |_, _| {})
+        self.try_acquire_with(key, cost, NoViews)
     }
 
     /// [`try_acquire`](Self::try_acquire), reporting each quota's state after the decision
@@ -312,7 +312,7 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         &self,
         key: &K,
         cost: u32,
-        mut view: impl FnMut(usize, SlotView),
+        mut view: impl Views,
     ) -> Result<Grant, u64> {
         let hash = self.hash(key);
         let now = self.now();
@@ -419,19 +419,49 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
     }
 }
 
+/// Where a decision reports each quota's state: nowhere ([`NoViews`], the state is then not
+/// even computed), or a closure `FnMut(quota index, state)`.
+pub(crate) trait Views {
+    /// Whether the state is wanted at all.
+    const WANTED: bool;
+
+    fn view(&mut self, quota: usize, state: SlotView);
+}
+
+/// No state wanted.
+pub(crate) struct NoViews;
+
+impl Views for NoViews {
+    const WANTED: bool = false;
+
+    #[inline]
+    fn view(&mut self, _quota: usize, _state: SlotView) {}
+}
+
+impl<F: FnMut(usize, SlotView)> Views for F {
+    const WANTED: bool = true;
+
+    #[inline]
+    fn view(&mut self, quota: usize, state: SlotView) {
+        self(quota, state);
+    }
+}
+
 /// Decides on `entry` at `now` under the shard's quotas (the shard is locked by the caller).
 #[inline]
-fn decide<K, C: LimiterClock>(
+fn decide<K, C: LimiterClock, V: Views>(
     shard: &RwLockReadGuard<'_, Shard<K, C>>,
     entry: &Entry<K, C>,
     now: u64,
     cost: u32,
-    view: &mut impl FnMut(usize, SlotView),
+    view: &mut V,
 ) -> Result<Grant, u64> {
     if let Some(limiter) = &entry.limiter {
         let outcome = limiter.shared.try_acquire_at(now, cost);
-        for (i, v) in limiter.shared.gcra.views(now).enumerate() {
-            view(i, v);
+        if V::WANTED {
+            for (i, v) in limiter.shared.gcra.views(now).enumerate() {
+                view.view(i, v);
+            }
         }
         return outcome;
     }
@@ -444,8 +474,10 @@ fn decide<K, C: LimiterClock>(
         let tat = |i: usize| entry.tat(i).unwrap_or(&entry.first);
         gcra::commit_all(params.len(), tat, |i| params[i], now, n)
     };
-    for (i, (tat, p)) in entry.tats().zip(params.iter()).enumerate() {
-        view(i, p.view(load(tat), now));
+    if V::WANTED {
+        for (i, (tat, p)) in entry.tats().zip(params.iter()).enumerate() {
+            view.view(i, p.view(load(tat), now));
+        }
     }
     outcome
 }
@@ -467,7 +499,7 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tollway_loom)))]
 mod tests {
     use tollway_core::FakeClock;
 
