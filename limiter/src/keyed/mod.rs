@@ -182,7 +182,7 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         let now = self.now();
         let mut shard = self.shard(hash).write();
         let quotas: Vec<Quota> = shard.params.iter().map(Params::quota).collect();
-        let entry = shard.get_or_insert(hash, key.clone(), now);
+        let entry = shard.get_or_insert(hash, key.clone(), now, |k| self.hash(k));
         if let Some(limiter) = &entry.limiter {
             return limiter.clone();
         }
@@ -406,7 +406,7 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         let adaptive = self.shared.adaptive;
         let quotas: Option<Vec<Quota>> =
             adaptive.then(|| shard.params.iter().map(Params::quota).collect());
-        let entry = shard.get_or_insert(hash, key.clone(), now);
+        let entry = shard.get_or_insert(hash, key.clone(), now, |k| self.hash(k));
         if let (None, Some(quotas)) = (&entry.limiter, quotas) {
             let shared = &*self.shared;
             entry.limiter = Some(shared.template.build_with_origin(
@@ -494,7 +494,7 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         } else {
             0
         };
-        shard.get_or_insert(hash, key.clone(), now);
+        shard.get_or_insert(hash, key.clone(), now, |k| self.hash(k));
         looked
     }
 }
@@ -550,6 +550,18 @@ mod tests {
         assert!(limiters.check(&0).is_err(), "the most indebted key kept its debt");
     }
 
+    /// Tiny bounds work too (a shard smaller than the vector's first growth step panicked).
+    #[test]
+    fn tiny_key_bounds_hold() {
+        for max_keys in 1..=9 {
+            let limiters = hourly(max_keys);
+            for key in 0..20 {
+                assert!(limiters.check(&key).is_ok());
+            }
+            assert_eq!(limiters.len(), limiters.key_bound().min(20));
+        }
+    }
+
     /// Multi-quota keys are bare TATs too: no full limiter per key.
     #[test]
     fn keys_with_several_quotas_stay_bare() {
@@ -561,6 +573,6 @@ mod tests {
             limiters.check(&key).unwrap();
         }
         let shard = limiters.shared.shards[0].read();
-        assert!(shard.entries_mut_free().all(|e| e.limiter.is_none()));
+        assert!(shard.entries().all(|e| e.limiter.is_none()));
     }
 }

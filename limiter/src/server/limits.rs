@@ -13,7 +13,7 @@ use super::key::{Key, KeyExtractor, RequestHead};
 use super::metrics;
 use super::states::States;
 use crate::clock::LimiterClock;
-use crate::gcra::Grant;
+use crate::gcra::{Grant, SlotView};
 use crate::keyed::KeyedRateLimiter;
 use crate::limiter::RateLimiter;
 use crate::quota::Quota;
@@ -98,13 +98,6 @@ pub(crate) struct Refusal {
     pub(crate) wait: Duration,
 }
 
-/// The outcome of checking a request, with each applicable policy's state when asked for.
-#[derive(Debug, Default)]
-pub(crate) struct Decision {
-    pub(crate) refused: Option<Refusal>,
-    pub(crate) states: States,
-}
-
 /// Each limit's key for one request, extracted once.
 enum Keys {
     Inline([Option<Key>; 4]),
@@ -177,25 +170,33 @@ impl<C: LimiterClock + Default> Limits<C> {
 }
 
 impl<C: LimiterClock> Limits<C> {
-    /// Takes one request from every applicable limit, or from none. Each key extractor runs
-    /// once. With one limit, one step decides; with several, every limit is asked first
-    /// without taking anything (a request refused by one takes nothing from the others), then
-    /// each takes its share, and if one loses a race the others give theirs back exactly.
-    pub(crate) fn check(&self, head: &RequestHead<'_>, want_state: bool) -> Decision {
+    /// Takes one request from every applicable limit, or from none; the refusal, if any. Each
+    /// key extractor runs once. With one limit, one step decides; with several, every limit
+    /// is asked first without taking anything (a request refused by one takes nothing from
+    /// the others), then each takes its share, and if one loses a race the others give
+    /// theirs back exactly. With `want_state`, `states` receives each applicable policy's
+    /// state.
+    pub(crate) fn check(
+        &self,
+        head: &RequestHead<'_>,
+        want_state: bool,
+        states: &mut States,
+    ) -> Option<Refusal> {
         self.housekeeping();
+        if let [entry] = self.entries.as_slice() {
+            let key = entry.key.extract(head)?;
+            return self.take_one(entry, key, want_state, states);
+        }
         let keys = self.extract(head);
         let keys = keys.as_slice();
-        let mut decision = Decision::default();
-        let mut applicable = keys.iter().enumerate().filter_map(|(i, k)| Some((i, (*k)?)));
-        let Some(first) = applicable.next() else {
-            return decision;
+        let mut applicable = keys.iter().zip(&self.entries).filter(|(k, _)| k.is_some());
+        let (Some((key, entry)), rest) = (applicable.next(), applicable.next()) else {
+            return None;
         };
-        if applicable.next().is_none() {
-            self.take_one(first, want_state, &mut decision);
-        } else {
-            self.take_all(keys, want_state, &mut decision);
+        match (key, rest) {
+            (Some(key), None) => self.take_one(entry, *key, want_state, states),
+            _ => self.take_all(keys, want_state, states),
         }
-        decision
     }
 
     fn extract(&self, head: &RequestHead<'_>) -> Keys {
@@ -214,42 +215,55 @@ impl<C: LimiterClock> Limits<C> {
         keys
     }
 
-    fn take_one(&self, (index, key): (usize, Key), want_state: bool, decision: &mut Decision) {
-        let entry = &self.entries[index];
+    #[inline]
+    fn take_one(
+        &self,
+        entry: &Entry<C>,
+        key: Key,
+        want_state: bool,
+        states: &mut States,
+    ) -> Option<Refusal> {
         let first = entry.first_policy;
         let mut longest = Longest { wait: 0, policy: first };
-        let states = &mut decision.states;
-        let outcome = entry.keyed.try_acquire_with(&key, 1, |quota, view| {
-            longest.see(first + quota, view.wait);
-            if want_state {
+        let outcome = if want_state {
+            entry.keyed.try_acquire_with(&key, 1, |quota: usize, view: SlotView| {
+                longest.see(first + quota, view.wait);
                 states.push((first + quota, view));
-            }
-        });
-        if let Err(wait) = outcome {
-            longest.see(longest.policy, wait);
-            decision.refused = Some(refusal(longest));
+            })
+        } else {
+            entry.keyed.try_acquire(&key, 1)
+        };
+        let wait = outcome.err()?;
+        if !want_state {
+            // Which policy refused: ask again, taking nothing (refusals only).
+            entry.keyed.peek_with(&key, 1, |quota, view| longest.see(first + quota, view.wait));
         }
+        longest.see(longest.policy, wait);
+        Some(refusal(longest))
     }
 
-    fn take_all(&self, keys: &[Option<Key>], want_state: bool, decision: &mut Decision) {
+    fn take_all(
+        &self,
+        keys: &[Option<Key>],
+        want_state: bool,
+        states: &mut States,
+    ) -> Option<Refusal> {
         let mut longest = Longest {
             wait: 0,
             policy: 0,
         };
-        self.peek_all(keys, want_state, &mut longest, &mut decision.states);
+        self.peek_all(keys, want_state, &mut longest, states);
         if longest.wait > 0 {
-            decision.refused = Some(refusal(longest));
-            return;
+            return Some(refusal(longest));
         }
-        decision.states.clear();
+        states.clear();
         let mut taken: Vec<(usize, Grant)> = Vec::new();
         for (index, entry) in self.entries.iter().enumerate() {
             let Some(key) = keys[index] else {
                 continue;
             };
             let first = entry.first_policy;
-            let states = &mut decision.states;
-            let outcome = entry.keyed.try_acquire_with(&key, 1, |quota, view| {
+            let outcome = entry.keyed.try_acquire_with(&key, 1, |quota: usize, view: SlotView| {
                 if want_state {
                     states.push((first + quota, view));
                 }
@@ -263,14 +277,14 @@ impl<C: LimiterClock> Limits<C> {
                             self.entries[*index].keyed.undo(&key, grant);
                         }
                     }
-                    decision.states.clear();
-                    self.peek_all(keys, want_state, &mut longest, &mut decision.states);
+                    states.clear();
+                    self.peek_all(keys, want_state, &mut longest, states);
                     longest.see(first, 1);
-                    decision.refused = Some(refusal(longest));
-                    return;
+                    return Some(refusal(longest));
                 }
             }
         }
+        None
     }
 
     /// Every applicable policy's state and wait, taking nothing.
@@ -409,8 +423,8 @@ mod tests {
         .unwrap();
         let parts = head();
         let head = RequestHead::from(&parts);
-        assert!(limits.check(&head, true).refused.is_none());
-        assert!(limits.check(&head, true).refused.is_some());
+        assert!(limits.check(&head, true, &mut States::default()).is_none());
+        assert!(limits.check(&head, true, &mut States::default()).is_some());
         assert_eq!(CALLS.load(Relaxed), 2);
     }
 
@@ -433,8 +447,8 @@ mod tests {
                 c.advance(Duration::from_millis(1_500));
                 let parts = http::Request::get("/").header("x-key", "fresh").body(()).unwrap();
                 let (parts, ()) = parts.into_parts();
-                let admitted = cell.get()?.check(&RequestHead::from(&parts), false);
-                assert!(admitted.refused.is_none(), "B is admitted");
+                let admitted = cell.get()?.check(&RequestHead::from(&parts), false, &mut States::default());
+                assert!(admitted.is_none(), "B is admitted");
             }
             Some(Key::from(key))
         };
@@ -457,15 +471,15 @@ mod tests {
             parts
         };
         // Spend the key "spent" (and the global slot at t=0), then wait for the global one.
-        assert!(limits.check(&RequestHead::from(&request("spent")), false).refused.is_none());
+        assert!(limits.check(&RequestHead::from(&request("spent")), false, &mut States::default()).is_none());
         clock.advance(Duration::from_secs(1));
         reentered.store(1, Relaxed);
         // A at 1 s: refused by its key; meanwhile B (key "fresh") takes the global slot at 2.5 s.
-        let a = limits.check(&RequestHead::from(&request("spent")), false);
-        assert!(a.refused.is_some());
+        let a = limits.check(&RequestHead::from(&request("spent")), false, &mut States::default());
+        assert!(a.is_some());
         assert_eq!(reentered.load(Relaxed), 2);
         // C at 2.5 s: the global slot is B's.
-        let c = limits.check(&RequestHead::from(&request("other")), false);
-        assert!(c.refused.is_some(), "two requests admitted at once on a burst of 1");
+        let c = limits.check(&RequestHead::from(&request("other")), false, &mut States::default());
+        assert!(c.is_some(), "two requests admitted at once on a burst of 1");
     }
 }
