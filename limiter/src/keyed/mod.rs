@@ -456,6 +456,7 @@ fn decide<K, C: LimiterClock, V: Views>(
     cost: u32,
     view: &mut V,
 ) -> Result<Grant, u64> {
+    entry.touch();
     if let Some(limiter) = &entry.limiter {
         let outcome = limiter.shared.try_acquire_at(now, cost);
         if V::WANTED {
@@ -524,30 +525,46 @@ mod tests {
         for key in 1_000_000..1_020_000u64 {
             most = most.max(limiters.insert_counting(&key));
         }
-        assert!(most <= shard::SAMPLES, "looked at {most} keys for one new key");
+        assert!(most <= shard::MAX_HAND_STEPS, "looked at {most} keys for one new key");
         assert!(limiters.len() <= limiters.key_bound());
         assert!(limiters.memory_used() <= limiters.memory_bound());
     }
 
-    /// Idle keys go first, then the least indebted: a full map keeps its most indebted key.
+    /// Idle keys go first, then keys unused since the hand passed: a flood of one-off keys
+    /// never pushes out a key in use, however much it owes.
     #[test]
-    fn idle_and_least_indebted_keys_are_evicted_first() {
+    fn keys_in_use_survive_a_flood_of_one_off_keys() {
         let clock = FakeClock::new();
-        let limiters = RateLimiter::builder(Quota::per_second(1).burst(2))
+        let limiters = RateLimiter::builder(Quota::per_hour(1).burst(1))
+            .clock(clock.clone())
+            .build_keyed::<u64>(NonZeroUsize::new(64).unwrap());
+        limiters.check(&0).unwrap();
+        for key in 100..10_000 {
+            limiters.check(&key).unwrap();
+            assert!(limiters.len() <= 64);
+            // The client behind key 0 keeps trying: refused, and remembered.
+            if key % 8 == 0 {
+                assert!(limiters.check(&0).is_err(), "key 0 forgotten at {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_before_used_ones() {
+        let clock = FakeClock::new();
+        let limiters = RateLimiter::builder(Quota::per_second(1).burst(1))
             .clock(clock.clone())
             .build_keyed::<u64>(NonZeroUsize::new(64).unwrap());
         for key in 0..64 {
             limiters.check(&key).unwrap();
         }
         clock.advance(Duration::from_secs(5));
-        // Key 0 owes two requests; the 63 others are idle; new keys owe one each.
+        // Key 0 owes again; the 63 others are idle: 63 new keys replace exactly those.
         limiters.check(&0).unwrap();
-        limiters.check(&0).unwrap();
-        for key in 100..300 {
+        for key in 100..163 {
             limiters.check(&key).unwrap();
-            assert_eq!(limiters.len().min(64), limiters.len());
         }
-        assert!(limiters.check(&0).is_err(), "the most indebted key kept its debt");
+        assert!(limiters.check(&0).is_err(), "the key that owes was kept");
     }
 
     /// Tiny bounds work too (a shard smaller than the vector's first growth step panicked).

@@ -1,13 +1,15 @@
 //! One shard of the keyed map: `hashbrown`'s `HashTable` holding the entries themselves (one
 //! probe, no index to follow), with sampled eviction.
 //!
-//! When the shard is full, a new key evicts one of the next [`SAMPLES`] keys under a clock
-//! hand that walks the table's buckets round and round (neighbouring buckets: a few cache
-//! lines, where random picks cost a cache miss each): an idle one (nothing owed, nobody
-//! holding it: forgetting it changes no answer) if there is one, else the least indebted one
-//! nobody holds. The cost of a new key is therefore bounded whatever the keys' state, where a
-//! scan for the best victim grew with the shard. The bucket order is the hash's, so the hand
-//! meets keys in an order no client chooses.
+//! When the shard is full, a new key evicts a key found by a clock hand (CLOCK, second
+//! chance) that walks the table's buckets round and round: every check of a key marks it
+//! used; the hand forgets the first key that is idle (nothing owed, nobody holding it:
+//! forgetting it changes no answer) or unused since the hand last passed, and clears the mark
+//! of the others. Keys in use (legitimate clients, and abusive ones being refused: their debt
+//! is what refuses them) survive a flood of one-off keys, and each new key costs O(1)
+//! amortised (every mark the hand clears was set by a check), at most [`MAX_HAND_STEPS`] keys
+//! looked at, whatever the keys' state; a scan for the best victim grew with the shard. The
+//! bucket order is the hash's, so the hand meets keys in an order no client chooses.
 //!
 //! The first time the shard is full, its table is sized once for good (twice the capacity:
 //! hashbrown then rehashes in place instead of growing when deletions pile up), so memory stops
@@ -18,15 +20,19 @@ use hashbrown::HashTable;
 use crate::clock::LimiterClock;
 use crate::gcra::{Params, load};
 use crate::limiter::RateLimiter;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use crate::sync::AtomicU64;
 
-/// Keys looked at to pick a victim.
-pub(crate) const SAMPLES: usize = 8;
+/// The most keys the hand looks at for one eviction (then the key under it goes, used or not).
+pub(crate) const MAX_HAND_STEPS: usize = 32;
 
 /// One key's state: a bare TAT per quota, until a full limiter takes over (someone waits on
 /// the key, or the limiter adapts to responses).
 pub(crate) struct Entry<K, C: LimiterClock> {
     pub(crate) key: K,
+    /// Checked since the clock hand last passed (relaxed: a hint, never a correctness matter).
+    pub(crate) used: AtomicBool,
     /// The first quota's TAT inline; the others (if any) in one small allocation.
     pub(crate) first: AtomicU64,
     pub(crate) rest: Box<[AtomicU64]>,
@@ -61,11 +67,11 @@ impl<K, C: LimiterClock> Entry<K, C> {
         }
     }
 
-    /// The latest TAT: how far ahead of now its most indebted bucket is.
-    fn latest(&self) -> u64 {
-        match &self.limiter {
-            Some(l) => l.shared.gcra.latest_tat(),
-            None => self.tats().map(load).max().unwrap_or(0),
+    /// Marks it used (the clock hand gives it a second chance).
+    #[inline]
+    pub(crate) fn touch(&self) {
+        if !self.used.load(Relaxed) {
+            self.used.store(true, Relaxed);
         }
     }
 }
@@ -137,6 +143,7 @@ impl<K: Eq, C: LimiterClock> Shard<K, C> {
             .entry(hash, |e| e.key == key, |e| rehash(&e.key))
             .or_insert_with(|| Entry {
                 key,
+                used: AtomicBool::new(true),
                 first: AtomicU64::new(0),
                 rest: (1..quotas).map(|_| AtomicU64::new(0)).collect(),
                 limiter: None,
@@ -144,40 +151,36 @@ impl<K: Eq, C: LimiterClock> Shard<K, C> {
             .into_mut()
     }
 
-    /// Forgets one of the next keys under the clock hand (see the module docs); returns how
-    /// many keys it looked at.
+    /// Forgets one key found by the clock hand (see the module docs); returns how many keys
+    /// it looked at.
     pub(crate) fn evict(&mut self, now: u64) -> usize {
         let buckets = self.table.num_buckets();
         if self.table.is_empty() {
             return 0;
         }
-        // The candidates first (control bytes only), then their state: independent loads the
-        // processor overlaps, where deciding one by one waited for each in turn.
-        let mask = buckets - 1; // a power of two
-        let mut candidates = [0; SAMPLES];
-        let mut found = 0;
+        let mask = buckets - 1; // a power of two: a mask, not a division, per step
+        let mut looked = 0;
+        let mut victim = None;
         for _ in 0..buckets {
             self.hand = (self.hand + 1) & mask;
-            if self.table.get_bucket(self.hand).is_some() {
-                candidates[found] = self.hand;
-                found += 1;
-                if found == SAMPLES {
-                    break;
-                }
+            let Some(entry) = self.table.get_bucket(self.hand) else {
+                continue;
+            };
+            looked += 1;
+            victim = Some(self.hand);
+            if entry.is_idle(now) {
+                break;
             }
+            let second_chance = entry.used.load(Relaxed) || entry.is_held();
+            if !second_chance || looked == MAX_HAND_STEPS {
+                break;
+            }
+            entry.used.store(false, Relaxed);
         }
-        let victim = candidates[..found]
-            .iter()
-            .filter_map(|&index| self.table.get_bucket(index).map(|e| (e, index)))
-            .min_by_key(|(entry, _)| {
-                let idle = entry.is_idle(now);
-                (!idle, entry.is_held(), if idle { 0 } else { entry.latest() })
-            })
-            .map(|(_, index)| index);
         if let Some(Ok(entry)) = victim.map(|index| self.table.get_bucket_entry(index)) {
             entry.remove();
         }
-        found
+        looked
     }
 
     /// Forgets the idle keys among the next `budget` buckets (resumed where the last sweep
