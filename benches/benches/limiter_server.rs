@@ -17,8 +17,8 @@
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
 use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -153,7 +153,11 @@ fn flood_request(i: u64) -> Request<Body> {
 
 fn flood_layer(max_keys: usize) -> ServerLimiterLayer {
     ServerLimiterLayer::builder()
-        .limit(Limit::new("per-ip", PeerIp::new(), Quota::per_hour(1).burst(1)))
+        .limit(Limit::new(
+            "per-ip",
+            PeerIp::new(),
+            Quota::per_hour(1).burst(1),
+        ))
         .max_keys(NonZeroUsize::new(max_keys).unwrap())
         .headers(HeaderOptions::none())
         .build()

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use tollway_core::Classifier;
+use http::{HeaderMap, StatusCode};
+use tollway_core::headers::{HintSource, RateLimitHint};
+use tollway_core::{Classifier, Classify, OutcomeKind};
 
-use crate::clock::duration_nanos;
+use crate::clock::{LimiterClock, duration_nanos};
+use crate::limiter::RateLimiter;
 use crate::quota::Quota;
 
 /// How a limiter adapts to what the upstream answers.
@@ -161,6 +164,67 @@ impl Aimd {
     }
 }
 
+/// Adaptation: what a response tells the limiter.
+impl<C: LimiterClock> RateLimiter<C> {
+    /// Feeds a response to the limiter's [`Adaptive`] settings (the
+    /// [`AdaptiveLimiter`](crate::AdaptiveLimiter) service does this for every response). Does
+    /// nothing if the limiter was built without them.
+    pub fn observe_response(&self, status: StatusCode, headers: &HeaderMap) {
+        let Some(adaptive) = &self.shared.adaptive else {
+            return;
+        };
+        let outcome = adaptive.classifier.classify_response(status, headers);
+        let wall = || self.shared.clock.system_now();
+        match outcome.kind() {
+            OutcomeKind::RateLimited => {
+                let pause = outcome
+                    .retry_delay(wall())
+                    .unwrap_or(adaptive.default_pause)
+                    .min(adaptive.max_pause);
+                self.pause(pause);
+                self.aimd_decrease(pause);
+            }
+            OutcomeKind::Success => {
+                if let Some(hint) = RateLimitHint::from_headers(headers)
+                    .filter(|h| h.source() != HintSource::RetryAfter)
+                {
+                    self.pause(hint.delay_from(wall()).min(adaptive.max_pause));
+                }
+                self.aimd_increase();
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                if let Some(delay) = outcome.retry_delay(wall()) {
+                    self.pause(delay.min(adaptive.max_pause));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn aimd_decrease(&self, pause: Duration) {
+        let shared = &*self.shared;
+        let Some(aimd) = shared.adaptive.as_ref().and_then(|a| a.aimd) else {
+            return;
+        };
+        let mut rates = shared.rates.lock();
+        if let Some(quota) = rates.aimd.decrease(&aimd, shared.now(), pause) {
+            shared.apply_quota(&mut rates, 0, quota);
+            tracing::debug!(rate = rates.aimd.current(), "rate limiter backing off");
+        }
+    }
+
+    fn aimd_increase(&self) {
+        let shared = &*self.shared;
+        let Some(aimd) = shared.adaptive.as_ref().and_then(|a| a.aimd) else {
+            return;
+        };
+        let mut rates = shared.rates.lock();
+        if let Some(quota) = rates.aimd.increase(&aimd) {
+            shared.apply_quota(&mut rates, 0, quota);
+        }
+    }
+}
+
 /// AIMD's running state for one limiter: the first quota as configured (the ceiling), and the
 /// rate it runs at now.
 #[derive(Debug)]
@@ -227,7 +291,8 @@ impl AimdState {
 
     /// The configured quota's burst at `per_second`.
     fn at(&self, per_second: f64) -> Quota {
-        let interval = Duration::try_from_secs_f64(1.0 / per_second).map_or(u64::MAX, duration_nanos);
+        let interval =
+            Duration::try_from_secs_f64(1.0 / per_second).map_or(u64::MAX, duration_nanos);
         Quota::clamped(interval, self.configured.burst())
     }
 }

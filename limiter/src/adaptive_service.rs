@@ -14,8 +14,8 @@ use crate::service::Limiter;
 
 /// A [`Limiter`] around an HTTP client that also feeds every response to the limiter's
 /// [`Adaptive`](crate::Adaptive) settings: a 429 with `Retry-After` (or an exhausted
-/// `X-RateLimit-Remaining` / IETF `RateLimit` window) pauses every caller, and [`Aimd`]
-/// (crate::Aimd) lowers the rate until successes bring it back.
+/// `X-RateLimit-Remaining` / IETF `RateLimit` window) pauses every caller, and
+/// [`Aimd`](crate::Aimd) lowers the rate until successes bring it back.
 ///
 /// It needs responses that are `http::Response`s; everything else about waiting is the
 /// [`Limiter`]'s. A limiter built without `Adaptive` settings ignores what it is fed.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::adaptive::{Adaptive, AimdState};
 use crate::clock::{LimiterClock, QuantaClock};
 use crate::gcra::Gcra;
-use crate::limiter::{Rates, RateLimiter, Shared};
+use crate::limiter::{RateLimiter, Rates, Shared};
 use crate::queue::WaitQueue;
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex};
@@ -126,7 +126,13 @@ impl<C: LimiterClock> RateLimiterBuilder<C> {
         self.build_shared(clock, origin, quotas, 0)
     }
 
-    fn build_shared(&self, clock: C, origin: Instant, quotas: &[Quota], queued: usize) -> RateLimiter<C> {
+    fn build_shared(
+        &self,
+        clock: C,
+        origin: Instant,
+        quotas: &[Quota],
+        queued: usize,
+    ) -> RateLimiter<C> {
         RateLimiter {
             shared: Arc::new(Shared {
                 gcra: Gcra::new(quotas),

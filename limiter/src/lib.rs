@@ -143,6 +143,7 @@ mod quota;
 pub mod server;
 mod service;
 mod sync;
+mod timer;
 
 pub use adaptive::{Adaptive, Aimd};
 pub use adaptive_service::AdaptiveLimiter;

@@ -5,9 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, StatusCode};
-use tollway_core::headers::{HintSource, RateLimitHint};
-use tollway_core::{Classify, OutcomeKind, RateLimited};
+use tollway_core::RateLimited;
 
 use crate::adaptive::{Adaptive, AimdState};
 use crate::builder::RateLimiterBuilder;
@@ -145,7 +143,7 @@ impl<C: LimiterClock> Shared<C> {
     }
 
     /// Sets quota `index` under the `rates` lock the caller holds.
-    fn apply_quota(&self, rates: &mut Rates, index: usize, quota: Quota) {
+    pub(crate) fn apply_quota(&self, rates: &mut Rates, index: usize, quota: Quota) {
         let now = self.now();
         self.gcra
             .set_quota(index, quota, now, self.rescale_base(now));
@@ -340,64 +338,6 @@ impl<C: LimiterClock> RateLimiter<C> {
             .load(Relaxed)
             .saturating_sub(shared.now());
         (left > 0).then(|| Duration::from_nanos(left))
-    }
-
-    /// Feeds a response to the limiter's [`Adaptive`] settings (the
-    /// [`AdaptiveLimiter`](crate::AdaptiveLimiter) service does this for every response). Does
-    /// nothing if the limiter was built without them.
-    pub fn observe_response(&self, status: StatusCode, headers: &HeaderMap) {
-        let Some(adaptive) = &self.shared.adaptive else {
-            return;
-        };
-        let outcome = adaptive.classifier.classify_response(status, headers);
-        let wall = || self.shared.clock.system_now();
-        match outcome.kind() {
-            OutcomeKind::RateLimited => {
-                let pause = outcome
-                    .retry_delay(wall())
-                    .unwrap_or(adaptive.default_pause)
-                    .min(adaptive.max_pause);
-                self.pause(pause);
-                self.aimd_decrease(pause);
-            }
-            OutcomeKind::Success => {
-                if let Some(hint) = RateLimitHint::from_headers(headers)
-                    .filter(|h| h.source() != HintSource::RetryAfter)
-                {
-                    self.pause(hint.delay_from(wall()).min(adaptive.max_pause));
-                }
-                self.aimd_increase();
-            }
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
-                if let Some(delay) = outcome.retry_delay(wall()) {
-                    self.pause(delay.min(adaptive.max_pause));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn aimd_decrease(&self, pause: Duration) {
-        let shared = &*self.shared;
-        let Some(aimd) = shared.adaptive.as_ref().and_then(|a| a.aimd) else {
-            return;
-        };
-        let mut rates = shared.rates.lock();
-        if let Some(quota) = rates.aimd.decrease(&aimd, shared.now(), pause) {
-            shared.apply_quota(&mut rates, 0, quota);
-            tracing::debug!(rate = rates.aimd.current(), "rate limiter backing off");
-        }
-    }
-
-    fn aimd_increase(&self) {
-        let shared = &*self.shared;
-        let Some(aimd) = shared.adaptive.as_ref().and_then(|a| a.aimd) else {
-            return;
-        };
-        let mut rates = shared.rates.lock();
-        if let Some(quota) = rates.aimd.increase(&aimd) {
-            shared.apply_quota(&mut rates, 0, quota);
-        }
     }
 
     pub(crate) fn is_adaptive(&self) -> bool {

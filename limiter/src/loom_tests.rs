@@ -11,9 +11,9 @@ use std::time::Duration;
 use loom::thread;
 use tollway_core::FakeClock;
 
+use crate::RateLimiter;
 use crate::gcra::Gcra;
 use crate::quota::Quota;
-use crate::RateLimiter;
 
 const I: u64 = 1_000;
 
@@ -27,10 +27,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 
 /// Two quotas: one request per `I` with a burst of 2, and one per `5 I` with a burst of 1.
 fn two_quotas() -> Gcra {
-    Gcra::new(&[
-        Quota::clamped(I, 2),
-        Quota::clamped(5 * I, 1),
-    ])
+    Gcra::new(&[Quota::clamped(I, 2), Quota::clamped(5 * I, 1)])
 }
 
 /// Two requests at once on quotas that admit one: exactly one is admitted, and no permit is
@@ -78,7 +75,10 @@ fn loom_an_undo_never_erases_a_later_commit() {
         assert!(b.join().unwrap(), "B fits both at 10 I, whatever A did");
         for tat in gcra.tats() {
             assert!(tat >= 11 * I, "B's permit was erased: {tat}");
-            assert!(tat <= 12 * I, "more than A's one increment left behind: {tat}");
+            assert!(
+                tat <= 12 * I,
+                "more than A's one increment left behind: {tat}"
+            );
         }
     });
 }
@@ -121,7 +121,10 @@ fn loom_a_quota_change_is_atomic_for_a_commit() {
         gcra.set_quota(0, new, 0, 0);
         let admitted = commit.join().unwrap();
         let outcome = (admitted, gcra.first_tat());
-        assert!(orders.contains(&outcome), "{outcome:?} is neither of {orders:?}");
+        assert!(
+            orders.contains(&outcome),
+            "{outcome:?} is neither of {orders:?}"
+        );
     });
 }
 

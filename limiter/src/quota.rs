@@ -340,6 +340,9 @@ mod tests {
     fn clamped_quotas_stay_valid() {
         let q = Quota::clamped(u64::MAX, 1_000);
         assert!(q.capacity_nanos() <= MAX_SPAN_NANOS);
-        assert_eq!(Quota::clamped(0, 0), Quota::per_second(1_000_000_000).burst(1));
+        assert_eq!(
+            Quota::clamped(0, 0),
+            Quota::per_second(1_000_000_000).burst(1)
+        );
     }
 }

@@ -37,7 +37,9 @@ fn available_set_quota_and_check_never_deadlock() {
                     0 => drop(limiters.available(&(1_000_000 + i))),
                     1 => {
                         let rate = 500 + (i % 1_000) as u32;
-                        limiters.set_quota(0, Quota::per_second(rate).burst(10)).unwrap();
+                        limiters
+                            .set_quota(0, Quota::per_second(rate).burst(10))
+                            .unwrap();
                     }
                     _ => drop(limiters.check(&(i % 100))),
                 }
@@ -90,18 +92,23 @@ async fn aimd_never_stretches_a_pause_the_server_ordered() {
 /// exactly one request at the new rate: never more than was taken.
 #[test]
 fn a_refund_after_a_quota_change_returns_exactly_what_was_taken() {
-    let clock = FakeClock::new();
     let limiter = RateLimiter::builder(Quota::per_second(1).burst(3))
-        .clock(clock.clone())
+        .clock(FakeClock::new())
         .build();
     for _ in 0..3 {
         limiter.check().unwrap();
     }
     // Three requests owed at 1/s; the same three at 1,000/s after the change.
-    limiter.set_quota(0, Quota::per_second(1_000).burst(3)).unwrap();
+    limiter
+        .set_quota(0, Quota::per_second(1_000).burst(3))
+        .unwrap();
     assert_eq!(limiter.available(), 0);
     limiter.refund(1);
-    assert_eq!(limiter.available(), 1, "one request back, not one second's worth");
+    assert_eq!(
+        limiter.available(),
+        1,
+        "one request back, not one second's worth"
+    );
     limiter.refund(10);
     assert_eq!(limiter.available(), 3, "never more than the burst");
 }
@@ -128,9 +135,14 @@ async fn an_unspent_permit_is_returned_exactly_or_not_at_all() {
     let mut early = layer.layer(ok);
     early.ready().await.unwrap();
     tokio::time::advance(Duration::from_secs(5)).await;
-    limiter.check().expect("the bucket refilled: another caller takes the next slot");
+    limiter
+        .check()
+        .expect("the bucket refilled: another caller takes the next slot");
     drop(early);
-    assert!(limiter.check().is_err(), "two requests at once on a burst of 1");
+    assert!(
+        limiter.check().is_err(),
+        "two requests at once on a burst of 1"
+    );
 }
 
 /// Rename-issue item 3: the limiter works around any `tower::Service`, not only HTTP ones.
@@ -147,7 +159,11 @@ async fn the_layer_wraps_any_service() {
     for x in 0..3u32 {
         assert_eq!(service.clone().oneshot(x).await.unwrap(), 2 * x);
     }
-    assert_eq!(start.elapsed(), Duration::from_secs(1), "two intervals of 500 ms");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "two intervals of 500 ms"
+    );
 
     // Errors of any kind come out boxed, next to the limiter's own.
     let failing = service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) });
@@ -155,7 +171,10 @@ async fn the_layer_wraps_any_service() {
     let error: BoxError = service.ready().await.unwrap().call(()).await.unwrap_err();
     assert!(error.is::<std::io::Error>());
     let refused = service.call(()).await.unwrap_err();
-    assert!(refused.is::<RateLimited>(), "call without poll_ready and no permit");
+    assert!(
+        refused.is::<RateLimited>(),
+        "call without poll_ready and no permit"
+    );
 }
 
 /// A `max_wait` on the service bounds every wait, however long the pause ahead: the call
@@ -174,7 +193,10 @@ async fn a_service_max_wait_bounds_a_long_pause() {
     let error = service.ready().await.unwrap().call(1).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::ZERO);
     let refused = error.downcast_ref::<RateLimited>().expect("RateLimited");
-    assert!(refused.retry_after() > Duration::from_secs(119), "{refused:?}");
+    assert!(
+        refused.retry_after() > Duration::from_secs(119),
+        "{refused:?}"
+    );
 }
 
 /// Several quotas under two threads on a frozen clock: exactly what the tightest quota allows,

@@ -12,7 +12,8 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tollway_core::{BoxError, RateLimited, TokioClock};
 use tollway_limiter::{
-    Adaptive, AdaptiveLimiterLayer, Aimd, KeyedLimiterLayer, LimiterLayer, Quota, RateLimiter, RateLimiterBuilder,
+    Adaptive, AdaptiveLimiterLayer, Aimd, KeyedLimiterLayer, LimiterLayer, Quota, RateLimiter,
+    RateLimiterBuilder,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -425,7 +426,11 @@ async fn a_key_that_starts_waiting_keeps_its_debt_and_its_quota_changes() {
         limiters.check(&"a").unwrap_err().retry_after(),
         Duration::from_secs(1)
     );
-    assert!(limiters.set_quota(1, Quota::per_second(1).burst(1)).is_err());
+    assert!(
+        limiters
+            .set_quota(1, Quota::per_second(1).burst(1))
+            .is_err()
+    );
 }
 
 #[tokio::test(start_paused = true)]

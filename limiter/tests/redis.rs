@@ -121,8 +121,7 @@ async fn several_quotas_admit_all_or_nothing() {
     };
     let prefix = random_prefix();
     let limiter = no_wait(
-        RateLimiter::builder(Quota::per_second(100).burst(10))
-            .quota(Quota::per_minute(3).burst(3)),
+        RateLimiter::builder(Quota::per_second(100).burst(10)).quota(Quota::per_minute(3).burst(3)),
     )
     .redis(server.connect().await, &prefix);
     let mut raw = server.connect().await;
@@ -170,10 +169,8 @@ async fn keys_expire_when_their_bucket_is_full_again() {
         return;
     };
     let prefix = random_prefix();
-    let limiter = no_wait(RateLimiter::builder(
-        Quota::per_second(10).burst(5),
-    ))
-    .redis(server.connect().await, &prefix);
+    let limiter = no_wait(RateLimiter::builder(Quota::per_second(10).burst(5)))
+        .redis(server.connect().await, &prefix);
     let mut raw = server.connect().await;
     for _ in 0..3 {
         try_once(&limiter).await.unwrap();
@@ -200,10 +197,8 @@ async fn a_flushed_script_cache_is_reloaded() {
     let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let limiter = no_wait(RateLimiter::builder(
-        Quota::per_minute(60).burst(3),
-    ))
-    .redis(server.connect().await, random_prefix());
+    let limiter = no_wait(RateLimiter::builder(Quota::per_minute(60).burst(3)))
+        .redis(server.connect().await, random_prefix());
     let mut raw = server.connect().await;
     for _ in 0..3 {
         let () = redis::cmd("SCRIPT")

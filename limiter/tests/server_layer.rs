@@ -247,7 +247,11 @@ async fn closures_key_requests_and_bad_policy_names_fail_to_build() {
         Some(Key::from("/hello"))
     );
     let error = builder(&clock)
-        .limit(Limit::new("bad\nname", by_path, Quota::per_hour(2).burst(1)))
+        .limit(Limit::new(
+            "bad\nname",
+            by_path,
+            Quota::per_hour(2).burst(1),
+        ))
         .build()
         .unwrap_err();
     assert_eq!(error.name(), "bad\nname");
@@ -438,7 +442,11 @@ async fn shadow_mode_counts_and_writes_headers_but_refuses_nothing() {
 async fn tracked_keys_stay_under_the_bound_through_the_service() {
     let clock = FakeClock::new();
     let layer = builder(&clock)
-        .limit(Limit::new("ip", PeerIp::new(), Quota::per_second(100).burst(1)))
+        .limit(Limit::new(
+            "ip",
+            PeerIp::new(),
+            Quota::per_second(100).burst(1),
+        ))
         .max_keys(std::num::NonZeroUsize::new(256).unwrap())
         .headers(HeaderOptions::none())
         .build()
@@ -461,11 +469,7 @@ async fn under_concurrency_limits_admit_exactly_and_refunds_are_exact() {
     // Time stands still: A admits 100 in all, B 50; B refuses the rest, and each refusal
     // must give A its permit back.
     let layer = builder(&clock)
-        .limit(Limit::new(
-            "a",
-            Global,
-            Quota::per_hour(100).burst(100),
-        ))
+        .limit(Limit::new("a", Global, Quota::per_hour(100).burst(100)))
         .limit(Limit::new(
             "b",
             PeerIp::new(),
@@ -520,7 +524,11 @@ async fn under_concurrency_limits_admit_exactly_and_refunds_are_exact() {
 async fn an_inner_services_rate_limit_headers_keep_their_members() {
     let clock = FakeClock::new();
     let layer = builder(&clock)
-        .limit(Limit::new("ip", PeerIp::new(), Quota::per_minute(10).burst(10)))
+        .limit(Limit::new(
+            "ip",
+            PeerIp::new(),
+            Quota::per_minute(10).burst(10),
+        ))
         .headers(HeaderOptions::all())
         .build()
         .unwrap();
@@ -540,11 +548,17 @@ async fn an_inner_services_rate_limit_headers_keep_their_members() {
     let statuses = tollway_core::headers::RateLimitStatus::from_headers(response.headers());
     let names = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
     assert_eq!(
-        policies.iter().map(|p| p.name().to_owned()).collect::<Vec<_>>(),
+        policies
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect::<Vec<_>>(),
         names(vec!["quota", "ip"])
     );
     assert_eq!(
-        statuses.iter().map(|s| (s.name().to_owned(), s.remaining())).collect::<Vec<_>>(),
+        statuses
+            .iter()
+            .map(|s| (s.name().to_owned(), s.remaining()))
+            .collect::<Vec<_>>(),
         vec![("quota".to_owned(), 99), ("ip".to_owned(), 9)]
     );
     // The legacy set is the tighter one: ours has 9 left of 10.

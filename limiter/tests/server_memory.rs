@@ -56,7 +56,15 @@ fn huge_distinct_api_keys_cost_the_key_map_a_fixed_size_each() {
     let grown = rss().saturating_sub(before);
     assert!((1_800..=layer.key_bound()).contains(&layer.tracked_keys()));
     assert!(layer.memory_used() <= layer.memory_bound());
-    assert!(layer.memory_bound() < 1 << 20, "{} bytes for 2,000 keys", layer.memory_bound());
+    assert!(
+        layer.memory_bound() < 1 << 20,
+        "{} bytes for 2,000 keys",
+        layer.memory_bound()
+    );
     // The keys' text alone is 400 MB: none of it is kept.
-    assert!(grown < 32 << 20, "resident memory grew by {} MiB", grown >> 20);
+    assert!(
+        grown < 32 << 20,
+        "resident memory grew by {} MiB",
+        grown >> 20
+    );
 }

@@ -309,10 +309,7 @@ fn clones_of_the_layer_share_every_layer() {
     clone.breaker().unwrap().force_open();
     assert_eq!(layer.breaker().unwrap().state(), State::Open);
     clone.limiter().set_rate(Quota::per_second(3));
-    assert_eq!(
-        layer.limiter().quotas()[0],
-        Quota::per_second(3).burst(1)
-    );
+    assert_eq!(layer.limiter().quotas()[0], Quota::per_second(3).burst(1));
     clone.ledger().unwrap().latch();
     assert!(ledger.is_latched());
     assert_eq!(clone.cache().unwrap().dir(), layer.cache().unwrap().dir());
@@ -369,13 +366,24 @@ async fn a_long_upstream_pause_fails_callers_at_once_with_the_time_left() {
     assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
     let refused = queued.await.unwrap().unwrap_err();
     let refused = find_cause::<tollway::core::RateLimited>(&*refused).expect("RateLimited");
-    assert!(refused.retry_after() > Duration::from_secs(119), "{refused:?}");
-    assert_eq!(start.elapsed(), Duration::from_millis(100), "failed when the pause came");
+    assert!(
+        refused.retry_after() > Duration::from_secs(119),
+        "{refused:?}"
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "failed when the pause came"
+    );
 
     let later = stack.clone().oneshot(get()).await.unwrap_err();
     let later = find_cause::<tollway::core::RateLimited>(&*later).expect("RateLimited");
     assert!(later.retry_after() > Duration::from_secs(119), "{later:?}");
-    assert_eq!(start.elapsed(), Duration::from_millis(100), "no wait at all");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "no wait at all"
+    );
     assert_eq!(layer.max_wait(), Duration::from_secs(10));
 }
 

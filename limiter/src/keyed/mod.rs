@@ -16,6 +16,7 @@
 //! locks. No path takes them in another order, and none holds a shard lock while waiting for
 //! the configuration.
 
+mod decide;
 mod shard;
 
 use std::fmt;
@@ -25,13 +26,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::DefaultHashBuilder;
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use tollway_core::RateLimited;
 
 use crate::builder::RateLimiterBuilder;
 use crate::clock::{LimiterClock, QuantaClock};
 use crate::error::{ExceedsBurst, NoSuchQuota};
-use crate::gcra::{self, Grant, Params, SlotView, load, rescale, update};
+use crate::gcra::{Params, load, rescale, update};
 use crate::limiter::RateLimiter;
 use crate::queue::Acquire;
 use crate::quota::Quota;
@@ -189,13 +190,11 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         // Under the shard's write lock: no check is using the bare TATs now, and the quotas
         // are the ones they were written under.
         let shared = &*self.shared;
-        let limiter = shared
-            .template
-            .build_with_origin(shared.clock.clone(), shared.origin, &quotas);
-        limiter
-            .shared
-            .gcra
-            .set_tats(entry.tats().map(load));
+        let limiter =
+            shared
+                .template
+                .build_with_origin(shared.clock.clone(), shared.origin, &quotas);
+        limiter.shared.gcra.set_tats(entry.tats().map(load));
         entry.limiter = Some(limiter.clone());
         limiter
     }
@@ -285,7 +284,11 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
 
     /// The heap memory the key map holds now, in bytes (see [`memory_bound`](Self::memory_bound)).
     pub fn memory_used(&self) -> usize {
-        self.shared.shards.iter().map(|s| s.read().heap_bytes()).sum()
+        self.shared
+            .shards
+            .iter()
+            .map(|s| s.read().heap_bytes())
+            .sum()
     }
 
     pub(crate) fn is_adaptive(&self) -> bool {
@@ -296,93 +299,6 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
     fn max_cost(&self) -> u32 {
         let shard = self.shared.shards[0].read();
         shard.params.iter().map(Params::burst).min().unwrap_or(1)
-    }
-
-    /// Takes `cost` from `key` under every quota, or nothing: on refusal the wait in
-    /// nanoseconds. Inserts an unseen key.
-    #[inline]
-    pub(crate) fn try_acquire(&self, key: &K, cost: u32) -> Result<Grant, u64> {
-        self.try_acquire_with(key, cost, NoViews)
-    }
-
-    /// [`try_acquire`](Self::try_acquire), reporting each quota's state after the decision
-    /// to `view(quota index, state)`.
-    #[inline]
-    pub(crate) fn try_acquire_with(
-        &self,
-        key: &K,
-        cost: u32,
-        mut view: impl Views,
-    ) -> Result<Grant, u64> {
-        let hash = self.hash(key);
-        let now = self.now();
-        let shard = self.shard(hash).read();
-        if let Some(entry) = shard.get(hash, key) {
-            return decide(&shard, entry, now, cost, &mut view);
-        }
-        drop(shard);
-        let shard = self.insert(hash, key, now);
-        let shard = RwLockWriteGuard::downgrade(shard);
-        match shard.get(hash, key) {
-            Some(entry) => decide(&shard, entry, now, cost, &mut view),
-            None => Ok(Grant::NONE),
-        }
-    }
-
-    /// The wait before `key` would admit `cost` under every quota (0: now), taking nothing and
-    /// inserting nothing; reports each quota's state to `view`.
-    pub(crate) fn peek_with(&self, key: &K, cost: u32, mut view: impl FnMut(usize, SlotView)) -> u64 {
-        let hash = self.hash(key);
-        let now = self.now();
-        let shard = self.shard(hash).read();
-        let n = u64::from(cost);
-        match shard.get(hash, key) {
-            Some(Entry {
-                limiter: Some(limiter),
-                ..
-            }) => {
-                for (i, v) in limiter.shared.gcra.views(now).enumerate() {
-                    view(i, v);
-                }
-                limiter.shared.gcra.wait(now, n)
-            }
-            found => {
-                let mut wait = 0;
-                for (i, params) in shard.params.iter().enumerate() {
-                    let tat = found.and_then(|e| e.tat(i)).map_or(0, load);
-                    view(i, params.view(tat, now));
-                    wait = wait.max(params.wait(tat, now, n));
-                }
-                wait
-            }
-        }
-    }
-
-    /// Gives back what `grant` took from `key`, if nothing was admitted on top of it since (a
-    /// request admitted here but refused by another limit).
-    pub(crate) fn undo(&self, key: &K, grant: &Grant) {
-        let hash = self.hash(key);
-        let shard = self.shard(hash).read();
-        let Some(entry) = shard.get(hash, key) else {
-            return;
-        };
-        match &entry.limiter {
-            Some(limiter) => limiter.shared.undo(grant),
-            None => {
-                for (tat, commit) in entry.tats().zip(grant.commits()) {
-                    gcra::undo(tat, *commit);
-                }
-            }
-        }
-    }
-
-    /// Forgets the idle keys among a slice of one shard (`index` modulo the shard count),
-    /// without waiting for its lock: bounded work for the request path.
-    pub(crate) fn forget_idle_in(&self, index: usize, budget: usize) {
-        let shards = &self.shared.shards;
-        if let Some(mut shard) = shards[index % shards.len()].try_write() {
-            shard.sweep(self.now(), budget);
-        }
     }
 
     fn hash(&self, key: &K) -> u64 {
@@ -419,177 +335,5 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
     }
 }
 
-/// Where a decision reports each quota's state: nowhere ([`NoViews`], the state is then not
-/// even computed), or a closure `FnMut(quota index, state)`.
-pub(crate) trait Views {
-    /// Whether the state is wanted at all.
-    const WANTED: bool;
-
-    fn view(&mut self, quota: usize, state: SlotView);
-}
-
-/// No state wanted.
-pub(crate) struct NoViews;
-
-impl Views for NoViews {
-    const WANTED: bool = false;
-
-    #[inline]
-    fn view(&mut self, _quota: usize, _state: SlotView) {}
-}
-
-impl<F: FnMut(usize, SlotView)> Views for F {
-    const WANTED: bool = true;
-
-    #[inline]
-    fn view(&mut self, quota: usize, state: SlotView) {
-        self(quota, state);
-    }
-}
-
-/// Decides on `entry` at `now` under the shard's quotas (the shard is locked by the caller).
-#[inline]
-fn decide<K, C: LimiterClock, V: Views>(
-    shard: &RwLockReadGuard<'_, Shard<K, C>>,
-    entry: &Entry<K, C>,
-    now: u64,
-    cost: u32,
-    view: &mut V,
-) -> Result<Grant, u64> {
-    entry.touch();
-    if let Some(limiter) = &entry.limiter {
-        let outcome = limiter.shared.try_acquire_at(now, cost);
-        if V::WANTED {
-            for (i, v) in limiter.shared.gcra.views(now).enumerate() {
-                view.view(i, v);
-            }
-        }
-        return outcome;
-    }
-    let params = &shard.params;
-    let n = u64::from(cost);
-    let outcome = if params.len() == 1 {
-        let p = params[0];
-        gcra::commit(&entry.first, now, n, || p).map(Grant::one)
-    } else {
-        let tat = |i: usize| entry.tat(i).unwrap_or(&entry.first);
-        gcra::commit_all(params.len(), tat, |i| params[i], now, n)
-    };
-    if V::WANTED {
-        for (i, (tat, p)) in entry.tats().zip(params.iter()).enumerate() {
-            view.view(i, p.view(load(tat), now));
-        }
-    }
-    outcome
-}
-
-#[cfg(test)]
-impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
-    /// Inserts `key` and reports how many keys the insertion looked at to make room.
-    pub(crate) fn insert_counting(&self, key: &K) -> usize {
-        let hash = self.hash(key);
-        let now = self.now();
-        let mut shard = self.shard(hash).write();
-        let looked = if shard.get(hash, key).is_none() && shard.len() >= self.shared.shard_capacity {
-            shard.evict(now)
-        } else {
-            0
-        };
-        shard.get_or_insert(hash, key.clone(), now, |k| self.hash(k));
-        looked
-    }
-}
-
 #[cfg(all(test, not(tollway_loom)))]
-mod tests {
-    use tollway_core::FakeClock;
-
-    use super::*;
-
-    fn hourly(max_keys: usize) -> KeyedRateLimiter<u64, FakeClock> {
-        RateLimiter::builder(Quota::per_hour(1).burst(1))
-            .clock(FakeClock::new())
-            .build_keyed(NonZeroUsize::new(max_keys).unwrap())
-    }
-
-    /// Finding: once the map was full and no key idle (an hourly quota), every new key scanned
-    /// the whole shard, twice, under the write lock. It now looks at a small sample.
-    #[test]
-    fn a_new_key_in_a_full_map_looks_at_a_bounded_sample() {
-        let limiters = hourly(4_096);
-        for key in 0..3 * limiters.key_bound() as u64 {
-            assert!(limiters.check(&key).is_ok());
-        }
-        assert!(limiters.len() > limiters.key_bound() * 9 / 10, "{}", limiters.len());
-        let mut most = 0;
-        for key in 1_000_000..1_020_000u64 {
-            most = most.max(limiters.insert_counting(&key));
-        }
-        assert!(most <= shard::MAX_HAND_STEPS, "looked at {most} keys for one new key");
-        assert!(limiters.len() <= limiters.key_bound());
-        assert!(limiters.memory_used() <= limiters.memory_bound());
-    }
-
-    /// Idle keys go first, then keys unused since the hand passed: a flood of one-off keys
-    /// never pushes out a key in use, however much it owes.
-    #[test]
-    fn keys_in_use_survive_a_flood_of_one_off_keys() {
-        let clock = FakeClock::new();
-        let limiters = RateLimiter::builder(Quota::per_hour(1).burst(1))
-            .clock(clock.clone())
-            .build_keyed::<u64>(NonZeroUsize::new(64).unwrap());
-        limiters.check(&0).unwrap();
-        for key in 100..10_000 {
-            limiters.check(&key).unwrap();
-            assert!(limiters.len() <= 64);
-            // The client behind key 0 keeps trying: refused, and remembered.
-            if key % 8 == 0 {
-                assert!(limiters.check(&0).is_err(), "key 0 forgotten at {key}");
-            }
-        }
-    }
-
-    #[test]
-    fn idle_keys_are_forgotten_before_used_ones() {
-        let clock = FakeClock::new();
-        let limiters = RateLimiter::builder(Quota::per_second(1).burst(1))
-            .clock(clock.clone())
-            .build_keyed::<u64>(NonZeroUsize::new(64).unwrap());
-        for key in 0..64 {
-            limiters.check(&key).unwrap();
-        }
-        clock.advance(Duration::from_secs(5));
-        // Key 0 owes again; the 63 others are idle: 63 new keys replace exactly those.
-        limiters.check(&0).unwrap();
-        for key in 100..163 {
-            limiters.check(&key).unwrap();
-        }
-        assert!(limiters.check(&0).is_err(), "the key that owes was kept");
-    }
-
-    /// Tiny bounds work too (a shard smaller than the vector's first growth step panicked).
-    #[test]
-    fn tiny_key_bounds_hold() {
-        for max_keys in 1..=9 {
-            let limiters = hourly(max_keys);
-            for key in 0..20 {
-                assert!(limiters.check(&key).is_ok());
-            }
-            assert_eq!(limiters.len(), limiters.key_bound().min(20));
-        }
-    }
-
-    /// Multi-quota keys are bare TATs too: no full limiter per key.
-    #[test]
-    fn keys_with_several_quotas_stay_bare() {
-        let limiters = RateLimiter::builder(Quota::per_second(10).burst(2))
-            .quota(Quota::per_minute(3).burst(3))
-            .clock(FakeClock::new())
-            .build_keyed::<u64>(NonZeroUsize::new(64).unwrap());
-        for key in 0..10 {
-            limiters.check(&key).unwrap();
-        }
-        let shard = limiters.shared.shards[0].read();
-        assert!(shard.entries().all(|e| e.limiter.is_none()));
-    }
-}
+mod tests;

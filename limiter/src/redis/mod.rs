@@ -65,8 +65,8 @@ use redis::aio::ConnectionManager;
 pub(crate) use store::Store;
 pub(crate) use wait::{Outcome, Remote, RemoteWait};
 
-use crate::clock::LimiterClock;
 use crate::builder::RateLimiterBuilder;
+use crate::clock::LimiterClock;
 use crate::limiter::RateLimiter;
 use crate::quota::Quota;
 

@@ -91,7 +91,7 @@ impl InFlight {
     pub(crate) fn try_acquire(self: &Arc<Self>, key: Key, max: u32) -> Option<InFlightGuard> {
         let shard = self.shard(&key);
         let mut map = self.shards[shard].lock();
-        let count = map.entry(key.clone()).or_insert(0);
+        let count = map.entry(key).or_insert(0);
         if *count >= max {
             if *count == 0 {
                 map.remove(&key);
@@ -146,9 +146,9 @@ mod tests {
     fn counts_per_key_and_forgets_idle_keys() {
         let in_flight = Arc::new(InFlight::default());
         let a = Key::from("a");
-        let first = in_flight.try_acquire(a.clone(), 2).unwrap();
-        let second = in_flight.try_acquire(a.clone(), 2).unwrap();
-        assert!(in_flight.try_acquire(a.clone(), 2).is_none());
+        let first = in_flight.try_acquire(a, 2).unwrap();
+        let second = in_flight.try_acquire(a, 2).unwrap();
+        assert!(in_flight.try_acquire(a, 2).is_none());
         let other = in_flight.try_acquire(Key::from("b"), 2).unwrap();
         assert_eq!(in_flight.keys(), 2);
         drop(first);

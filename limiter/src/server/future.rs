@@ -4,8 +4,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
 use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use axum::body::{Body, Bytes, HttpBody};
 use http::Response;

@@ -207,7 +207,10 @@ mod tests {
         assert_eq!(key.extract(&RequestHead::from(&p)), Some(Key::Global));
         let by_path = |p: &RequestHead<'_>| Some(Key::from(p.uri.path()));
         let p = head_with(&[]);
-        assert_eq!(by_path.extract(&RequestHead::from(&p)), Some(Key::from("/")));
+        assert_eq!(
+            by_path.extract(&RequestHead::from(&p)),
+            Some(Key::from("/"))
+        );
     }
 
     /// Finding: keys were stored as the whole header value, so 4 KB keys took the example

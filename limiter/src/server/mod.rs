@@ -105,7 +105,7 @@ pub use key::{Global, HeaderKey, Key, KeyExtractor, Or, RequestHead, TextDigest}
 pub use layer::ServerLimiterLayer;
 pub use limits::Limit;
 pub use peer::{Cidr, InvalidCidr, PeerIp, ProxyHeader};
-pub use shared::ShadowReport;
 pub use priority::PriorityAdmission;
 pub use rejection::{QUOTA_EXCEEDED_TYPE, Rejection, RejectionInfo, RejectionKind};
 pub use service::ServerLimiter;
+pub use shared::ShadowReport;
