@@ -197,7 +197,7 @@ fn flood(c: &mut Criterion) {
         });
     });
     let layer = flood_layer(FULL_AT);
-    let mut service = layer.clone().layer(inner());
+    let mut service = layer.layer(inner());
     let mut next = 0;
     time_new_keys(&mut service, &mut next, 3 * FULL_AT as u64);
     assert!(layer.tracked_keys() > FULL_AT * 9 / 10, "the map is full");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{HeaderName, Request, Response, StatusCode};
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 use tollway_core::FakeClock;
@@ -564,4 +565,47 @@ async fn an_inner_services_rate_limit_headers_keep_their_members() {
     // The legacy set is the tighter one: ours has 9 left of 10.
     assert_eq!(response.headers()["x-ratelimit-remaining"], "9");
     assert_eq!(response.headers()["x-ratelimit-limit"], "10");
+}
+
+fn keyed_request(key: &str) -> Request<Body> {
+    request("192.0.2.1:1", &[("x-key", key)])
+}
+
+/// Finding 1, through the layer: the limits were taken in turn and "refunded" by subtracting
+/// an interval, which erased a permit another request took while a slow key extractor ran. A
+/// (key "spent") passes the 1/s burst-1 global limit at 1 s; its extractor takes 1.5 s, during
+/// which B (key "fresh") is admitted at 2.5 s; A is refused by its key; C at 2.5 s must be
+/// refused too: the global slot is B's.
+#[tokio::test]
+async fn a_slow_key_extractor_cannot_open_a_second_slot_on_another_limit() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let clock = FakeClock::new();
+    let cell: Arc<OnceLock<ServerLimiterLayer<FakeClock>>> = Arc::new(OnceLock::new());
+    let armed = Arc::new(AtomicBool::new(false));
+    let (layer_cell, armed_here, slow_clock) = (Arc::clone(&cell), Arc::clone(&armed), clock.clone());
+    let slow = move |head: &RequestHead<'_>| {
+        let key = head.headers.get("x-key")?.to_str().ok()?.to_owned();
+        if key == "spent" && armed_here.swap(false, Relaxed) {
+            slow_clock.advance(Duration::from_millis(1_500));
+            let mut other = layer_cell.get()?.clone().layer(ok_service());
+            let b = other.call(keyed_request("fresh")).now_or_never()?.ok()?;
+            assert_eq!(b.status(), 200, "B is admitted");
+        }
+        Some(Key::from(key))
+    };
+    let layer = builder(&clock)
+        .limit(Limit::new("global", Global, Quota::per_second(1).burst(1)))
+        .limit(Limit::new("key", slow, Quota::per_hour(1).burst(1)))
+        .headers(HeaderOptions::none())
+        .build()
+        .unwrap();
+    let layer = cell.get_or_init(|| layer).clone();
+    let mut service = layer.layer(ok_service());
+    assert_eq!(send(&mut service, keyed_request("spent")).await.status(), 200);
+    clock.advance(Duration::from_secs(1));
+    armed.store(true, Relaxed);
+    assert_eq!(send(&mut service, keyed_request("spent")).await.status(), 429);
+    let c = send(&mut service, keyed_request("other")).await;
+    assert_eq!(c.status(), 429, "two requests admitted at once on a burst of 1");
 }
