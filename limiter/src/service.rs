@@ -23,7 +23,7 @@ use crate::queue::Acquire;
 ///   as close to the send as possible), queueing fairly on tokio's timer. The permit it takes is
 ///   spent by the next `call`; a service dropped while holding one gives it back (exactly: only
 ///   if nothing was admitted on top of it since, so it never hands out another caller's
-///   permit).
+///   permit; limiters of more than two quotas keep no record and do not give it back).
 /// - If the wait would pass the limiter's `max_wait` (or this service's own
 ///   [`max_wait`](Self::max_wait)) or `max_queue`, `poll_ready` still returns ready and the
 ///   next `call` fails at once with [`RateLimited`] (the service itself stays usable, as with

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use http::{HeaderName, Request, Response, StatusCode};
 use futures_util::FutureExt;
+use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 use tollway_core::FakeClock;
@@ -583,7 +583,8 @@ async fn a_slow_key_extractor_cannot_open_a_second_slot_on_another_limit() {
     let clock = FakeClock::new();
     let cell: Arc<OnceLock<ServerLimiterLayer<FakeClock>>> = Arc::new(OnceLock::new());
     let armed = Arc::new(AtomicBool::new(false));
-    let (layer_cell, armed_here, slow_clock) = (Arc::clone(&cell), Arc::clone(&armed), clock.clone());
+    let (layer_cell, armed_here, slow_clock) =
+        (Arc::clone(&cell), Arc::clone(&armed), clock.clone());
     let slow = move |head: &RequestHead<'_>| {
         let key = head.headers.get("x-key")?.to_str().ok()?.to_owned();
         if key == "spent" && armed_here.swap(false, Relaxed) {
@@ -602,10 +603,54 @@ async fn a_slow_key_extractor_cannot_open_a_second_slot_on_another_limit() {
         .unwrap();
     let layer = cell.get_or_init(|| layer).clone();
     let mut service = layer.layer(ok_service());
-    assert_eq!(send(&mut service, keyed_request("spent")).await.status(), 200);
+    assert_eq!(
+        send(&mut service, keyed_request("spent")).await.status(),
+        200
+    );
     clock.advance(Duration::from_secs(1));
     armed.store(true, Relaxed);
-    assert_eq!(send(&mut service, keyed_request("spent")).await.status(), 429);
+    assert_eq!(
+        send(&mut service, keyed_request("spent")).await.status(),
+        429
+    );
     let c = send(&mut service, keyed_request("other")).await;
-    assert_eq!(c.status(), 429, "two requests admitted at once on a burst of 1");
+    assert_eq!(
+        c.status(),
+        429,
+        "two requests admitted at once on a burst of 1"
+    );
+}
+
+/// A client refused by its own limit takes nothing from the others: a flood of requests with
+/// a spent key cannot spend the global limit that everybody shares.
+#[tokio::test]
+async fn a_refused_flood_does_not_spend_the_shared_limit() {
+    let clock = FakeClock::new();
+    let by_header =
+        |head: &RequestHead<'_>| Some(Key::from(head.headers.get("x-key")?.to_str().ok()?));
+    let layer = builder(&clock)
+        .limit(Limit::new("global", Global, Quota::per_hour(5).burst(5)))
+        .limit(Limit::new("key", by_header, Quota::per_hour(1).burst(1)))
+        .headers(HeaderOptions::none())
+        .build()
+        .unwrap();
+    let mut service = layer.layer(ok_service());
+    assert_eq!(
+        send(&mut service, keyed_request("flooder")).await.status(),
+        200
+    );
+    for _ in 0..1_000 {
+        assert_eq!(
+            send(&mut service, keyed_request("flooder")).await.status(),
+            429
+        );
+    }
+    for client in ["a", "b", "c", "d"] {
+        let response = send(&mut service, keyed_request(client)).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "{client}: the shared limit was spent by refusals"
+        );
+    }
 }

@@ -61,12 +61,16 @@ impl Slot {
     }
 
     /// The TAT and the parameters it was written under.
+    /// For reports and the advice that comes before a commit (the commit itself is exact).
     fn snapshot(&self) -> (u64, Params) {
+        let mut tries = 0;
         loop {
             let tat = load(&self.tat);
             let params = self.params();
-            // A change in between moved the TAT: read both again.
-            if self.tat.load(Acquire) == tat {
+            // The TAT moved in between: a quota change may have too, read both again (a few
+            // times: busy commits move it as well, and they do not change the parameters).
+            tries += 1;
+            if self.tat.load(Acquire) == tat || tries == 4 {
                 return (tat, params);
             }
         }

@@ -73,6 +73,8 @@ struct Entry<C: LimiterClock> {
     key: Arc<dyn KeyExtractor>,
     keyed: KeyedRateLimiter<Key, C>,
     first_policy: usize,
+    /// How many policies (quotas) the limit has.
+    policies: usize,
 }
 
 /// Every limit of a layer, checked all-or-nothing.
@@ -158,6 +160,7 @@ impl<C: LimiterClock + Default> Limits<C> {
                 key: limit.key,
                 keyed: builder.build_keyed(max_keys),
                 first_policy,
+                policies: limit.quotas.len(),
             });
         }
         Ok(Self {
@@ -239,7 +242,7 @@ impl<C: LimiterClock> Limits<C> {
             entry.keyed.try_acquire(&key, 1)
         };
         let wait = outcome.err()?;
-        if !want_state {
+        if !want_state && entry.policies > 1 {
             // Which policy refused: ask again, taking nothing (refusals only).
             entry
                 .keyed
