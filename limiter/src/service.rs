@@ -60,7 +60,8 @@ struct Gate<C: LimiterClock> {
 
 enum State<C: LimiterClock> {
     Idle,
-    Waiting(Acquire<C>),
+    /// Boxed: the waiting state is large and rare, and every other transition moves the state.
+    Waiting(Box<Acquire<C>>),
     Permit(Grant),
     /// A refusal (`RateLimited`), or in fleet mode the store's error.
     Rejected(BoxError),
@@ -167,11 +168,11 @@ where
                     }
                     Err(_) => {
                         let acquire = gate.limiter.acquire().within(gate.max_wait);
-                        gate.state = State::Waiting(acquire);
+                        gate.state = State::Waiting(Box::new(acquire));
                     }
                 },
                 State::Waiting(acquire) => {
-                    gate.state = match ready!(Pin::new(&mut *acquire).poll(cx)) {
+                    gate.state = match ready!(Pin::new(&mut **acquire).poll(cx)) {
                         Ok(()) => State::Permit(acquire.grant()),
                         Err(refused) => State::Rejected(
                             acquire.take_failure().unwrap_or_else(|| Box::new(refused)),
