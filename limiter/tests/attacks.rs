@@ -225,3 +225,32 @@ fn two_threads_never_admit_more_than_the_tightest_quota() {
         assert_eq!(admitted.load(Relaxed), 25, "round {round}");
     }
 }
+
+/// Absurd numbers never panic: an endless pause, a quota change under it, a `Retry-After`
+/// of twenty digits, the largest costs and bursts.
+#[test]
+fn absurd_durations_and_costs_never_panic() {
+    let clock = FakeClock::new();
+    let limiter = RateLimiter::builder(Quota::per_second(u32::MAX).burst(u32::MAX))
+        .quota(Quota::per(1, Duration::from_secs(86_400 * 365 * 100)).burst(1))
+        .adaptive(Adaptive::new().aimd(Aimd::new()))
+        .clock(clock.clone())
+        .build();
+    let cost = std::num::NonZeroU32::MIN;
+    assert!(limiter.check_n(cost).unwrap().is_ok());
+    limiter.pause(Duration::MAX);
+    limiter.set_quota(0, Quota::per_second(1).burst(1)).unwrap();
+    let refused = limiter.check().unwrap_err();
+    assert!(refused.retry_after() > Duration::from_secs(86_400 * 365));
+    assert!(limiter.paused_for().is_some());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "retry-after",
+        HeaderValue::from_static("99999999999999999999"),
+    );
+    limiter.observe_response(StatusCode::TOO_MANY_REQUESTS, &headers);
+    limiter.refund(u32::MAX);
+    clock.advance(Duration::from_secs(1));
+    assert!(limiter.check().is_err(), "the endless pause holds");
+    assert_eq!(limiter.available(), 0);
+}
