@@ -114,7 +114,7 @@ async fn refusal_rounds_retry_after_up_and_allowed_responses_carry_headers() {
 #[tokio::test]
 async fn quotas_of_one_key_are_all_or_nothing() {
     let clock = FakeClock::new();
-    // Seed 004 shaped: a per-second burst limit and an hourly quota on the same key.
+    // A per-second burst limit and an hourly quota on the same key.
     let burst = Quota::per_second(2).burst(2);
     let hourly = Quota::per_hour(3).burst(3);
     let layer = builder(&clock)
@@ -159,9 +159,9 @@ async fn quotas_of_one_key_are_all_or_nothing() {
 }
 
 #[tokio::test]
-async fn limits_on_different_keys_are_all_or_nothing_and_seed_004_body_fits() {
+async fn limits_on_different_keys_are_all_or_nothing_and_a_fixed_json_body_fits() {
     let clock = FakeClock::new();
-    let seed_004 = r#"{"status":"error","message":"Rate limit exceeded. Please try again later.","data":null}"#;
+    let fixed_body = r#"{"status":"error","message":"Rate limit exceeded. Please try again later.","data":null}"#;
     let layer = builder(&clock)
         .limit(Limit::new(
             "ip",
@@ -172,7 +172,7 @@ async fn limits_on_different_keys_are_all_or_nothing_and_seed_004_body_fits() {
         .rejection(Rejection::fixed(
             StatusCode::TOO_MANY_REQUESTS,
             "application/json",
-            seed_004,
+            fixed_body,
         ))
         .build()
         .unwrap();
@@ -189,7 +189,7 @@ async fn limits_on_different_keys_are_all_or_nothing_and_seed_004_body_fits() {
         let refused = send(&mut service, request("9.9.9.9:1", &with_key)).await;
         assert_eq!(refused.status(), 429);
         assert_eq!(refused.headers()["content-type"], "application/json");
-        assert_eq!(body(refused).await, seed_004);
+        assert_eq!(body(refused).await, fixed_body);
     }
     // A request without a key is only limited per IP: 9 of the 10 are left.
     let anonymous = send(&mut service, request("9.9.9.9:1", &[])).await;
