@@ -23,14 +23,14 @@ const KEYS: u64 = 10_000;
 fn always_allow() -> (Quota, governor::Quota) {
     let max = NonZeroU32::MAX;
     (
-        Quota::per_second(max).with_burst(max),
+        Quota::per_second(max.get()).burst(max.get()),
         governor::Quota::per_second(max),
     )
 }
 
 fn always_deny() -> (Quota, governor::Quota) {
     let one = NonZeroU32::MIN;
-    (Quota::per_hour(one), governor::Quota::per_hour(one))
+    (Quota::per_hour(1).burst(1), governor::Quota::per_hour(one))
 }
 
 fn acquire(c: &mut Criterion) {

@@ -6,13 +6,19 @@
 //! `limiter_server` (no rate-limit headers, tower-governor's default) and
 //! `limiter_server_headers` (legacy `x-ratelimit-*` headers on allowed responses, as
 //! tower-governor's `use_headers` writes them), each with `tollway` and `tower_governor`, plus
-//! `limiter_server_headers/tollway_ietf_and_legacy` (every header tollway writes). Both limiters always admit (a huge burst), so only the admission path is
-//! timed; building the request happens outside the timed section.
+//! `limiter_server_headers/tollway_ietf_and_legacy` (every header tollway writes). Both
+//! limiters always admit (a huge burst), so only the admission path is timed; building the
+//! request happens outside the timed section.
+//!
+//! `limiter_server/flood_filling` and `limiter_server/flood_full`: a flood of distinct client
+//! addresses (one IPv6 /64 each) against an hourly quota, so no key is ever idle: the cost of
+//! a new key while the key map fills, and once it is full (each new key then evicts one).
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -78,7 +84,7 @@ fn bench_service<S>(
 }
 
 fn tollway_layer(headers: HeaderOptions) -> ServerLimiterLayer {
-    let quota = Quota::per_second(NonZeroU32::new(100).unwrap()).with_burst(NonZeroU32::MAX);
+    let quota = Quota::per_second(100).burst(u32::MAX);
     ServerLimiterLayer::builder()
         .limit(Limit::new("per-ip", PeerIp::new(), quota))
         .max_keys(NonZeroUsize::new(2 * KEYS as usize).unwrap())
@@ -133,5 +139,73 @@ fn admission_with_headers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, admission, admission_with_headers);
+/// A client from its own IPv6 /64.
+fn flood_request(i: u64) -> Request<Body> {
+    let ip = IpAddr::V6(Ipv6Addr::from_bits(
+        0x2001_0db8_u128 << 96 | u128::from(i) << 64,
+    ));
+    let mut request = Request::get("/hello").body(Body::empty()).unwrap();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip, 40_000)));
+    request
+}
+
+fn flood_layer(max_keys: usize) -> ServerLimiterLayer {
+    ServerLimiterLayer::builder()
+        .limit(Limit::new(
+            "per-ip",
+            PeerIp::new(),
+            Quota::per_hour(1).burst(1),
+        ))
+        .max_keys(NonZeroUsize::new(max_keys).unwrap())
+        .headers(HeaderOptions::none())
+        .build()
+        .unwrap()
+}
+
+/// Sends `iters` requests from new addresses starting at `*next`, timing only the calls
+/// (requests are built 1,024 at a time outside the timed part).
+fn time_new_keys<S>(service: &mut S, next: &mut u64, iters: u64) -> Duration
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(1_024);
+        let requests: Vec<_> = (*next..*next + n).map(flood_request).collect();
+        *next += n;
+        left -= n;
+        let start = Instant::now();
+        for request in requests {
+            black_box(service.call(request).now_or_never());
+        }
+        total += start.elapsed();
+    }
+    total
+}
+
+fn flood(c: &mut Criterion) {
+    const FULL_AT: usize = 100_000;
+    let mut group = c.benchmark_group("limiter_server");
+    group.bench_function("flood_filling", |b| {
+        b.iter_custom(|iters| {
+            // A fresh map each sample, large enough never to fill during it.
+            let mut service = flood_layer(iters as usize + 1).layer(inner());
+            time_new_keys(&mut service, &mut 0, iters)
+        });
+    });
+    let layer = flood_layer(FULL_AT);
+    let mut service = layer.layer(inner());
+    let mut next = 0;
+    time_new_keys(&mut service, &mut next, 3 * FULL_AT as u64);
+    assert!(layer.tracked_keys() > FULL_AT * 9 / 10, "the map is full");
+    group.bench_function("flood_full", |b| {
+        b.iter_custom(|iters| time_new_keys(&mut service, &mut next, iters));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, admission, admission_with_headers, flood);
 criterion_main!(benches);

@@ -36,7 +36,7 @@ fn redis_limiter(c: &mut Criterion) {
     };
     // Never refuses: every acquire is exactly one script run.
     let max = NonZeroU32::MAX;
-    let limiter = RateLimiter::builder(Quota::per_second(max).with_burst(max))
+    let limiter = RateLimiter::builder(Quota::per_second(max.get()).burst(max.get()))
         .redis(connection.clone(), format!("bench-{}", std::process::id()));
 
     let mut group = c.benchmark_group("redis_limiter");
@@ -52,7 +52,7 @@ fn redis_limiter(c: &mut Criterion) {
         });
     });
     // Eight permits per round trip: the cost of a permit spent from a local lease.
-    let leased = RateLimiter::builder(Quota::per_second(max).with_burst(max))
+    let leased = RateLimiter::builder(Quota::per_second(max.get()).burst(max.get()))
         .lease(NonZeroU32::new(8).unwrap(), Duration::from_millis(100))
         .redis(
             connection.clone(),

@@ -45,8 +45,7 @@ const IN_TIME: &str = " in_time=";
 /// the server a little after one admitted later), which a fleet must leave. Half the workers
 /// lease up to 4 requests per round trip, due within 200 ms.
 fn limiter(connection: ConnectionManager, prefix: &str, leased: bool) -> RateLimiter {
-    let quota = Quota::per(Duration::from_millis(1_040), NonZeroU32::new(RATE).unwrap())
-        .expect("a valid period");
+    let quota = Quota::per(RATE, Duration::from_millis(1_040)).burst(1);
     let builder = RateLimiter::builder(quota);
     let builder = if leased {
         builder.lease(NonZeroU32::new(4).unwrap(), Duration::from_millis(200))

@@ -2,7 +2,6 @@
 //! simulator's exact rate gets no 429, and one configured at three times the rate, with
 //! adaptation, converges after a few. Each test takes about three seconds of real time.
 
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -11,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tollway_core::BoxError;
 use tollway_examples::upstream::{DEFAULT_KEY, Stats, Upstream};
-use tollway_limiter::{Adaptive, Aimd, LimiterLayer, Quota, RateLimiter};
+use tollway_limiter::{Adaptive, AdaptiveLimiterLayer, Aimd, Quota, RateLimiter};
 use tower::{Layer, Service, ServiceExt};
 
 const RATE: u32 = 20;
@@ -26,7 +25,7 @@ async fn crawl(limiter: RateLimiter, run: Duration) -> Result<Stats, BoxError> {
         .spawn()
         .await?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut service = LimiterLayer::from_limiter(limiter).layer(client);
+    let mut service = AdaptiveLimiterLayer::new(limiter).layer(client);
     let url = format!("{}/v2/user/followers?user_id={USER}", sim.url());
     let start = Instant::now();
     while start.elapsed() < run {
@@ -43,7 +42,7 @@ async fn crawl(limiter: RateLimiter, run: Duration) -> Result<Stats, BoxError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_exact_rate_no_request_is_refused() -> Result<(), BoxError> {
-    let limiter = RateLimiter::new(Quota::per_second(NonZeroU32::new(RATE).unwrap()));
+    let limiter = RateLimiter::new(Quota::per_second(RATE).burst(1));
     let stats = crawl(limiter, Duration::from_millis(2_500)).await?;
     assert_eq!(stats.status(429), 0, "{stats:?}");
     // 2.5 s at 20/s, first request at once: 50 or 51, less a little for timer ticks.
@@ -55,7 +54,7 @@ async fn at_the_exact_rate_no_request_is_refused() -> Result<(), BoxError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_three_times_the_rate_it_converges_after_a_few_429s() -> Result<(), BoxError> {
-    let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(3 * RATE).unwrap()))
+    let limiter = RateLimiter::builder(Quota::per_second(3 * RATE).burst(1))
         .adaptive(Adaptive::new().aimd(Aimd::new()))
         .build();
     let stats = crawl(limiter, Duration::from_secs(3)).await?;

@@ -3,7 +3,13 @@
 
 use std::time::Duration;
 
-use tollway_core::Classifier;
+use http::{HeaderMap, StatusCode};
+use tollway_core::headers::{HintSource, RateLimitHint};
+use tollway_core::{Classifier, Classify, OutcomeKind};
+
+use crate::clock::{LimiterClock, duration_nanos};
+use crate::limiter::RateLimiter;
+use crate::quota::Quota;
 
 /// How a limiter adapts to what the upstream answers.
 ///
@@ -155,6 +161,139 @@ impl Aimd {
             per_success /= 8.0;
         }
         (current + per_success).min(configured)
+    }
+}
+
+/// Adaptation: what a response tells the limiter.
+impl<C: LimiterClock> RateLimiter<C> {
+    /// Feeds a response to the limiter's [`Adaptive`] settings (the
+    /// [`AdaptiveLimiter`](crate::AdaptiveLimiter) service does this for every response). Does
+    /// nothing if the limiter was built without them.
+    pub fn observe_response(&self, status: StatusCode, headers: &HeaderMap) {
+        let Some(adaptive) = &self.shared.adaptive else {
+            return;
+        };
+        let outcome = adaptive.classifier.classify_response(status, headers);
+        let wall = || self.shared.clock.system_now();
+        match outcome.kind() {
+            OutcomeKind::RateLimited => {
+                let pause = outcome
+                    .retry_delay(wall())
+                    .unwrap_or(adaptive.default_pause)
+                    .min(adaptive.max_pause);
+                self.pause(pause);
+                self.aimd_decrease(pause);
+            }
+            OutcomeKind::Success => {
+                if let Some(hint) = RateLimitHint::from_headers(headers)
+                    .filter(|h| h.source() != HintSource::RetryAfter)
+                {
+                    self.pause(hint.delay_from(wall()).min(adaptive.max_pause));
+                }
+                self.aimd_increase();
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                if let Some(delay) = outcome.retry_delay(wall()) {
+                    self.pause(delay.min(adaptive.max_pause));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn aimd_decrease(&self, pause: Duration) {
+        let shared = &*self.shared;
+        let Some(aimd) = shared.adaptive.as_ref().and_then(|a| a.aimd) else {
+            return;
+        };
+        let mut rates = shared.rates.lock();
+        if let Some(quota) = rates.aimd.decrease(&aimd, shared.now(), pause) {
+            shared.apply_quota(&mut rates, 0, quota);
+            tracing::debug!(rate = rates.aimd.current(), "rate limiter backing off");
+        }
+    }
+
+    fn aimd_increase(&self) {
+        let shared = &*self.shared;
+        let Some(aimd) = shared.adaptive.as_ref().and_then(|a| a.aimd) else {
+            return;
+        };
+        let mut rates = shared.rates.lock();
+        if let Some(quota) = rates.aimd.increase(&aimd) {
+            shared.apply_quota(&mut rates, 0, quota);
+        }
+    }
+}
+
+/// AIMD's running state for one limiter: the first quota as configured (the ceiling), and the
+/// rate it runs at now.
+#[derive(Debug)]
+pub(crate) struct AimdState {
+    configured: Quota,
+    current_per_second: f64,
+    /// Rate limits seen before this time belong to the last decrease.
+    decrease_guard_until: u64,
+    /// The rate that drew the last rate limit (the increase probes gently near it).
+    limited_at: f64,
+}
+
+impl AimdState {
+    pub(crate) fn new(configured: Quota) -> Self {
+        Self {
+            configured,
+            current_per_second: configured.per_second_f64(),
+            decrease_guard_until: 0,
+            limited_at: f64::INFINITY,
+        }
+    }
+
+    /// The user set a new first quota: it is the new ceiling, and the rate starts there.
+    pub(crate) fn reconfigure(&mut self, quota: Quota) {
+        *self = Self::new(quota);
+    }
+
+    /// The rate now, in requests per second.
+    pub(crate) fn current(&self) -> f64 {
+        self.current_per_second
+    }
+
+    /// A rate limit at `now` that paused the limiter for `pause`: the first quota to run at
+    /// next, or `None` if this rate limit belongs to the last decrease.
+    pub(crate) fn decrease(&mut self, aimd: &Aimd, now: u64, pause: Duration) -> Option<Quota> {
+        if now < self.decrease_guard_until {
+            return None;
+        }
+        let configured = self.configured.per_second_f64();
+        self.limited_at = self.current_per_second;
+        let rate = aimd.decreased(self.current_per_second, configured);
+        self.current_per_second = rate;
+        let quota = self.at(rate);
+        self.decrease_guard_until = now
+            .saturating_add(duration_nanos(pause))
+            .saturating_add(quota.interval_nanos());
+        Some(quota)
+    }
+
+    /// A success: the first quota to run at next, or `None` if it runs at the ceiling.
+    pub(crate) fn increase(&mut self, aimd: &Aimd) -> Option<Quota> {
+        let configured = self.configured.per_second_f64();
+        if self.current_per_second >= configured {
+            return None;
+        }
+        let rate = aimd.increased(self.current_per_second, configured, self.limited_at);
+        self.current_per_second = rate;
+        Some(if rate >= configured {
+            self.configured
+        } else {
+            self.at(rate)
+        })
+    }
+
+    /// The configured quota's burst at `per_second`.
+    fn at(&self, per_second: f64) -> Quota {
+        let interval =
+            Duration::try_from_secs_f64(1.0 / per_second).map_or(u64::MAX, duration_nanos);
+        Quota::clamped(interval, self.configured.burst())
     }
 }
 

@@ -1,4 +1,4 @@
-//! [`ResponseFuture`]: the response, observed on its way back.
+//! [`ResponseFuture`] and [`AdaptiveResponseFuture`]: the response, or the limiter's refusal.
 
 use std::fmt;
 use std::future::Future;
@@ -12,21 +12,20 @@ use crate::clock::{LimiterClock, QuantaClock};
 use crate::limiter::RateLimiter;
 
 pin_project! {
-    /// The future a [`Limiter`](crate::Limiter) returns: the inner service's response, fed to
-    /// the limiter's adaptation on the way back, or the limiter's refusal.
-    pub struct ResponseFuture<F, C: LimiterClock = QuantaClock> {
+    /// The future a [`Limiter`](crate::Limiter) returns: the inner service's response, or the
+    /// limiter's refusal.
+    pub struct ResponseFuture<F> {
         #[pin]
-        kind: Kind<F, C>,
+        kind: Kind<F>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, C: LimiterClock> {
+    enum Kind<F> {
         Called {
             #[pin]
             future: F,
-            observer: Option<RateLimiter<C>>,
         },
         Rejected {
             error: Option<BoxError>,
@@ -34,10 +33,10 @@ pin_project! {
     }
 }
 
-impl<F, C: LimiterClock> ResponseFuture<F, C> {
-    pub(crate) fn called(future: F, observer: Option<RateLimiter<C>>) -> Self {
+impl<F> ResponseFuture<F> {
+    pub(crate) fn called(future: F) -> Self {
         Self {
-            kind: Kind::Called { future, observer },
+            kind: Kind::Called { future },
         }
     }
 
@@ -48,7 +47,7 @@ impl<F, C: LimiterClock> ResponseFuture<F, C> {
     }
 }
 
-impl<F, C: LimiterClock> fmt::Debug for ResponseFuture<F, C> {
+impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Called { .. } => "called",
@@ -60,7 +59,49 @@ impl<F, C: LimiterClock> fmt::Debug for ResponseFuture<F, C> {
     }
 }
 
-impl<F, B, E, C> Future for ResponseFuture<F, C>
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Rejected { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| Box::new(RateLimited::new(std::time::Duration::ZERO))))),
+        }
+    }
+}
+
+pin_project! {
+    /// The future an [`AdaptiveLimiter`](crate::AdaptiveLimiter) returns: the
+    /// [`ResponseFuture`], with the response fed to the limiter's adaptation on its way back.
+    pub struct AdaptiveResponseFuture<F, C: LimiterClock = QuantaClock> {
+        #[pin]
+        inner: ResponseFuture<F>,
+        observer: Option<RateLimiter<C>>,
+    }
+}
+
+impl<F, C: LimiterClock> AdaptiveResponseFuture<F, C> {
+    pub(crate) fn new(inner: ResponseFuture<F>, observer: Option<RateLimiter<C>>) -> Self {
+        Self { inner, observer }
+    }
+}
+
+impl<F, C: LimiterClock> fmt::Debug for AdaptiveResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveResponseFuture")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E, C> Future for AdaptiveResponseFuture<F, C>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
@@ -69,17 +110,11 @@ where
     type Output = Result<http::Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called { future, observer } => {
-                let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                if let Some(limiter) = observer.take() {
-                    limiter.observe_response(response.status(), response.headers());
-                }
-                Poll::Ready(Ok(response))
-            }
-            KindProj::Rejected { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| Box::new(RateLimited::new(std::time::Duration::ZERO))))),
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        if let Some(limiter) = this.observer.take() {
+            limiter.observe_response(response.status(), response.headers());
         }
+        Poll::Ready(Ok(response))
     }
 }

@@ -1,18 +1,22 @@
-//! [`LimiterLayer`].
+//! [`LimiterLayer`] and [`AdaptiveLimiterLayer`].
 
 use std::fmt;
+use std::time::Duration;
 
 use tower::Layer;
 
+use crate::adaptive_service::AdaptiveLimiter;
 use crate::clock::{LimiterClock, QuantaClock};
 use crate::limiter::RateLimiter;
 use crate::quota::Quota;
 use crate::service::Limiter;
 
-/// Wraps services in a [`Limiter`]. Every service it makes, and every clone of them, shares
-/// the one [`RateLimiter`]: cloning the layer does not create a second limiter.
+/// Wraps services in a [`Limiter`]: any `tower::Service`. Every service it makes, and every
+/// clone of them, shares the one [`RateLimiter`]: cloning the layer does not create a second
+/// limiter.
 pub struct LimiterLayer<C: LimiterClock = QuantaClock> {
     limiter: RateLimiter<C>,
+    max_wait: Option<Duration>,
 }
 
 impl LimiterLayer<QuantaClock> {
@@ -25,8 +29,28 @@ impl LimiterLayer<QuantaClock> {
 
 impl<C: LimiterClock> LimiterLayer<C> {
     /// A layer over `limiter` (the caller may keep a clone to read it or change its rate).
+    ///
+    /// The services it makes read no response: a limiter built with
+    /// [`adaptive`](crate::RateLimiterBuilder::adaptive) settings belongs in an
+    /// [`AdaptiveLimiterLayer`] (a warning is logged otherwise).
     pub fn from_limiter(limiter: RateLimiter<C>) -> Self {
-        Self { limiter }
+        if limiter.is_adaptive() {
+            tracing::warn!(
+                "an adaptive rate limiter in a LimiterLayer reads no response: \
+                 use AdaptiveLimiterLayer to follow the upstream's 429s"
+            );
+        }
+        Self {
+            limiter,
+            max_wait: None,
+        }
+    }
+
+    /// Each service waits at most `max_wait` for a permit; see [`Limiter::max_wait`].
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
     }
 
     /// The shared limiter.
@@ -39,6 +63,7 @@ impl<C: LimiterClock> Clone for LimiterLayer<C> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
+            max_wait: self.max_wait,
         }
     }
 }
@@ -47,6 +72,7 @@ impl<C: LimiterClock + fmt::Debug> fmt::Debug for LimiterLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LimiterLayer")
             .field("limiter", &self.limiter)
+            .field("max_wait", &self.max_wait)
             .finish()
     }
 }
@@ -55,6 +81,70 @@ impl<S, C: LimiterClock> Layer<S> for LimiterLayer<C> {
     type Service = Limiter<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Limiter::new(inner, self.limiter.clone())
+        let service = Limiter::new(inner, self.limiter.clone());
+        match self.max_wait {
+            Some(max_wait) => service.max_wait(max_wait),
+            None => service,
+        }
+    }
+}
+
+/// Wraps HTTP clients in an [`AdaptiveLimiter`]: a [`Limiter`] that also feeds every
+/// response to the limiter's [`Adaptive`](crate::Adaptive) settings. Clones share the one
+/// [`RateLimiter`].
+pub struct AdaptiveLimiterLayer<C: LimiterClock = QuantaClock> {
+    limiter: RateLimiter<C>,
+    max_wait: Option<Duration>,
+}
+
+impl<C: LimiterClock> AdaptiveLimiterLayer<C> {
+    /// A layer over `limiter`.
+    pub fn new(limiter: RateLimiter<C>) -> Self {
+        Self {
+            limiter,
+            max_wait: None,
+        }
+    }
+
+    /// Each service waits at most `max_wait` for a permit; see [`Limiter::max_wait`].
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// The shared limiter.
+    pub fn limiter(&self) -> &RateLimiter<C> {
+        &self.limiter
+    }
+}
+
+impl<C: LimiterClock> Clone for AdaptiveLimiterLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            limiter: self.limiter.clone(),
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+impl<C: LimiterClock + fmt::Debug> fmt::Debug for AdaptiveLimiterLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveLimiterLayer")
+            .field("limiter", &self.limiter)
+            .field("max_wait", &self.max_wait)
+            .finish()
+    }
+}
+
+impl<S, C: LimiterClock> Layer<S> for AdaptiveLimiterLayer<C> {
+    type Service = AdaptiveLimiter<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let service = AdaptiveLimiter::new(inner, self.limiter.clone());
+        match self.max_wait {
+            Some(max_wait) => service.max_wait(max_wait),
+            None => service,
+        }
     }
 }

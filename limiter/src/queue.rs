@@ -6,43 +6,56 @@
 //! waiter that is dropped has nothing to give back and cannot leave a hole or a debt behind
 //! (the AWS SDK's bucket went negative exactly that way, smithy-rs#4632); and since only one
 //! waiter is timed at once, no herd wakes together.
+//!
+//! The head registers its waker, checks that it is the head and tries the bucket under the
+//! queue's lock; everything that can let it go sooner (a refund, a quota change, a pause, the
+//! previous head leaving) wakes it under the same lock, so no wake-up is lost.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 #[cfg(feature = "redis")]
 use std::task::ready;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::time::Sleep;
 use tollway_core::RateLimited;
 
 use crate::clock::LimiterClock;
+use crate::gcra::Grant;
 use crate::limiter::RateLimiter;
 use crate::metrics;
+use crate::sync::Ordering::Relaxed;
+use crate::timer::Timer;
 
 #[derive(Debug)]
 struct Waiter {
     ticket: u64,
     cost: u32,
     waker: Option<Waker>,
+    /// `false` once it left: a tombstone until it reaches the front or the queue compacts.
+    live: bool,
 }
 
-/// Waiters in arrival order.
+/// Waiters in arrival order (tickets ascending, so a waiter is found by binary search).
 #[derive(Debug, Default)]
 pub(crate) struct WaitQueue {
     waiters: VecDeque<Waiter>,
     next_ticket: u64,
     queued_cost: u64,
+    live: usize,
 }
 
 impl WaitQueue {
     pub(crate) fn queued_cost(&self) -> u64 {
         self.queued_cost
+    }
+
+    /// Waiters still waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.live
     }
 
     /// Wakes the head so it recomputes its due time (quota changed, permits refunded).
@@ -56,21 +69,40 @@ impl WaitQueue {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.queued_cost += u64::from(cost);
+        self.live += 1;
         self.waiters.push_back(Waiter {
             ticket,
             cost,
             waker: None,
+            live: true,
         });
         ticket
     }
 
+    fn find(&self, ticket: u64) -> Option<usize> {
+        self.waiters
+            .binary_search_by_key(&ticket, |w| w.ticket)
+            .ok()
+            .filter(|&i| self.waiters[i].live)
+    }
+
     /// Removes `ticket`; wakes the new head if the head left.
     fn remove(&mut self, ticket: u64) {
-        let Some(index) = self.waiters.iter().position(|w| w.ticket == ticket) else {
+        let Some(index) = self.find(ticket) else {
             return;
         };
-        if let Some(waiter) = self.waiters.remove(index) {
-            self.queued_cost -= u64::from(waiter.cost);
+        let waiter = &mut self.waiters[index];
+        waiter.live = false;
+        waiter.waker = None;
+        self.queued_cost -= u64::from(waiter.cost);
+        self.live -= 1;
+        // The front is always live: tombstones go when they reach it.
+        while self.waiters.front().is_some_and(|w| !w.live) {
+            self.waiters.pop_front();
+        }
+        // Churn behind a long-waiting head: keep the tombstones fewer than the waiters.
+        if self.waiters.len() > 2 * self.live + 16 {
+            self.waiters.retain(|w| w.live);
         }
         if index == 0 {
             self.wake_head();
@@ -82,7 +114,8 @@ impl WaitQueue {
     }
 
     fn set_waker(&mut self, ticket: u64, waker: &Waker) {
-        if let Some(w) = self.waiters.iter_mut().find(|w| w.ticket == ticket) {
+        if let Some(index) = self.find(ticket) {
+            let w = &mut self.waiters[index];
             match &w.waker {
                 Some(old) if old.will_wake(waker) => {}
                 _ => w.waker = Some(waker.clone()),
@@ -111,8 +144,11 @@ pub struct Acquire<C: LimiterClock> {
     cost: u32,
     ticket: Option<u64>,
     queued_at: u64,
-    sleep: Option<Pin<Box<Sleep>>>,
+    max_wait: Option<Duration>,
+    timer: Timer,
     done: bool,
+    /// What the permit took, to give it back exactly if it goes unused.
+    grant: Grant,
     /// Fleet mode: the head's round trips to Redis.
     #[cfg(feature = "redis")]
     remote: Option<crate::fleet::RemoteWait<C>>,
@@ -130,16 +166,33 @@ impl<C: LimiterClock> fmt::Debug for Acquire<C> {
 
 impl<C: LimiterClock> Acquire<C> {
     pub(crate) fn new(limiter: RateLimiter<C>, cost: u32) -> Self {
+        let max_wait = limiter.shared.max_wait;
         Self {
             limiter,
             cost,
             ticket: None,
             queued_at: 0,
-            sleep: None,
+            max_wait,
+            timer: Timer::default(),
             done: false,
+            grant: Grant::NONE,
             #[cfg(feature = "redis")]
             remote: None,
         }
+    }
+
+    /// Waits at most `max` (the tighter of it and the limiter's own `max_wait`).
+    pub(crate) fn within(mut self, max: Option<Duration>) -> Self {
+        self.max_wait = match (self.max_wait, max) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self
+    }
+
+    /// What the permit this future resolved to took (nothing to undo in fleet mode).
+    pub(crate) fn grant(&self) -> Grant {
+        self.grant
     }
 
     /// Fleet mode: the store error behind an `Err` this future resolved to, if the limiter
@@ -147,7 +200,7 @@ impl<C: LimiterClock> Acquire<C> {
     /// returns it instead of the `RateLimited`). Poll the future by reference to read it:
     /// `(&mut acquire).await`.
     #[cfg(feature = "redis")]
-    pub fn take_store_error(&mut self) -> Option<crate::fleet::StoreUnavailable> {
+    pub fn take_store_error(&mut self) -> Option<tollway_core::StoreUnavailable> {
         self.remote.as_mut().and_then(|r| r.store_error.take())
     }
 
@@ -160,6 +213,11 @@ impl<C: LimiterClock> Acquire<C> {
         None
     }
 
+    fn too_long(&self, wait: u64) -> bool {
+        self.max_wait
+            .is_some_and(|max| Duration::from_nanos(wait) > max)
+    }
+
     fn reject(&mut self, wait: u64) -> Poll<Result<(), RateLimited>> {
         self.done = true;
         metrics::rejected();
@@ -167,43 +225,57 @@ impl<C: LimiterClock> Acquire<C> {
         Poll::Ready(Err(RateLimited::new(Duration::from_nanos(wait.max(1)))))
     }
 
+    fn admit(&mut self, grant: Grant) -> Poll<Result<(), RateLimited>> {
+        self.done = true;
+        self.grant = grant;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Leaves the queue (the caller holds no queue lock).
+    fn leave(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let shared = &*self.limiter.shared;
+            shared.queue.lock().remove(ticket);
+            shared.queued.fetch_sub(1, Relaxed);
+        }
+    }
+
     /// Joins the queue, or takes the permit if it is free and no one is ahead.
     fn enqueue(&mut self) -> Option<Poll<Result<(), RateLimited>>> {
-        let shared = &*self.limiter.shared;
+        let shared = Arc::clone(&self.limiter.shared);
         let cost = self.cost;
-        if shared.queued.load(Relaxed) == 0 && shared.gcra.try_acquire(shared.now(), cost).is_ok() {
-            self.done = true;
+        if shared.queued.load(Relaxed) == 0
+            && let Ok(grant) = shared.gcra.try_acquire(shared.now(), cost)
+        {
             metrics::admitted();
-            return Some(Poll::Ready(Ok(())));
+            return Some(self.admit(grant));
         }
         let mut queue = shared.queue.lock();
         let now = shared.now();
         #[cfg(feature = "redis")]
         if shared.remote.is_some() {
             // Only Redis knows the wait: the head asks it in `poll`.
-            if queue.waiters.len() >= shared.max_queue {
+            if queue.len() >= shared.max_queue {
                 drop(queue);
-                return Some(self.reject(shared.gcra.first().interval_nanos()));
+                return Some(self.reject(shared.gcra.first_interval()));
             }
             self.ticket = Some(queue.push(cost));
             shared.queued.fetch_add(1, Relaxed);
             self.queued_at = now;
             return None;
         }
-        if queue.waiters.is_empty() && shared.gcra.try_acquire(now, cost).is_ok() {
+        if queue.len() == 0
+            && let Ok(grant) = shared.gcra.try_acquire(now, cost)
+        {
             drop(queue);
-            self.done = true;
             metrics::admitted();
-            return Some(Poll::Ready(Ok(())));
+            return Some(self.admit(grant));
         }
         let wait = shared
             .gcra
             .wait(now, queue.queued_cost + u64::from(cost))
             .max(1);
-        let too_long = shared
-            .max_wait
-            .is_some_and(|max| Duration::from_nanos(wait) > max);
-        if too_long || queue.waiters.len() >= shared.max_queue {
+        if self.too_long(wait) || queue.len() >= shared.max_queue {
             drop(queue);
             return Some(self.reject(wait));
         }
@@ -241,21 +313,23 @@ impl<C: LimiterClock> Future for Acquire<C> {
             if let Some(remote) = &shared.remote {
                 drop(queue);
                 let wait = this.remote.get_or_insert_with(Default::default);
-                let outcome =
-                    ready!(wait.poll(cx, &this.limiter, remote, this.cost, this.queued_at));
-                let mut queue = shared.queue.lock();
-                queue.remove(ticket);
-                shared.queued.fetch_sub(1, Relaxed);
-                drop(queue);
-                this.ticket = None;
-                this.done = true;
+                let outcome = ready!(wait.poll(
+                    cx,
+                    &this.limiter,
+                    remote,
+                    this.cost,
+                    this.queued_at,
+                    this.max_wait
+                ));
+                this.leave();
                 return match outcome {
                     crate::fleet::Outcome::Admitted => {
                         let waited = shared.now().saturating_sub(this.queued_at);
                         metrics::waited(Duration::from_nanos(waited));
-                        Poll::Ready(Ok(()))
+                        this.admit(Grant::NONE)
                     }
                     crate::fleet::Outcome::Refused(refused) => {
+                        this.done = true;
                         metrics::rejected();
                         Poll::Ready(Err(refused))
                     }
@@ -263,39 +337,24 @@ impl<C: LimiterClock> Future for Acquire<C> {
             }
             let now = shared.now();
             match shared.gcra.try_acquire(now, this.cost) {
-                Ok(()) => {
+                Ok(grant) => {
+                    // Leaves under the same lock: the next head is woken before anyone can
+                    // see this one gone.
                     queue.remove(ticket);
                     shared.queued.fetch_sub(1, Relaxed);
-                    drop(queue);
                     this.ticket = None;
-                    this.done = true;
+                    drop(queue);
                     metrics::waited(Duration::from_nanos(now.saturating_sub(this.queued_at)));
-                    return Poll::Ready(Ok(()));
+                    return this.admit(grant);
                 }
                 Err(wait) => {
+                    drop(queue);
                     let waited = now.saturating_sub(this.queued_at);
-                    if shared
-                        .max_wait
-                        .is_some_and(|max| Duration::from_nanos(waited.saturating_add(wait)) > max)
-                    {
-                        queue.remove(ticket);
-                        shared.queued.fetch_sub(1, Relaxed);
-                        drop(queue);
-                        this.ticket = None;
+                    if this.too_long(waited.saturating_add(wait)) {
+                        this.leave();
                         return this.reject(wait);
                     }
-                    drop(queue);
-                    let deadline = tokio::time::Instant::now() + Duration::from_nanos(wait);
-                    let sleep = match &mut this.sleep {
-                        Some(sleep) => {
-                            sleep.as_mut().reset(deadline);
-                            sleep
-                        }
-                        None => this
-                            .sleep
-                            .insert(Box::pin(tokio::time::sleep_until(deadline))),
-                    };
-                    if sleep.as_mut().poll(cx).is_pending() {
+                    if this.timer.sleep(cx, wait).is_pending() {
                         return Poll::Pending;
                     }
                 }
@@ -306,10 +365,6 @@ impl<C: LimiterClock> Future for Acquire<C> {
 
 impl<C: LimiterClock> Drop for Acquire<C> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            let shared = &*self.limiter.shared;
-            shared.queue.lock().remove(ticket);
-            shared.queued.fetch_sub(1, Relaxed);
-        }
+        self.leave();
     }
 }

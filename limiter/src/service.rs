@@ -11,24 +11,41 @@ use tower::Service;
 
 use crate::clock::{LimiterClock, QuantaClock};
 use crate::future::ResponseFuture;
+use crate::gcra::Grant;
 use crate::limiter::RateLimiter;
 use crate::metrics;
 use crate::queue::Acquire;
 
-/// Sends requests no faster than its [`RateLimiter`] allows.
+/// Sends requests no faster than its [`RateLimiter`] allows. Works around any
+/// `tower::Service`: rate limiting needs nothing from the requests or the responses.
 ///
 /// - `poll_ready` first waits for the inner service, then for a permit (so the permit is taken
 ///   as close to the send as possible), queueing fairly on tokio's timer. The permit it takes is
-///   spent by the next `call`; a service dropped while holding one gives it back.
-/// - If the wait would pass the limiter's `max_wait` or `max_queue`, `poll_ready` still returns
-///   ready and the next `call` fails at once with [`RateLimited`] (the service itself stays
-///   usable, as with tower's `LoadShed`).
+///   spent by the next `call`; a service dropped while holding one gives it back (exactly: only
+///   if nothing was admitted on top of it since, so it never hands out another caller's
+///   permit; limiters of more than two quotas keep no record and do not give it back).
+/// - If the wait would pass the limiter's `max_wait` (or this service's own
+///   [`max_wait`](Self::max_wait)) or `max_queue`, `poll_ready` still returns ready and the
+///   next `call` fails at once with [`RateLimited`] (the service itself stays usable, as with
+///   tower's `LoadShed`).
 /// - `call` without `poll_ready` does not panic: it takes a permit if one is free right now and
 ///   otherwise fails with [`RateLimited`].
-/// - Every response is fed to the limiter's [`Adaptive`](crate::Adaptive) settings, if it has
-///   them (429s and used-up windows pause all callers).
+/// - It reads no response. To follow the upstream's 429s and rate-limit headers, wrap an HTTP
+///   client in [`AdaptiveLimiter`](crate::AdaptiveLimiter) instead.
 ///
-/// See the [crate docs](crate) for an example.
+/// ```
+/// use tollway_limiter::{LimiterLayer, Quota};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tollway_limiter::BoxError> {
+/// // Any service: here one that doubles numbers.
+/// let double = service_fn(|x: u32| async move { Ok::<_, std::convert::Infallible>(x * 2) });
+/// let limited = LimiterLayer::new(Quota::per_second(10).burst(2)).layer(double);
+/// assert_eq!(limited.clone().oneshot(21).await?, 42);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Limiter<S, C: LimiterClock = QuantaClock> {
     inner: S,
     gate: Gate<C>,
@@ -37,21 +54,23 @@ pub struct Limiter<S, C: LimiterClock = QuantaClock> {
 /// The service's permit state, with a `Drop` that returns an unspent permit.
 struct Gate<C: LimiterClock> {
     limiter: RateLimiter<C>,
+    max_wait: Option<Duration>,
     state: State<C>,
 }
 
 enum State<C: LimiterClock> {
     Idle,
-    Waiting(Acquire<C>),
-    Permit,
+    /// Boxed: the waiting state is large and rare, and every other transition moves the state.
+    Waiting(Box<Acquire<C>>),
+    Permit(Grant),
     /// A refusal (`RateLimited`), or in fleet mode the store's error.
     Rejected(BoxError),
 }
 
 impl<C: LimiterClock> Drop for Gate<C> {
     fn drop(&mut self) {
-        if matches!(self.state, State::Permit) {
-            self.limiter.refund(1);
+        if let State::Permit(grant) = &self.state {
+            self.limiter.shared.undo(grant);
         }
     }
 }
@@ -63,9 +82,19 @@ impl<S, C: LimiterClock> Limiter<S, C> {
             inner,
             gate: Gate {
                 limiter,
+                max_wait: None,
                 state: State::Idle,
             },
         }
+    }
+
+    /// Waits at most `max_wait` for a permit, on top of the limiter's own bound: a longer
+    /// wait (a long pause the upstream ordered, a long queue) fails at once with
+    /// [`RateLimited`] carrying the time left. Clones keep it.
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.gate.max_wait = Some(max_wait);
+        self
     }
 
     /// The shared limiter.
@@ -92,7 +121,9 @@ impl<S, C: LimiterClock> Limiter<S, C> {
 impl<S: Clone, C: LimiterClock> Clone for Limiter<S, C> {
     /// A clone shares the limiter; it holds no permit of its own yet.
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone(), self.gate.limiter.clone())
+        let mut clone = Self::new(self.inner.clone(), self.gate.limiter.clone());
+        clone.gate.max_wait = self.gate.max_wait;
+        clone
     }
 }
 
@@ -101,43 +132,48 @@ impl<S: fmt::Debug, C: LimiterClock + fmt::Debug> fmt::Debug for Limiter<S, C> {
         let state = match &self.gate.state {
             State::Idle => "idle",
             State::Waiting(_) => "waiting",
-            State::Permit => "permit",
+            State::Permit(_) => "permit",
             State::Rejected(_) => "rejected",
         };
         f.debug_struct("Limiter")
             .field("inner", &self.inner)
             .field("limiter", &self.gate.limiter)
+            .field("max_wait", &self.gate.max_wait)
             .field("state", &state)
             .finish()
     }
 }
 
-impl<S, Req, B, C> Service<Req> for Limiter<S, C>
+impl<S, Req, C> Service<Req> for Limiter<S, C>
 where
-    S: Service<Req, Response = http::Response<B>>,
+    S: Service<Req>,
     S::Error: Into<BoxError>,
     C: LimiterClock,
 {
-    type Response = http::Response<B>;
+    type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
         let gate = &mut self.gate;
         loop {
             match &mut gate.state {
-                State::Permit | State::Rejected(_) => return Poll::Ready(Ok(())),
+                State::Permit(_) | State::Rejected(_) => return Poll::Ready(Ok(())),
                 State::Idle => match gate.limiter.shared.try_acquire_fast(1) {
-                    Ok(()) => {
+                    Ok(grant) => {
                         metrics::admitted();
-                        gate.state = State::Permit;
+                        gate.state = State::Permit(grant);
                     }
-                    Err(_) => gate.state = State::Waiting(gate.limiter.acquire()),
+                    Err(_) => {
+                        let acquire = gate.limiter.acquire().within(gate.max_wait);
+                        gate.state = State::Waiting(Box::new(acquire));
+                    }
                 },
                 State::Waiting(acquire) => {
-                    gate.state = match ready!(Pin::new(&mut *acquire).poll(cx)) {
-                        Ok(()) => State::Permit,
+                    gate.state = match ready!(Pin::new(&mut **acquire).poll(cx)) {
+                        Ok(()) => State::Permit(acquire.grant()),
                         Err(refused) => State::Rejected(
                             acquire.take_failure().unwrap_or_else(|| Box::new(refused)),
                         ),
@@ -147,30 +183,24 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let gate = &mut self.gate;
-        let admitted = match std::mem::replace(&mut gate.state, State::Idle) {
-            State::Permit => Ok(()),
-            State::Rejected(refused) => Err(refused),
+        match std::mem::replace(&mut gate.state, State::Idle) {
+            State::Permit(_) => ResponseFuture::called(self.inner.call(request)),
+            State::Rejected(refused) => ResponseFuture::rejected(refused),
             // `call` without a permit from `poll_ready` (a caller's bug): no waiting here, a
             // permit if one is free now, a refusal otherwise.
             State::Idle | State::Waiting(_) => match gate.limiter.shared.try_acquire_fast(1) {
-                Ok(()) => {
+                Ok(_) => {
                     metrics::admitted();
-                    Ok(())
+                    ResponseFuture::called(self.inner.call(request))
                 }
                 Err(wait) => {
                     metrics::rejected();
-                    Err(Box::new(RateLimited::new(Duration::from_nanos(wait))) as BoxError)
+                    ResponseFuture::rejected(Box::new(RateLimited::new(Duration::from_nanos(wait))))
                 }
             },
-        };
-        match admitted {
-            Ok(()) => {
-                let observer = gate.limiter.is_adaptive().then(|| gate.limiter.clone());
-                ResponseFuture::called(self.inner.call(request), observer)
-            }
-            Err(refused) => ResponseFuture::rejected(refused),
         }
     }
 }

@@ -12,7 +12,8 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tollway_core::{BoxError, RateLimited, TokioClock};
 use tollway_limiter::{
-    Adaptive, Aimd, KeyedLimiterLayer, LimiterLayer, Quota, RateLimiter, RateLimiterBuilder,
+    Adaptive, AdaptiveLimiterLayer, Aimd, KeyedLimiterLayer, LimiterLayer, Quota, RateLimiter,
+    RateLimiterBuilder,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -23,7 +24,7 @@ fn nz(n: u32) -> NonZeroU32 {
 const MS: Duration = Duration::from_millis(1);
 
 fn builder(rate: u32) -> RateLimiterBuilder<TokioClock> {
-    RateLimiter::builder(Quota::per_second(nz(rate))).clock(TokioClock)
+    RateLimiter::builder(Quota::per_second(rate).burst(1)).clock(TokioClock)
 }
 
 fn ok_service()
@@ -129,7 +130,7 @@ async fn past_max_wait_the_call_fails_fast_and_the_service_stays_usable() {
 
 /// Sends one request, then measures how long the next one waits.
 async fn wait_after(first: Response<()>, limiter: RateLimiter<TokioClock>) -> Duration {
-    let mut service = LimiterLayer::from_limiter(limiter).layer(scripted(vec![first]));
+    let mut service = AdaptiveLimiterLayer::new(limiter).layer(scripted(vec![first]));
     service
         .ready()
         .await
@@ -186,7 +187,7 @@ async fn upstream_hints_pause_the_limiter() {
 #[tokio::test(start_paused = true)]
 async fn a_429_pauses_every_caller_and_wakes_them_spread_out() {
     let limiter = builder(10).adaptive(Adaptive::new()).build();
-    let service = LimiterLayer::from_limiter(limiter.clone())
+    let service = AdaptiveLimiterLayer::new(limiter.clone())
         .layer(scripted(vec![response(429, &[("retry-after", "1")])]));
     service.clone().oneshot(Request::new(())).await.unwrap();
     assert!(limiter.paused_for().is_some());
@@ -277,7 +278,7 @@ async fn aimd_converges_to_a_server_limit_below_the_configured_rate() {
             }
         })
     };
-    let service = LimiterLayer::from_limiter(limiter.clone()).layer(upstream);
+    let service = AdaptiveLimiterLayer::new(limiter.clone()).layer(upstream);
     let start = Instant::now();
     // Three concurrent callers, 60 simulated seconds.
     let mut tasks = Vec::new();
@@ -397,7 +398,7 @@ async fn stacks_under_a_concurrency_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn a_key_that_starts_waiting_keeps_its_debt_and_its_quota_changes() {
-    let limiters = RateLimiter::builder(Quota::per_second(nz(10)).with_burst(nz(2)))
+    let limiters = RateLimiter::builder(Quota::per_second(10).burst(2))
         .clock(TokioClock)
         .build_keyed::<&'static str>(NonZeroUsize::new(100).unwrap());
     assert!(limiters.check(&"a").is_ok());
@@ -415,7 +416,7 @@ async fn a_key_that_starts_waiting_keeps_its_debt_and_its_quota_changes() {
     assert!(limiters.check(&"b").is_ok());
     assert!(limiters.check(&"b").is_ok());
     limiters
-        .set_quota(0, Quota::per_second(nz(1)).with_burst(nz(2)))
+        .set_quota(0, Quota::per_second(1).burst(2))
         .unwrap();
     assert_eq!(
         limiters.check(&"b").unwrap_err().retry_after(),
@@ -425,13 +426,17 @@ async fn a_key_that_starts_waiting_keeps_its_debt_and_its_quota_changes() {
         limiters.check(&"a").unwrap_err().retry_after(),
         Duration::from_secs(1)
     );
-    assert!(limiters.set_quota(1, Quota::per_second(nz(1))).is_err());
+    assert!(
+        limiters
+            .set_quota(1, Quota::per_second(1).burst(1))
+            .is_err()
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn keyed_limiters_with_several_quotas_are_all_or_nothing_per_key() {
-    let limiters = RateLimiter::builder(Quota::per_second(nz(10)).with_burst(nz(5)))
-        .quota(Quota::per_minute(nz(3)).with_burst(nz(3)))
+    let limiters = RateLimiter::builder(Quota::per_second(10).burst(5))
+        .quota(Quota::per_minute(3).burst(3))
         .clock(TokioClock)
         .build_keyed::<u8>(NonZeroUsize::new(100).unwrap());
     for _ in 0..3 {
@@ -448,7 +453,7 @@ async fn keyed_limiters_with_several_quotas_are_all_or_nothing_per_key() {
 
 #[test]
 fn keyed_available_reads_without_taking() {
-    let limiters = RateLimiter::builder(Quota::per_second(nz(10)).with_burst(nz(3)))
+    let limiters = RateLimiter::builder(Quota::per_second(10).burst(3))
         .clock(tollway_core::FakeClock::new())
         .build_keyed::<u8>(NonZeroUsize::new(10).unwrap());
     assert_eq!(limiters.available(&1), 3, "a new key has a full bucket");

@@ -20,7 +20,7 @@ const MS: Duration = Duration::from_millis(1);
 fn sixty_simulated_seconds_admit_exactly_rate_times_sixty_plus_burst() {
     for (rate, burst) in [(10, 1), (8, 5), (100, 20), (1_000, 3), (11, 1), (7, 5)] {
         let clock = FakeClock::new();
-        let limiter = RateLimiter::builder(Quota::per_second(nz(rate)).with_burst(nz(burst)))
+        let limiter = RateLimiter::builder(Quota::per_second(rate).burst(burst))
             .clock(clock.clone())
             .build();
         let mut admitted = 0u64;
@@ -43,8 +43,8 @@ fn sixty_simulated_seconds_admit_exactly_rate_times_sixty_plus_burst() {
 #[test]
 fn several_quotas_are_all_or_nothing() {
     let clock = FakeClock::new();
-    let limiter = RateLimiter::builder(Quota::per_second(nz(11)))
-        .quota(Quota::per_minute(nz(3)).with_burst(nz(3)))
+    let limiter = RateLimiter::builder(Quota::per_second(11).burst(1))
+        .quota(Quota::per_minute(3).burst(3))
         .clock(clock.clone())
         .build();
     let mut admitted = 0;
@@ -66,7 +66,7 @@ fn several_quotas_are_all_or_nothing() {
 
 #[test]
 fn check_n_peek_and_refund() {
-    let limiter = RateLimiter::builder(Quota::per_second(nz(10)).with_burst(nz(5)))
+    let limiter = RateLimiter::builder(Quota::per_second(10).burst(5))
         .clock(FakeClock::new())
         .build();
     assert_eq!(limiter.check_n(nz(6)).unwrap_err().burst(), 5);
@@ -82,15 +82,15 @@ fn check_n_peek_and_refund() {
 #[test]
 fn set_rate_keeps_the_debt() {
     let clock = FakeClock::new();
-    let limiter = RateLimiter::builder(Quota::per_second(nz(10)).with_burst(nz(10)))
+    let limiter = RateLimiter::builder(Quota::per_second(10).burst(10))
         .clock(clock.clone())
         .build();
     for _ in 0..10 {
         limiter.check().unwrap();
     }
     // Ten requests owed at 10/s: one second. At 5/s the same ten requests are owed for 2 s.
-    limiter.set_rate(nz(5));
-    assert_eq!(limiter.quotas()[0].burst().get(), 10, "burst kept");
+    limiter.set_rate(Quota::per_second(5));
+    assert_eq!(limiter.quotas()[0].burst(), 10, "burst kept");
     assert_eq!(
         limiter.check().unwrap_err().retry_after(),
         Duration::from_millis(200)
@@ -99,16 +99,16 @@ fn set_rate_keeps_the_debt() {
     assert!(limiter.check().is_ok());
     assert!(limiter.check().is_err());
     // Back to 20/s: the one request owed (200 ms at 5/s) is now 50 ms.
-    limiter.set_rate(nz(20));
+    limiter.set_rate(Quota::per_second(20));
     assert_eq!(
         limiter.check().unwrap_err().retry_after(),
         Duration::from_millis(50)
     );
-    assert!(limiter.set_quota(3, Quota::per_second(nz(1))).is_err());
+    assert!(limiter.set_quota(3, Quota::per_second(1).burst(1)).is_err());
 }
 
 fn tokio_limiter(rate: u32, burst: u32) -> tollway_limiter::RateLimiterBuilder<TokioClock> {
-    RateLimiter::builder(Quota::per_second(nz(rate)).with_burst(nz(burst))).clock(TokioClock)
+    RateLimiter::builder(Quota::per_second(rate).burst(burst)).clock(TokioClock)
 }
 
 /// Spawns `n` waiters in order and records (index, time since start) as each gets its permit.
@@ -274,7 +274,7 @@ async fn a_faster_rate_wakes_the_sleeping_head_early() {
     tokio::time::sleep(10 * MS).await;
     // From 1/s to 10/s: the 0.99 request still owed (990 ms at 1/s) becomes 99 ms, counted
     // from 10 ms; without the wake-up the waiter would sleep until 1 s.
-    limiter.set_rate(nz(10));
+    limiter.set_rate(Quota::per_second(10));
     let at = waiter.await.unwrap().unwrap();
     assert!(at >= 109 * MS && at <= 110 * MS, "{at:?}");
 }

@@ -29,7 +29,7 @@ impl Model {
                 .iter()
                 .map(|q| {
                     let i = q.interval().as_nanos();
-                    (i, i * u128::from(q.burst().get()), q.burst().get())
+                    (i, i * u128::from(q.burst()), q.burst())
                 })
                 .collect(),
             tats: vec![0; quotas.len()],
@@ -72,16 +72,28 @@ impl Model {
         }
     }
 
+    /// Keeps the debt beyond the pause in requests; the pause itself stays as it is. Where the
+    /// converted value equals the old one and the interval changed, the limiter moves it by
+    /// one nanosecond (so that a concurrent commit never uses the old parameters on it):
+    /// earlier when nothing is owed, later when something is (not inside a burst-1 pause).
     fn set_quota(&mut self, index: usize, quota: Quota, now: u128) {
         let (old, _, _) = self.quotas[index];
         let new = quota.interval().as_nanos();
-        self.quotas[index] = (
-            new,
-            new * u128::from(quota.burst().get()),
-            quota.burst().get(),
-        );
-        let debt = self.tats[index].saturating_sub(now);
-        self.tats[index] = now + debt * new / old;
+        self.quotas[index] = (new, new * u128::from(quota.burst()), quota.burst());
+        let base = now.max(self.paused_until);
+        let tat = self.tats[index];
+        let scaled = if tat <= base || old == new {
+            tat
+        } else {
+            base + (tat - base) * new / old
+        };
+        self.tats[index] = if scaled != tat || old == new || (now < tat && tat <= base) {
+            scaled
+        } else if tat > now || tat == 0 {
+            tat + 1
+        } else {
+            tat - 1
+        };
     }
 
     fn pause(&mut self, until: u128) {
@@ -103,12 +115,12 @@ enum Op {
 
 fn quota() -> impl Strategy<Value = Quota> {
     (1u32..50, 1u32..6, prop::bool::ANY).prop_map(|(n, burst, minute)| {
-        let q = if minute {
-            Quota::per_minute(nz(n))
+        let rate = if minute {
+            Quota::per_minute(n)
         } else {
-            Quota::per_second(nz(n))
+            Quota::per_second(n)
         };
-        q.with_burst(nz(burst))
+        rate.burst(burst)
     })
 }
 
@@ -164,7 +176,7 @@ proptest! {
                     limiter.refund(n);
                 }
                 Op::SetQuota(i, rate, burst) => {
-                    let q = Quota::per_second(nz(rate)).with_burst(nz(burst));
+                    let q = Quota::per_second(rate).burst(burst);
                     if i < quotas.len() {
                         model.set_quota(i, q, now);
                         prop_assert!(limiter.set_quota(i, q).is_ok());
@@ -189,8 +201,8 @@ fn two_threads_admit_exactly_what_the_model_admits() {
     // 100/s with burst 50, and 70 per minute with burst 70: the per-second quota binds first,
     // then the minute one, so refusals by the second must give back the first's commits.
     let quotas = [
-        Quota::per_second(nz(100)).with_burst(nz(50)),
-        Quota::per_minute(nz(70)).with_burst(nz(70)),
+        Quota::per_second(100).burst(50),
+        Quota::per_minute(70).burst(70),
     ];
     let clock = FakeClock::new();
     let limiter = RateLimiter::builder(quotas[0])

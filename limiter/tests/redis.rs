@@ -53,7 +53,7 @@ async fn burst_and_retry_after_agree_with_the_in_memory_gcra() {
     let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let quota = Quota::per_second(nz(10)).with_burst(nz(5));
+    let quota = Quota::per_second(10).burst(5);
     let memory = RateLimiter::new(quota);
     let fleet = no_wait(RateLimiter::builder(quota)).redis(server.connect().await, random_prefix());
 
@@ -97,7 +97,7 @@ async fn two_connections_with_one_prefix_share_one_limit() {
         return;
     };
     let prefix = random_prefix();
-    let quota = Quota::per_minute(nz(60)).with_burst(nz(4));
+    let quota = Quota::per_minute(60).burst(4);
     let a = no_wait(RateLimiter::builder(quota)).redis(server.connect().await, &prefix);
     let b = no_wait(RateLimiter::builder(quota)).redis(server.connect().await, &prefix);
     let mut admitted = 0;
@@ -121,8 +121,7 @@ async fn several_quotas_admit_all_or_nothing() {
     };
     let prefix = random_prefix();
     let limiter = no_wait(
-        RateLimiter::builder(Quota::per_second(nz(100)).with_burst(nz(10)))
-            .quota(Quota::per_minute(nz(3)).with_burst(nz(3))),
+        RateLimiter::builder(Quota::per_second(100).burst(10)).quota(Quota::per_minute(3).burst(3)),
     )
     .redis(server.connect().await, &prefix);
     let mut raw = server.connect().await;
@@ -154,8 +153,8 @@ async fn several_quotas_admit_all_or_nothing() {
     assert_eq!(before, after, "a refusal writes nothing");
 
     // The in-memory limiter says the same.
-    let memory = RateLimiter::builder(Quota::per_second(nz(100)).with_burst(nz(10)))
-        .quota(Quota::per_minute(nz(3)).with_burst(nz(3)))
+    let memory = RateLimiter::builder(Quota::per_second(100).burst(10))
+        .quota(Quota::per_minute(3).burst(3))
         .build();
     assert!(memory.check_n(nz(3)).unwrap().is_ok());
     let local = memory.check_n(nz(2)).unwrap().unwrap_err().retry_after();
@@ -170,10 +169,8 @@ async fn keys_expire_when_their_bucket_is_full_again() {
         return;
     };
     let prefix = random_prefix();
-    let limiter = no_wait(RateLimiter::builder(
-        Quota::per_second(nz(10)).with_burst(nz(5)),
-    ))
-    .redis(server.connect().await, &prefix);
+    let limiter = no_wait(RateLimiter::builder(Quota::per_second(10).burst(5)))
+        .redis(server.connect().await, &prefix);
     let mut raw = server.connect().await;
     for _ in 0..3 {
         try_once(&limiter).await.unwrap();
@@ -200,10 +197,8 @@ async fn a_flushed_script_cache_is_reloaded() {
     let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let limiter = no_wait(RateLimiter::builder(
-        Quota::per_minute(nz(60)).with_burst(nz(3)),
-    ))
-    .redis(server.connect().await, random_prefix());
+    let limiter = no_wait(RateLimiter::builder(Quota::per_minute(60).burst(3)))
+        .redis(server.connect().await, random_prefix());
     let mut raw = server.connect().await;
     for _ in 0..3 {
         let () = redis::cmd("SCRIPT")
@@ -223,7 +218,7 @@ async fn the_layer_spaces_requests_of_two_processes_and_queues_fairly() {
         return;
     };
     let prefix = random_prefix();
-    let quota = Quota::per_second(nz(20));
+    let quota = Quota::per_second(20).burst(1);
     let calls = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -259,7 +254,7 @@ async fn redis_down_fails_closed_with_a_typed_error() {
     let Some(server) = TestRedis::own().await else {
         return;
     };
-    let limiter = RateLimiter::builder(Quota::per_second(nz(100)))
+    let limiter = RateLimiter::builder(Quota::per_second(100).burst(1))
         .redis(server.connect().await, random_prefix());
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
@@ -309,8 +304,8 @@ async fn redis_down_fails_open_to_the_local_quota_when_asked() {
     let Some(server) = TestRedis::own().await else {
         return;
     };
-    let limiter = RateLimiter::builder(Quota::per_second(nz(1_000)))
-        .fail_open_to_local(Quota::per_second(nz(5)).with_burst(nz(2)))
+    let limiter = RateLimiter::builder(Quota::per_second(1_000).burst(1))
+        .fail_open_to_local(Quota::per_second(5).burst(2))
         .redis(server.connect().await, random_prefix());
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
@@ -404,7 +399,7 @@ async fn a_lease_cuts_round_trips_and_never_bunches_requests() {
         return;
     };
     let mut raw = server.connect().await;
-    let quota = Quota::per_second(nz(20));
+    let quota = Quota::per_second(20).burst(1);
     const PERMITS: usize = 24;
 
     let plain = RateLimiter::builder(quota).redis(server.connect().await, random_prefix());
@@ -437,7 +432,7 @@ async fn a_pause_from_the_upstream_holds_this_process_before_it_asks_redis() {
     let Some(server) = TestRedis::shared_or_own().await else {
         return;
     };
-    let limiter = RateLimiter::builder(Quota::per_second(nz(1_000)))
+    let limiter = RateLimiter::builder(Quota::per_second(1_000).burst(1))
         .redis(server.connect().await, random_prefix());
     limiter.acquire().await.unwrap();
     limiter.pause(Duration::from_millis(300));

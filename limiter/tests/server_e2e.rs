@@ -64,7 +64,7 @@ async fn per_ip_limit_over_real_sockets() -> Result<(), BoxError> {
         .limit(Limit::new(
             "per-ip",
             PeerIp::new(),
-            Quota::per_minute(five).with_burst(five),
+            Quota::per_minute(five.get()).burst(five.get()),
         ))
         .headers(HeaderOptions::all())
         .build()?;

@@ -4,12 +4,12 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use futures_util::FutureExt;
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
@@ -21,10 +21,6 @@ use tollway_limiter::server::{
     ServerLimiterLayer,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
-
-fn nz(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap()
-}
 
 fn api_key() -> HeaderKey {
     HeaderKey::new(HeaderName::from_static("x-api-key"))
@@ -73,7 +69,7 @@ async fn refusal_rounds_retry_after_up_and_allowed_responses_carry_headers() {
         .limit(Limit::new(
             "burst",
             PeerIp::new(),
-            Quota::per_second(nz(10)),
+            Quota::per_second(10).burst(1),
         ))
         .headers(HeaderOptions::all())
         .build()
@@ -118,9 +114,9 @@ async fn refusal_rounds_retry_after_up_and_allowed_responses_carry_headers() {
 #[tokio::test]
 async fn quotas_of_one_key_are_all_or_nothing() {
     let clock = FakeClock::new();
-    // Seed 004 shaped: a per-second burst limit and an hourly quota on the same key.
-    let burst = Quota::per_second(nz(2)).with_burst(nz(2));
-    let hourly = Quota::per_hour(nz(3)).with_burst(nz(3));
+    // A per-second burst limit and an hourly quota on the same key.
+    let burst = Quota::per_second(2).burst(2);
+    let hourly = Quota::per_hour(3).burst(3);
     let layer = builder(&clock)
         .limit(Limit::new("burst", api_key(), burst).and("hourly", hourly))
         .headers(HeaderOptions::default().legacy(true))
@@ -163,20 +159,20 @@ async fn quotas_of_one_key_are_all_or_nothing() {
 }
 
 #[tokio::test]
-async fn limits_on_different_keys_are_all_or_nothing_and_seed_004_body_fits() {
+async fn limits_on_different_keys_are_all_or_nothing_and_a_fixed_json_body_fits() {
     let clock = FakeClock::new();
-    let seed_004 = r#"{"status":"error","message":"Rate limit exceeded. Please try again later.","data":null}"#;
+    let fixed_body = r#"{"status":"error","message":"Rate limit exceeded. Please try again later.","data":null}"#;
     let layer = builder(&clock)
         .limit(Limit::new(
             "ip",
             PeerIp::new(),
-            Quota::per_minute(nz(10)).with_burst(nz(10)),
+            Quota::per_minute(10).burst(10),
         ))
-        .limit(Limit::new("client", api_key(), Quota::per_hour(nz(1))))
+        .limit(Limit::new("client", api_key(), Quota::per_hour(1).burst(1)))
         .rejection(Rejection::fixed(
             StatusCode::TOO_MANY_REQUESTS,
             "application/json",
-            seed_004,
+            fixed_body,
         ))
         .build()
         .unwrap();
@@ -193,7 +189,7 @@ async fn limits_on_different_keys_are_all_or_nothing_and_seed_004_body_fits() {
         let refused = send(&mut service, request("9.9.9.9:1", &with_key)).await;
         assert_eq!(refused.status(), 429);
         assert_eq!(refused.headers()["content-type"], "application/json");
-        assert_eq!(body(refused).await, seed_004);
+        assert_eq!(body(refused).await, fixed_body);
     }
     // A request without a key is only limited per IP: 9 of the 10 are left.
     let anonymous = send(&mut service, request("9.9.9.9:1", &[])).await;
@@ -210,7 +206,7 @@ async fn a_spoofed_forwarded_for_does_not_buy_a_new_bucket() {
         .limit(Limit::new(
             "ip",
             PeerIp::new().trust_proxy("10.0.0.0/8".parse().unwrap()),
-            Quota::per_hour(nz(1)),
+            Quota::per_hour(1).burst(1),
         ))
         .build()
         .unwrap();
@@ -232,7 +228,7 @@ async fn a_spoofed_forwarded_for_does_not_buy_a_new_bucket() {
 async fn clones_of_the_layer_and_service_share_buckets() {
     let clock = FakeClock::new();
     let layer = builder(&clock)
-        .limit(Limit::new("global", Global, Quota::per_hour(nz(2))))
+        .limit(Limit::new("global", Global, Quota::per_hour(2).burst(1)))
         .build()
         .unwrap();
     let mut a = layer.clone().layer(ok_service());
@@ -252,10 +248,22 @@ async fn closures_key_requests_and_bad_policy_names_fail_to_build() {
         Some(Key::from("/hello"))
     );
     let error = builder(&clock)
-        .limit(Limit::new("bad\nname", by_path, Quota::per_hour(nz(2))))
+        .limit(Limit::new(
+            "bad\nname",
+            by_path,
+            Quota::per_hour(2).burst(1),
+        ))
         .build()
         .unwrap_err();
-    assert!(error.to_string().contains("ratelimit"), "{error}");
+    assert_eq!(error.name(), "bad\nname");
+    assert!(error.to_string().contains("visible ASCII"), "{error}");
+    // Two policies of one name could not be paired with their status by name.
+    let error = builder(&clock)
+        .limit(Limit::new("ip", by_path, Quota::per_hour(2).burst(1)))
+        .limit(Limit::new("ip", Global, Quota::per_hour(9).burst(9)))
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("same name"), "{error}");
 }
 
 /// An inner service that holds each request until the test adds a permit to `gate`.
@@ -403,7 +411,7 @@ async fn shadow_mode_counts_and_writes_headers_but_refuses_nothing() {
         .limit(Limit::new(
             "ip",
             PeerIp::new(),
-            Quota::per_hour(nz(10)).with_burst(nz(10)),
+            Quota::per_hour(10).burst(10),
         ))
         .headers(HeaderOptions::all().reset_style(ResetStyle::UnixTimestamp))
         .shadow(true)
@@ -435,7 +443,11 @@ async fn shadow_mode_counts_and_writes_headers_but_refuses_nothing() {
 async fn tracked_keys_stay_under_the_bound_through_the_service() {
     let clock = FakeClock::new();
     let layer = builder(&clock)
-        .limit(Limit::new("ip", PeerIp::new(), Quota::per_second(nz(100))))
+        .limit(Limit::new(
+            "ip",
+            PeerIp::new(),
+            Quota::per_second(100).burst(1),
+        ))
         .max_keys(std::num::NonZeroUsize::new(256).unwrap())
         .headers(HeaderOptions::none())
         .build()
@@ -449,8 +461,7 @@ async fn tracked_keys_stay_under_the_bound_through_the_service() {
         assert!(layer.tracked_keys() <= layer.key_bound());
     }
     assert_eq!(layer.key_bound(), 256);
-    // Tables grow only while more than half full (deleted slots included): under 4x.
-    assert!(layer.key_capacity() < 4 * layer.key_bound());
+    assert!(layer.memory_used() <= layer.memory_bound());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -459,15 +470,11 @@ async fn under_concurrency_limits_admit_exactly_and_refunds_are_exact() {
     // Time stands still: A admits 100 in all, B 50; B refuses the rest, and each refusal
     // must give A its permit back.
     let layer = builder(&clock)
-        .limit(Limit::new(
-            "a",
-            Global,
-            Quota::per_hour(nz(100)).with_burst(nz(100)),
-        ))
+        .limit(Limit::new("a", Global, Quota::per_hour(100).burst(100)))
         .limit(Limit::new(
             "b",
             PeerIp::new(),
-            Quota::per_hour(nz(50)).with_burst(nz(50)),
+            Quota::per_hour(50).burst(50),
         ))
         .build()
         .unwrap();
@@ -509,4 +516,141 @@ async fn under_concurrency_limits_admit_exactly_and_refunds_are_exact() {
         send(&mut service, request("9.9.9.9:1", &[])).await.status(),
         429
     );
+}
+
+/// Rename-issue item 2, through the service: an inner service (the budget's quota layer, the
+/// application) already wrote `RateLimit-Policy` / `RateLimit`; its members stay, the
+/// limiter's are appended, each name once, each status next to its own policy.
+#[tokio::test]
+async fn an_inner_services_rate_limit_headers_keep_their_members() {
+    let clock = FakeClock::new();
+    let layer = builder(&clock)
+        .limit(Limit::new(
+            "ip",
+            PeerIp::new(),
+            Quota::per_minute(10).burst(10),
+        ))
+        .headers(HeaderOptions::all())
+        .build()
+        .unwrap();
+    let inner = service_fn(|_req: Request<Body>| async {
+        let response = Response::builder()
+            .header("ratelimit-policy", r#""quota";q=100;w=86400"#)
+            .header("ratelimit", r#""quota";r=99;t=86400"#)
+            .header("x-ratelimit-remaining", "99")
+            .header("x-ratelimit-limit", "100")
+            .body(Body::from("ok"))
+            .unwrap();
+        Ok::<_, Infallible>(response)
+    });
+    let mut service = layer.layer(inner);
+    let response = send(&mut service, request("1.2.3.4:1", &[])).await;
+    let policies = tollway_core::headers::RateLimitPolicy::from_headers(response.headers());
+    let statuses = tollway_core::headers::RateLimitStatus::from_headers(response.headers());
+    let names = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        policies
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect::<Vec<_>>(),
+        names(vec!["quota", "ip"])
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .map(|s| (s.name().to_owned(), s.remaining()))
+            .collect::<Vec<_>>(),
+        vec![("quota".to_owned(), 99), ("ip".to_owned(), 9)]
+    );
+    // The legacy set is the tighter one: ours has 9 left of 10.
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "9");
+    assert_eq!(response.headers()["x-ratelimit-limit"], "10");
+}
+
+fn keyed_request(key: &str) -> Request<Body> {
+    request("192.0.2.1:1", &[("x-key", key)])
+}
+
+/// Finding 1, through the layer: the limits were taken in turn and "refunded" by subtracting
+/// an interval, which erased a permit another request took while a slow key extractor ran. A
+/// (key "spent") passes the 1/s burst-1 global limit at 1 s; its extractor takes 1.5 s, during
+/// which B (key "fresh") is admitted at 2.5 s; A is refused by its key; C at 2.5 s must be
+/// refused too: the global slot is B's.
+#[tokio::test]
+async fn a_slow_key_extractor_cannot_open_a_second_slot_on_another_limit() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let clock = FakeClock::new();
+    let cell: Arc<OnceLock<ServerLimiterLayer<FakeClock>>> = Arc::new(OnceLock::new());
+    let armed = Arc::new(AtomicBool::new(false));
+    let (layer_cell, armed_here, slow_clock) =
+        (Arc::clone(&cell), Arc::clone(&armed), clock.clone());
+    let slow = move |head: &RequestHead<'_>| {
+        let key = head.headers.get("x-key")?.to_str().ok()?.to_owned();
+        if key == "spent" && armed_here.swap(false, Relaxed) {
+            slow_clock.advance(Duration::from_millis(1_500));
+            let mut other = layer_cell.get()?.clone().layer(ok_service());
+            let b = other.call(keyed_request("fresh")).now_or_never()?.ok()?;
+            assert_eq!(b.status(), 200, "B is admitted");
+        }
+        Some(Key::from(key))
+    };
+    let layer = builder(&clock)
+        .limit(Limit::new("global", Global, Quota::per_second(1).burst(1)))
+        .limit(Limit::new("key", slow, Quota::per_hour(1).burst(1)))
+        .headers(HeaderOptions::none())
+        .build()
+        .unwrap();
+    let layer = cell.get_or_init(|| layer).clone();
+    let mut service = layer.layer(ok_service());
+    assert_eq!(
+        send(&mut service, keyed_request("spent")).await.status(),
+        200
+    );
+    clock.advance(Duration::from_secs(1));
+    armed.store(true, Relaxed);
+    assert_eq!(
+        send(&mut service, keyed_request("spent")).await.status(),
+        429
+    );
+    let c = send(&mut service, keyed_request("other")).await;
+    assert_eq!(
+        c.status(),
+        429,
+        "two requests admitted at once on a burst of 1"
+    );
+}
+
+/// A client refused by its own limit takes nothing from the others: a flood of requests with
+/// a spent key cannot spend the global limit that everybody shares.
+#[tokio::test]
+async fn a_refused_flood_does_not_spend_the_shared_limit() {
+    let clock = FakeClock::new();
+    let by_header =
+        |head: &RequestHead<'_>| Some(Key::from(head.headers.get("x-key")?.to_str().ok()?));
+    let layer = builder(&clock)
+        .limit(Limit::new("global", Global, Quota::per_hour(5).burst(5)))
+        .limit(Limit::new("key", by_header, Quota::per_hour(1).burst(1)))
+        .headers(HeaderOptions::none())
+        .build()
+        .unwrap();
+    let mut service = layer.layer(ok_service());
+    assert_eq!(
+        send(&mut service, keyed_request("flooder")).await.status(),
+        200
+    );
+    for _ in 0..1_000 {
+        assert_eq!(
+            send(&mut service, keyed_request("flooder")).await.status(),
+            429
+        );
+    }
+    for client in ["a", "b", "c", "d"] {
+        let response = send(&mut service, keyed_request(client)).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "{client}: the shared limit was spent by refusals"
+        );
+    }
 }

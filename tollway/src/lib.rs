@@ -30,7 +30,6 @@
 //! for the reasons.
 //!
 //! ```
-//! use std::num::NonZeroU32;
 //!
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
@@ -43,7 +42,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
-//! let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(11).unwrap()))
+//! let limiter = RateLimiter::builder(Quota::per_second(11).burst(1))
 //!     .clock(TokioClock)
 //!     .build();
 //! let layer = ClientStackLayer::builder(limiter).build();

@@ -2,7 +2,6 @@
 //! over real sockets and on real time.
 #![cfg(feature = "reqwest")]
 
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
@@ -37,7 +36,7 @@ fn followers(
 fn limiter(per_second: u32) -> RateLimiter {
     // 5% under the upstream's rate: it counts arrivals, and the network bunches sends.
     let interval = Duration::from_secs_f64(1.05 / f64::from(per_second));
-    RateLimiter::builder(Quota::with_period(interval).unwrap())
+    RateLimiter::builder(Quota::try_per(1, interval).unwrap().burst(1))
         .adaptive(Adaptive::new())
         .build()
 }
@@ -189,7 +188,7 @@ async fn priority_travels_in_the_request_extensions() {
 #[tokio::test]
 async fn a_single_layer_is_a_middleware_too_and_transport_errors_pass_through() {
     let sim = Upstream::builder().rate(10).spawn().await.unwrap();
-    let quota = Quota::per_second(NonZeroU32::new(5).unwrap());
+    let quota = Quota::per_second(5).burst(1);
     let client = ClientBuilder::new(reqwest_client())
         .with(TollwayMiddleware::new(LimiterLayer::new(quota)))
         .build();

@@ -2,7 +2,6 @@
 //! takes no permit and no credit; a retry takes a new permit and a new reservation; an open
 //! breaker ends the retries; a 402 latches and is not retried.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -72,7 +71,7 @@ fn client(
 }
 
 fn limiter(per_second: u32) -> RateLimiter<TokioClock> {
-    RateLimiter::builder(Quota::per_second(NonZeroU32::new(per_second).unwrap()))
+    RateLimiter::builder(Quota::per_second(per_second).burst(1))
         .clock(TokioClock)
         .build()
 }
@@ -312,13 +311,87 @@ fn clones_of_the_layer_share_every_layer() {
     let clone = layer.clone();
     clone.breaker().unwrap().force_open();
     assert_eq!(layer.breaker().unwrap().state(), State::Open);
-    clone.limiter().set_rate(NonZeroU32::new(3).unwrap());
-    assert_eq!(
-        layer.limiter().quotas()[0],
-        Quota::per_second(NonZeroU32::new(3).unwrap())
-    );
+    clone.limiter().set_rate(Quota::per_second(3));
+    assert_eq!(layer.limiter().quotas()[0], Quota::per_second(3).burst(1));
     clone.ledger().unwrap().latch();
     assert!(ledger.is_latched());
     assert_eq!(clone.cache().unwrap().dir(), layer.cache().unwrap().dir());
     assert!(format!("{layer:?}").contains("ClientStackLayer"));
+}
+
+/// A client whose first answer, after 100 ms, is `429 Retry-After: 120`; then 200s.
+fn pausing_client() -> impl Service<
+    Request<ReplayBody<Body>>,
+    Response = Response<Body>,
+    Error = std::io::Error,
+    Future: Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let n = Arc::new(AtomicU32::new(0));
+    tower::service_fn(move |_request: Request<ReplayBody<Body>>| {
+        let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            let response = if first {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Response::builder()
+                    .status(StatusCode::TOO_MANY_REQUESTS)
+                    .header("retry-after", "120")
+            } else {
+                Response::builder().status(StatusCode::OK)
+            };
+            Ok(response.body(Full::new(Bytes::new())).unwrap())
+        }
+    })
+}
+
+/// Rename-issue item 6, the limiter side: a long pause the upstream orders never holds a
+/// caller past the stack's `max_wait`. One already queued when the 429 arrives fails at its
+/// turn, one that comes later fails at once; both get `RateLimited` with the time left.
+#[tokio::test(start_paused = true)]
+async fn a_long_upstream_pause_fails_callers_at_once_with_the_time_left() {
+    let limiter = RateLimiter::builder(Quota::per_second(1).burst(1))
+        .adaptive(tollway::limiter::Adaptive::new())
+        .clock(TokioClock)
+        .build();
+    let layer = ClientStackLayer::builder(limiter)
+        .retry(quick_retries(1))
+        .max_wait(Duration::from_secs(10))
+        .build();
+    let stack = layer.layer(pausing_client());
+    let start = Instant::now();
+    let first = tokio::spawn(stack.clone().oneshot(get()));
+    tokio::task::yield_now().await;
+    // Queued behind the first (one a second) when the 429 comes back at 100 ms.
+    let queued = tokio::spawn(stack.clone().oneshot(get()));
+    let answer = first.await.unwrap().unwrap();
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    let refused = queued.await.unwrap().unwrap_err();
+    let refused = find_cause::<tollway::core::RateLimited>(&*refused).expect("RateLimited");
+    assert!(
+        refused.retry_after() > Duration::from_secs(119),
+        "{refused:?}"
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "failed when the pause came"
+    );
+
+    let later = stack.clone().oneshot(get()).await.unwrap_err();
+    let later = find_cause::<tollway::core::RateLimited>(&*later).expect("RateLimited");
+    assert!(later.retry_after() > Duration::from_secs(119), "{later:?}");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "no wait at all"
+    );
+    assert_eq!(layer.max_wait(), Duration::from_secs(10));
+}
+
+#[test]
+fn waits_are_bounded_by_default() {
+    let layer = ClientStackLayer::builder(RateLimiter::new(Quota::per_second(1).burst(1))).build();
+    assert_eq!(layer.max_wait(), tollway::stack::DEFAULT_MAX_WAIT);
 }

@@ -76,7 +76,7 @@ async fn crawl(args: Args) -> Result<(), BoxError> {
 
     // The stack: cache → retry → breaker → budget → limiter, in front of hyper-util's client.
     // The retry layer sends `ReplayBody`s inward, so the client is built for them.
-    let limiter = RateLimiter::builder(Quota::per_second(args.rate))
+    let limiter = RateLimiter::builder(Quota::per_second(args.rate.get()).burst(1))
         .adaptive(Adaptive::new())
         .build();
     let layer = ClientStackLayer::builder(limiter)

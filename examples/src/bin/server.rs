@@ -52,8 +52,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .trust_proxy
         .iter()
         .fold(PeerIp::new(), |peer, cidr| peer.trust_proxy(*cidr));
-    let per_ip = Quota::per_second(args.rate).with_burst(args.burst);
-    let per_key = Quota::per_hour(args.key_quota).with_burst(args.key_quota);
+    let per_ip = Quota::per_second(args.rate.get()).burst(args.burst.get());
+    let per_key = Quota::per_hour(args.key_quota.get()).burst(args.key_quota.get());
     let limits = ServerLimiterLayer::builder()
         .limit(Limit::new("per-ip", peer, per_ip))
         .limit(Limit::new(

@@ -91,7 +91,8 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         Some(_) => fleet_pacing_interval(config.rate),
         None => pacing_interval(config.rate),
     };
-    let quota = Quota::with_period(interval).unwrap_or(Quota::per_second(config.rate));
+    let rate = Quota::try_per(1, interval).unwrap_or(Quota::per_second(config.rate.get()));
+    let quota = rate.burst(1);
     // No layer waits longer than the run loop would (`--max-wait`).
     let cap = |most: Duration| most.min(config.max_wait);
     let limiter = RateLimiter::builder(quota)

@@ -5,7 +5,7 @@
 //! `downcast_ref` it). With [`fail_open_to_local`](crate::RateLimiterBuilder::fail_open_to_local)
 //! the limiter admits through a local in-memory quota instead and the error is only logged.
 
-pub use tollway_core::StoreUnavailable;
+pub(crate) use tollway_core::StoreUnavailable;
 
 /// The layer name the limiter's store errors carry.
 pub(crate) const LAYER: &str = "rate limiter";

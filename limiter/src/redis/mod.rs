@@ -19,7 +19,7 @@
 //!   round trips, and still never faster than the quotas in any window.
 //! - If Redis cannot be reached, times out ([`store_timeout`](RateLimiterBuilder::store_timeout),
 //!   1 s by default) or answers an error, the limiter **fails closed**: the request is refused
-//!   and the [`Limiter`](crate::Limiter) service returns [`StoreUnavailable`]. With
+//!   and the [`Limiter`](crate::Limiter) service returns [`StoreUnavailable`](crate::StoreUnavailable). With
 //!   [`fail_open_to_local`](RateLimiterBuilder::fail_open_to_local) it admits through a local
 //!   in-memory quota instead (pick one that is this process's share of the fleet's limit). For
 //!   [`store_retry`](RateLimiterBuilder::store_retry) after a failure (1 s by default) no round
@@ -33,7 +33,6 @@
 //! sent to Redis: a permit taken and not used is lost, which never makes the fleet faster.
 //!
 //! ```no_run
-//! use std::num::NonZeroU32;
 //! use tollway_limiter::redis::aio::ConnectionManager;
 //! use tollway_limiter::{LimiterLayer, Quota, RateLimiter};
 //!
@@ -41,9 +40,9 @@
 //! let client = tollway_limiter::redis::Client::open("redis://127.0.0.1/")?;
 //! let connection = ConnectionManager::new(client).await?;
 //! // 20 requests per second for the whole fleet; 5 per second in this process if Redis is down.
-//! let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(20).unwrap()))
-//!     .fail_open_to_local(Quota::per_second(NonZeroU32::new(5).unwrap()))
-//!     .redis(connection, "seed-000-api-key");
+//! let limiter = RateLimiter::builder(Quota::per_second(20).burst(1))
+//!     .fail_open_to_local(Quota::per_second(5).burst(1))
+//!     .redis(connection, "billing-api");
 //! let layer = LimiterLayer::from_limiter(limiter);
 //! # let _ = layer;
 //! # Ok(())
@@ -63,12 +62,12 @@ use parking_lot::Mutex;
 
 use redis::aio::ConnectionManager;
 
-pub use error::StoreUnavailable;
 pub(crate) use store::Store;
 pub(crate) use wait::{Outcome, Remote, RemoteWait};
 
+use crate::builder::RateLimiterBuilder;
 use crate::clock::LimiterClock;
-use crate::limiter::{RateLimiter, RateLimiterBuilder};
+use crate::limiter::RateLimiter;
 use crate::quota::Quota;
 
 /// Fleet-mode settings a builder carries until [`RateLimiterBuilder::redis`].

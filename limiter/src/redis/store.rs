@@ -93,7 +93,7 @@ impl Store {
                 .key(self.key(index))
                 // Rounded up: never faster than the quota.
                 .arg(quota.interval_nanos().div_ceil(1_000).max(1))
-                .arg(quota.burst().get());
+                .arg(quota.burst());
         }
         let mut connection = self.connection.clone();
         // A connection manager reconnecting to a server that is down may take long per

@@ -82,7 +82,7 @@ impl<C: LimiterClock> Remote<C> {
         if let Some(fallback) = &self.fallback
             && self.store.known_down().is_some()
         {
-            return fallback.try_acquire_fast(cost);
+            return fallback.try_acquire_fast(cost).map(drop);
         }
         Err(retry.max(1))
     }
@@ -189,6 +189,7 @@ impl<C: LimiterClock> RemoteWait<C> {
         remote: &Remote<C>,
         cost: u32,
         queued_at: u64,
+        max_wait: Option<Duration>,
     ) -> Poll<Outcome> {
         loop {
             if let Some(fallback) = &mut self.fallback {
@@ -217,7 +218,7 @@ impl<C: LimiterClock> RemoteWait<C> {
                     Ok(Decision::Wait(wait)) => {
                         let shared = &*limiter.shared;
                         let waited = Duration::from_nanos(shared.now().saturating_sub(queued_at));
-                        if shared.max_wait.is_some_and(|max| waited + wait > max) {
+                        if max_wait.is_some_and(|max| waited + wait > max) {
                             return Poll::Ready(Outcome::Refused(RateLimited::new(wait)));
                         }
                         // Redis measured `wait` from when it ran the script, half a round trip

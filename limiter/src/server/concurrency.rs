@@ -1,5 +1,5 @@
-//! Per-key concurrency (seed 003): at most `n` requests of one key in progress at once; one
-//! more is refused at once (429, or 402 as seed 003's API answers).
+//! Per-key concurrency: at most `n` requests of one key in progress at once; one more is
+//! refused at once (429, or 402 as some paid APIs answer).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,8 +21,8 @@ type MaxFn = dyn Fn(&RequestHead<'_>) -> u32 + Send + Sync;
 /// use http::{HeaderName, StatusCode};
 /// use tollway_limiter::server::{ConcurrencyLimit, HeaderKey, KeyExtractor, PeerIp};
 ///
-/// // Seed 003: one search at a time per API key (or per IP without one), 402 beyond it,
-/// // two for the $20 tier.
+/// // One search at a time per API key (or per IP without one), 402 beyond it, two for the
+/// // "20" tier.
 /// let limit = ConcurrencyLimit::new(
 ///     HeaderKey::new(HeaderName::from_static("x-api-key")).or(PeerIp::new()),
 ///     1,
@@ -70,7 +70,7 @@ impl ConcurrencyLimit {
         self
     }
 
-    /// The status of a refusal (default 429; seed 003 answers 402).
+    /// The status of a refusal (default 429; some paid APIs answer 402).
     #[must_use]
     pub const fn status(mut self, status: StatusCode) -> Self {
         self.status = status;
@@ -91,7 +91,7 @@ impl InFlight {
     pub(crate) fn try_acquire(self: &Arc<Self>, key: Key, max: u32) -> Option<InFlightGuard> {
         let shard = self.shard(&key);
         let mut map = self.shards[shard].lock();
-        let count = map.entry(key.clone()).or_insert(0);
+        let count = map.entry(key).or_insert(0);
         if *count >= max {
             if *count == 0 {
                 map.remove(&key);
@@ -146,9 +146,9 @@ mod tests {
     fn counts_per_key_and_forgets_idle_keys() {
         let in_flight = Arc::new(InFlight::default());
         let a = Key::from("a");
-        let first = in_flight.try_acquire(a.clone(), 2).unwrap();
-        let second = in_flight.try_acquire(a.clone(), 2).unwrap();
-        assert!(in_flight.try_acquire(a.clone(), 2).is_none());
+        let first = in_flight.try_acquire(a, 2).unwrap();
+        let second = in_flight.try_acquire(a, 2).unwrap();
+        assert!(in_flight.try_acquire(a, 2).is_none());
         let other = in_flight.try_acquire(Key::from("b"), 2).unwrap();
         assert_eq!(in_flight.keys(), 2);
         drop(first);

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use axum::body::{Body, Bytes, HttpBody};
 use http::Response;
@@ -12,8 +14,31 @@ use tollway_core::BoxError;
 use tower::Service;
 
 use super::concurrency::InFlightGuard;
+use super::headers::{self, HeaderOptions, PolicyInfo};
 use super::priority::{Permit, Waiting};
-use super::service::WriteHeaders;
+use super::states::States;
+
+/// Rate-limit headers to add to an admitted response when it is ready.
+pub(crate) struct PendingHeaders {
+    pub(crate) policies: Arc<[PolicyInfo]>,
+    pub(crate) options: HeaderOptions,
+    pub(crate) states: States,
+    /// The wall clock at the decision, when a header needs it.
+    pub(crate) wall: Option<SystemTime>,
+}
+
+impl PendingHeaders {
+    fn write(&self, headers: &mut http::HeaderMap) {
+        headers::write(
+            &self.options,
+            headers,
+            &self.policies,
+            self.states.as_slice(),
+            None,
+            || self.wall.unwrap_or_else(SystemTime::now),
+        );
+    }
+}
 
 pin_project! {
     /// The response of a [`ServerLimiter`](super::ServerLimiter): a refusal at once, or the
@@ -26,9 +51,24 @@ pin_project! {
     {
         #[pin]
         state: State<S, Req>,
-        extra: Option<Box<dyn WriteHeaders>>,
-        guard: Option<InFlightGuard>,
-        permit: Option<Permit>,
+        // Boxed, and only when there is something: the plain path's future stays small.
+        held: Option<Box<Held>>,
+    }
+}
+
+/// What an admitted request holds until its response is ready.
+#[derive(Default)]
+pub(crate) struct Held {
+    pub(crate) headers: Option<PendingHeaders>,
+    pub(crate) guard: Option<InFlightGuard>,
+    pub(crate) permit: Option<Permit>,
+}
+
+impl Held {
+    /// `None` when it holds nothing.
+    pub(crate) fn boxed(self) -> Option<Box<Self>> {
+        (self.headers.is_some() || self.guard.is_some() || self.permit.is_some())
+            .then(|| Box::new(self))
     }
 }
 
@@ -67,23 +107,15 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
             state: State::Ready {
                 response: Some(Box::new(response)),
             },
-            extra: None,
-            guard: None,
-            permit: None,
+            held: None,
         }
     }
 
-    pub(crate) fn called(
-        future: S::Future,
-        extra: Option<Box<dyn WriteHeaders>>,
-        guard: Option<InFlightGuard>,
-        permit: Option<Permit>,
-    ) -> Self {
+    #[inline]
+    pub(crate) fn called(future: S::Future, held: Held) -> Self {
         Self {
             state: State::Called { future },
-            extra,
-            guard,
-            permit,
+            held: held.boxed(),
         }
     }
 
@@ -91,8 +123,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         waiting: Waiting,
         service: S,
         request: Req,
-        extra: Option<Box<dyn WriteHeaders>>,
-        guard: Option<InFlightGuard>,
+        held: Held,
         evicted: Option<Response<Body>>,
     ) -> Self {
         Self {
@@ -104,9 +135,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
                     evicted,
                 }),
             },
-            extra,
-            guard,
-            permit: None,
+            held: held.boxed(),
         }
     }
 }
@@ -138,13 +167,15 @@ where
                 StateProj::Waiting { parked } => {
                     let permit = ready!(Pin::new(&mut parked.waiting).poll(cx));
                     if let (None, Some(response)) = (&permit, parked.evicted.take()) {
-                        *this.guard = None;
+                        *this.held = None;
                         this.state.set(State::Ready {
                             response: Some(Box::new(response)),
                         });
                         continue;
                     }
-                    *this.permit = permit;
+                    if let Some(permit) = permit {
+                        this.held.get_or_insert_with(Box::default).permit = Some(permit);
+                    }
                     let (Some(mut service), Some(request)) =
                         (parked.service.take(), parked.request.take())
                     else {
@@ -155,10 +186,11 @@ where
                 }
                 StateProj::Called { future } => {
                     let mut response = ready!(future.poll(cx))?;
-                    *this.guard = None;
-                    *this.permit = None;
-                    if let Some(extra) = this.extra.take() {
-                        extra.write(response.headers_mut());
+                    // The concurrency place and the admission slot go back now.
+                    if let Some(held) = this.held.take()
+                        && let Some(headers) = &held.headers
+                    {
+                        headers.write(response.headers_mut());
                     }
                     return Poll::Ready(Ok(response.map(Body::new)));
                 }

@@ -1,40 +1,65 @@
-//! Who a request counts against: [`Key`] and the [`KeyExtractor`]s ([`PeerIp`], [`HeaderKey`],
-//! [`Global`], closures, and [`Or`] to fall back from one to another).
+//! Who a request counts against: [`Key`] and the [`KeyExtractor`]s ([`HeaderKey`], [`Global`],
+//! closures, and [`Or`] to fall back from one to another; [`PeerIp`](super::PeerIp) lives in
+//! `peer.rs`).
 
-use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::net::IpAddr;
+use std::sync::OnceLock;
 
-use axum::extract::ConnectInfo;
 use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderName, Method, Request, Uri};
-use tollway_core::client_ip::ClientIp;
-pub use tollway_core::client_ip::{Cidr, InvalidCidr, ProxyHeader};
 
-/// The identity a request is limited by.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// The identity a request is limited by. Fixed-size whatever the request carries: text (an
+/// API key, a user id) is kept as a keyed 128-bit digest, so an attacker's 400 KB header
+/// costs the key map what a short one does, and raw keys never sit in memory or in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Key {
     /// Every request shares one bucket.
     Global,
     /// A client address (IPv6 already grouped by its prefix).
     Ip(IpAddr),
-    /// An API key, a user or account id, a tier name.
-    Text(Arc<str>),
+    /// An API key, a user or account id, a tier name: its digest.
+    Text(TextDigest),
 }
 
 impl Hash for Key {
-    // One word for an IPv4 address: hashing is a fair share of a check's cost.
+    // One word for an IPv4 address or a digest: hashing is a fair share of a check's cost.
+    // (Equal keys hash alike; different variants may meet in a bucket, never in a key.)
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
             Self::Global => state.write_u8(0),
             Self::Ip(IpAddr::V4(v4)) => state.write_u64(1 << 32 | u64::from(v4.to_bits())),
             Self::Ip(IpAddr::V6(v6)) => state.write_u128(v6.to_bits()),
-            Self::Text(text) => {
-                state.write_u8(2);
-                text.hash(state);
-            }
+            Self::Text(TextDigest([a, b])) => state.write_u64(a ^ b.rotate_left(29)),
         }
+    }
+}
+
+/// The digest a [`Key::Text`] holds: SipHash-1-3 twice, under two keys drawn at random once
+/// per process, so nobody outside the process can craft two texts that collide. Two equal
+/// texts give equal digests within a process.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TextDigest([u64; 2]);
+
+impl TextDigest {
+    /// The digest of `text`.
+    pub fn of(text: &str) -> Self {
+        static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+        let (a, b) = KEYS.get_or_init(|| (RandomState::new(), RandomState::new()));
+        let half = |state: &RandomState| {
+            let mut hasher = state.build_hasher();
+            hasher.write(text.as_bytes());
+            hasher.finish()
+        };
+        Self([half(a), half(b)])
+    }
+}
+
+impl fmt::Debug for TextDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the text: it may be a credential.
+        write!(f, "TextDigest({:08x}…)", self.0[0] >> 32)
     }
 }
 
@@ -46,13 +71,13 @@ impl From<IpAddr> for Key {
 
 impl From<&str> for Key {
     fn from(text: &str) -> Self {
-        Self::Text(Arc::from(text))
+        Self::Text(TextDigest::of(text))
     }
 }
 
 impl From<String> for Key {
     fn from(text: String) -> Self {
-        Self::Text(Arc::from(text))
+        Self::from(text.as_str())
     }
 }
 
@@ -96,6 +121,8 @@ impl<'a> From<&'a Parts> for RequestHead<'a> {
 /// Computes a request's [`Key`] from its head; `None` means the limit does not apply to it
 /// (a request without an API key is not counted against a per-key limit).
 ///
+/// The layer calls it once per request and limit.
+///
 /// Implemented for closures `Fn(&RequestHead<'_>) -> Option<Key>`.
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The key of the request whose head is `head`.
@@ -117,8 +144,8 @@ impl<F> KeyExtractor for F
 where
     F: Fn(&RequestHead<'_>) -> Option<Key> + Send + Sync + 'static,
 {
-    fn extract(&self, parts: &RequestHead<'_>) -> Option<Key> {
-        self(parts)
+    fn extract(&self, head: &RequestHead<'_>) -> Option<Key> {
+        self(head)
     }
 }
 
@@ -127,7 +154,7 @@ where
 pub struct Global;
 
 impl KeyExtractor for Global {
-    fn extract(&self, _parts: &RequestHead<'_>) -> Option<Key> {
+    fn extract(&self, _head: &RequestHead<'_>) -> Option<Key> {
         Some(Key::Global)
     }
 }
@@ -140,15 +167,15 @@ pub struct Or<A, B> {
 }
 
 impl<A: KeyExtractor, B: KeyExtractor> KeyExtractor for Or<A, B> {
-    fn extract(&self, parts: &RequestHead<'_>) -> Option<Key> {
+    fn extract(&self, head: &RequestHead<'_>) -> Option<Key> {
         self.first
-            .extract(parts)
-            .or_else(|| self.second.extract(parts))
+            .extract(head)
+            .or_else(|| self.second.extract(head))
     }
 }
 
-/// The value of a request header (an API key, a client id), as text. Absent, empty or not
-/// visible ASCII: no key.
+/// The value of a request header (an API key, a client id), as a [`Key::Text`] digest.
+/// Absent, empty or not visible ASCII: no key.
 ///
 /// It does not authenticate: a client that invents a new value gets a new bucket. Keep a
 /// per-IP limit next to it (as the example server does), or key by a closure that returns
@@ -166,116 +193,9 @@ impl HeaderKey {
 }
 
 impl KeyExtractor for HeaderKey {
-    fn extract(&self, parts: &RequestHead<'_>) -> Option<Key> {
-        let value = parts.headers.get(&self.name)?.to_str().ok()?.trim();
+    fn extract(&self, head: &RequestHead<'_>) -> Option<Key> {
+        let value = head.headers.get(&self.name)?.to_str().ok()?.trim();
         (!value.is_empty()).then(|| Key::from(value))
-    }
-}
-
-/// The client's IP address: the TCP peer from axum's [`ConnectInfo<SocketAddr>`] (serve with
-/// `into_make_service_with_connect_info::<SocketAddr>()`), or, when the peer is a trusted
-/// proxy, the address that proxy forwarded, found and grouped by
-/// [`ClientIp`](tollway_core::client_ip::ClientIp) (the same rules the budget's quota keys
-/// use).
-///
-/// Forwarding headers are read **from the right**: each entry was appended by the hop to its
-/// right, so the walk goes leftwards while the address is a trusted proxy and stops at the
-/// first one that is not. Entries further left were written by the client and are never read:
-/// a spoofed left-most `X-Forwarded-For` does not buy a new bucket. With no trusted proxies
-/// (the default) the headers are ignored.
-///
-/// IPv6 clients are grouped by their /64 (one host usually owns a whole /64); IPv4-mapped IPv6
-/// addresses count as IPv4.
-///
-/// ```
-/// use tollway_limiter::server::{Cidr, Key, KeyExtractor, PeerIp, RequestHead};
-///
-/// let key = PeerIp::new().trust_proxy("10.0.0.0/8".parse::<Cidr>().unwrap());
-/// let mut request = http::Request::get("/hello")
-///     .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
-///     .body(())
-///     .unwrap();
-/// request.extensions_mut().insert(axum::extract::ConnectInfo(
-///     "10.1.2.3:5000".parse::<std::net::SocketAddr>().unwrap(),
-/// ));
-/// assert_eq!(
-///     key.extract(&RequestHead::of(&request)),
-///     Some(Key::Ip("203.0.113.9".parse().unwrap()))
-/// );
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct PeerIp {
-    resolver: ClientIp,
-}
-
-impl PeerIp {
-    /// The TCP peer's address, trusting no proxy; IPv6 grouped by /64.
-    pub const fn new() -> Self {
-        Self {
-            resolver: ClientIp::new(),
-        }
-    }
-
-    /// Keys by what `resolver` says (trusted proxies, header, prefixes), so one configuration
-    /// can serve this limit and the budget's quota alike.
-    pub const fn with_resolver(resolver: ClientIp) -> Self {
-        Self { resolver }
-    }
-
-    /// Trusts proxies in `cidr` to report the client's address.
-    #[must_use]
-    pub fn trust_proxy(mut self, cidr: Cidr) -> Self {
-        self.resolver = self.resolver.trust_proxy(cidr);
-        self
-    }
-
-    /// Which header the trusted proxies write (default `X-Forwarded-For`). Only one is read:
-    /// mixing them would let a client choose.
-    #[must_use]
-    pub fn proxy_header(mut self, header: ProxyHeader) -> Self {
-        self.resolver = self.resolver.proxy_header(header);
-        self
-    }
-
-    /// Groups IPv6 clients by this prefix length (default 64; 128 keys each address; values
-    /// above 128 count as 128).
-    #[must_use]
-    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
-        self.resolver = self.resolver.ipv6_prefix(bits);
-        self
-    }
-
-    /// Groups IPv4 clients by this prefix length (default 32: each address).
-    #[must_use]
-    pub fn ipv4_prefix(mut self, bits: u8) -> Self {
-        self.resolver = self.resolver.ipv4_prefix(bits);
-        self
-    }
-
-    /// The client address of a request that came from `peer` with `headers`, before grouping.
-    pub fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
-        self.resolver.client_ip(peer, headers)
-    }
-
-    /// The rules this key follows.
-    pub fn resolver(&self) -> &ClientIp {
-        &self.resolver
-    }
-}
-
-impl KeyExtractor for PeerIp {
-    fn extract(&self, parts: &RequestHead<'_>) -> Option<Key> {
-        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
-            static WARNED: AtomicBool = AtomicBool::new(false);
-            if !WARNED.swap(true, Relaxed) {
-                tracing::warn!(
-                    "PeerIp found no ConnectInfo<SocketAddr>: serve with \
-                     into_make_service_with_connect_info::<SocketAddr>()"
-                );
-            }
-            return None;
-        };
-        Some(Key::Ip(self.resolver.resolve(peer.ip(), parts.headers)))
     }
 }
 
@@ -283,134 +203,40 @@ impl KeyExtractor for PeerIp {
 mod tests {
     use super::*;
 
-    fn parts(peer: &str, headers: &[(&str, &str)]) -> Parts {
+    fn head_with(headers: &[(&str, &str)]) -> Parts {
         let mut builder = http::Request::get("/");
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let mut request = builder.body(()).unwrap();
-        request
-            .extensions_mut()
-            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
-        request.into_parts().0
-    }
-
-    fn head(parts: &Parts) -> RequestHead<'_> {
-        RequestHead::from(parts)
-    }
-
-    fn ip(text: &str) -> Option<Key> {
-        Some(Key::Ip(text.parse().unwrap()))
+        builder.body(()).unwrap().into_parts().0
     }
 
     #[test]
-    fn untrusted_peer_ignores_forwarding_headers() {
-        let key = PeerIp::new();
-        let p = parts("1.2.3.4:5", &[("x-forwarded-for", "9.9.9.9")]);
-        assert_eq!(key.extract(&head(&p)), ip("1.2.3.4"));
-    }
-
-    #[test]
-    fn reads_from_the_right_and_ignores_spoofed_left_entries() {
-        let key = PeerIp::new()
-            .trust_proxy("10.0.0.0/8".parse().unwrap())
-            .trust_proxy("192.168.0.0/16".parse().unwrap());
-        for spoof in ["1.1.1.1", "2.2.2.2, 3.3.3.3", "garbage, ::1"] {
-            let header = format!("{spoof}, 203.0.113.7, 192.168.1.1");
-            let p = parts("10.0.0.2:443", &[("x-forwarded-for", &header)]);
-            assert_eq!(key.extract(&head(&p)), ip("203.0.113.7"), "{header}");
-        }
-        // Two header lines: the last line's last entry is nearest.
-        let mut request = http::Request::get("/").body(()).unwrap();
-        request
-            .headers_mut()
-            .append("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        request
-            .headers_mut()
-            .append("x-forwarded-for", "198.51.100.1, 10.9.9.9".parse().unwrap());
-        request
-            .extensions_mut()
-            .insert(ConnectInfo("10.0.0.2:1".parse::<SocketAddr>().unwrap()));
-        assert_eq!(key.extract(&RequestHead::of(&request)), ip("198.51.100.1"));
-    }
-
-    #[test]
-    fn only_trusted_hops_all_the_way_yields_the_left_most_trusted_one() {
-        let key = PeerIp::new().trust_proxy("10.0.0.0/8".parse().unwrap());
-        let p = parts("10.0.0.2:1", &[("x-forwarded-for", "10.0.0.9, 10.0.0.5")]);
-        assert_eq!(key.extract(&head(&p)), ip("10.0.0.9"));
-        let p = parts("10.0.0.2:1", &[("x-forwarded-for", "1.2.3.4, nonsense")]);
-        assert_eq!(
-            key.extract(&head(&p)),
-            ip("10.0.0.2"),
-            "garbage from a proxy: the proxy"
-        );
-    }
-
-    #[test]
-    fn forwarded_header_with_ports_and_brackets() {
-        let key = PeerIp::new()
-            .trust_proxy("10.0.0.0/8".parse().unwrap())
-            .proxy_header(ProxyHeader::Forwarded)
-            .ipv6_prefix(128);
-        let p = parts(
-            "10.0.0.2:1",
-            &[(
-                "forwarded",
-                r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.3"#,
-            )],
-        );
-        assert_eq!(key.extract(&head(&p)), ip("2001:db8:cafe::17"));
-        // X-Forwarded-For is not read when Forwarded is configured.
-        let p = parts("10.0.0.2:1", &[("x-forwarded-for", "7.7.7.7")]);
-        assert_eq!(key.extract(&head(&p)), ip("10.0.0.2"));
-    }
-
-    #[test]
-    fn ipv6_grouped_by_prefix_and_mapped_ipv4_is_ipv4() {
-        let key = PeerIp::new();
-        let a = key.extract(&head(&parts("[2001:db8:1:2:aaaa::1]:1", &[])));
-        let b = key.extract(&head(&parts("[2001:db8:1:2:bbbb::2]:1", &[])));
-        let c = key.extract(&head(&parts("[2001:db8:1:3::1]:1", &[])));
-        assert_eq!(a, b);
-        assert_eq!(a, ip("2001:db8:1:2::"));
-        assert_ne!(a, c);
-        let wide = PeerIp::new().ipv6_prefix(48);
-        assert_eq!(
-            wide.extract(&head(&parts("[2001:db8:1:2::1]:1", &[]))),
-            wide.extract(&head(&parts("[2001:db8:1:3::1]:1", &[])))
-        );
-        assert_eq!(
-            key.extract(&head(&parts("[::ffff:1.2.3.4]:1", &[]))),
-            ip("1.2.3.4")
-        );
-    }
-
-    #[test]
-    fn no_connect_info_no_key() {
-        let (p, ()) = http::Request::get("/").body(()).unwrap().into_parts();
-        assert_eq!(PeerIp::new().extract(&head(&p)), None);
-    }
-
-    #[test]
-    fn header_key_or_ip_and_closures() {
-        let key = HeaderKey::new(HeaderName::from_static("x-api-key")).or(PeerIp::new());
-        assert_eq!(
-            key.extract(&head(&parts("1.2.3.4:1", &[("x-api-key", " abc ")]))),
-            Some(Key::from("abc"))
-        );
-        assert_eq!(
-            key.extract(&head(&parts("1.2.3.4:1", &[("x-api-key", "")]))),
-            ip("1.2.3.4")
-        );
+    fn header_key_or_another_and_closures() {
+        let key = HeaderKey::new(HeaderName::from_static("x-api-key")).or(Global);
+        let p = head_with(&[("x-api-key", " abc ")]);
+        assert_eq!(key.extract(&RequestHead::from(&p)), Some(Key::from("abc")));
+        let p = head_with(&[("x-api-key", "")]);
+        assert_eq!(key.extract(&RequestHead::from(&p)), Some(Key::Global));
         let by_path = |p: &RequestHead<'_>| Some(Key::from(p.uri.path()));
+        let p = head_with(&[]);
         assert_eq!(
-            by_path.extract(&head(&parts("1.2.3.4:1", &[]))),
+            by_path.extract(&RequestHead::from(&p)),
             Some(Key::from("/"))
         );
-        assert_eq!(
-            Global.extract(&head(&parts("1.2.3.4:1", &[]))),
-            Some(Key::Global)
-        );
+    }
+
+    /// Finding: keys were stored as the whole header value, so 4 KB keys took the example
+    /// server to 525 MB. A key is a fixed-size digest now, and its `Debug` shows no text.
+    #[test]
+    fn text_keys_are_fixed_size_digests_that_never_print_the_text() {
+        let long = "k".repeat(400_000);
+        let key = Key::from(long.as_str());
+        assert!(std::mem::size_of::<Key>() <= 24);
+        assert_eq!(key, Key::from(long.clone()));
+        assert_ne!(key, Key::from(&long[1..]));
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("kkkk") && shown.len() < 40, "{shown}");
+        assert!(!format!("{:?}", Key::from("secret-api-key")).contains("secret"));
     }
 }

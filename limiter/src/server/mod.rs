@@ -12,11 +12,17 @@
 //!   `application/problem+json` of type `quota-exceeded`), `Retry-After` rounded up to whole
 //!   seconds (300 ms is `1`), IETF `RateLimit-Policy` / `RateLimit` for every policy and legacy
 //!   `X-RateLimit-*` ([`HeaderOptions`], each on or off), on admitted responses too.
-//! - **Bounded memory**: each limit remembers at most `max_keys` keys; keys whose buckets are
-//!   full again are forgotten a shard at a time on the request path (one shard every 512
-//!   requests) (no background task), and
+//! - **Bounded memory, in bytes**: keys are fixed-size (text keys are keyed digests, so a
+//!   400 KB API key costs what a short one does); each limit remembers at most `max_keys` of
+//!   them, and a full limit makes room for a new key in constant time (a small random sample,
+//!   idle keys first), however many distinct keys an attacker sends.
+//!   [`ServerLimiterLayer::memory_bound`] is the bound in bytes;
 //!   [`ServerLimiterLayer::tracked_keys`] (gauge `tollway_limiter_tracked_keys`) says how many
-//!   are held.
+//!   keys are held, and idle ones are forgotten a slice at a time on the request path (no
+//!   background task).
+//! - **Next to other layers**: `RateLimit-Policy` / `RateLimit` members are appended to what
+//!   the application or another layer (the budget's quota layer) wrote, never replacing it;
+//!   the larger `Retry-After` wins.
 //! - **Per-key concurrency** ([`ConcurrencyLimit`]), refused with 429 or 402.
 //! - **Priority admission** ([`PriorityAdmission`]): a bounded queue shared by all priorities;
 //!   a full queue lets a higher-priority arrival evict the lowest waiter (503).
@@ -26,7 +32,6 @@
 //!
 //! ```
 //! use std::net::SocketAddr;
-//! use std::num::NonZeroU32;
 //! use axum::{Router, routing::get};
 //! use http::{HeaderName, Request, StatusCode};
 //! use tollway_limiter::Quota;
@@ -36,15 +41,14 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let two = NonZeroU32::new(2).unwrap();
 //! let limits = ServerLimiterLayer::builder()
 //!     // Two requests at once per IP, then one every 30 s...
-//!     .limit(Limit::new("per-ip", PeerIp::new(), Quota::per_minute(two).with_burst(two)))
-//!     // ...and 1,000 an hour per API key, for requests that carry one.
+//!     .limit(Limit::new("per-ip", PeerIp::new(), Quota::per_minute(2).burst(2)))
+//!     // ...and 1,000 an hour per API key, all at once if need be, for requests with one.
 //!     .limit(Limit::new(
 //!         "per-key",
 //!         HeaderKey::new(HeaderName::from_static("x-api-key")),
-//!         Quota::per_hour(NonZeroU32::new(1_000).unwrap()).with_burst(NonZeroU32::new(1_000).unwrap()),
+//!         Quota::per_hour(1_000).burst(1_000),
 //!     ))
 //!     .headers(HeaderOptions::all())
 //!     .build()?;
@@ -76,25 +80,32 @@
 //! # }
 //! ```
 
+mod builder;
 mod concurrency;
+mod error;
 mod future;
 mod headers;
 mod key;
 mod layer;
 mod limits;
 mod metrics;
+mod peer;
 mod priority;
 mod rejection;
 mod service;
+mod shared;
+mod states;
 
+pub use builder::{DEFAULT_MAX_KEYS, ServerLimiterBuilder};
 pub use concurrency::ConcurrencyLimit;
+pub use error::InvalidPolicy;
 pub use future::ResponseFuture;
 pub use headers::{HeaderOptions, ResetStyle};
-pub use key::{
-    Cidr, Global, HeaderKey, InvalidCidr, Key, KeyExtractor, Or, PeerIp, ProxyHeader, RequestHead,
-};
-pub use layer::{DEFAULT_MAX_KEYS, ServerLimiterBuilder, ServerLimiterLayer, ShadowReport};
+pub use key::{Global, HeaderKey, Key, KeyExtractor, Or, RequestHead, TextDigest};
+pub use layer::ServerLimiterLayer;
 pub use limits::Limit;
+pub use peer::{Cidr, InvalidCidr, PeerIp, ProxyHeader};
 pub use priority::PriorityAdmission;
 pub use rejection::{QUOTA_EXCEEDED_TYPE, Rejection, RejectionInfo, RejectionKind};
 pub use service::ServerLimiter;
+pub use shared::ShadowReport;

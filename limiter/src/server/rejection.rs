@@ -40,18 +40,18 @@ type BodyFn = dyn Fn(&RejectionInfo<'_>) -> (HeaderValue, Bytes) + Send + Sync;
 /// rejections, whose statuses are set where those limits are configured).
 ///
 /// The default is `429` with an `application/problem+json` body of type `quota-exceeded`
-/// (RFC 9457, draft-ietf-httpapi-ratelimit-headers). Seed 004's body is a fixed JSON:
+/// (RFC 9457, draft-ietf-httpapi-ratelimit-headers). A fixed JSON body instead:
 ///
 /// ```
 /// use http::StatusCode;
 /// use tollway_limiter::server::Rejection;
 ///
-/// let seed_004 = Rejection::fixed(
+/// let fixed = Rejection::fixed(
 ///     StatusCode::TOO_MANY_REQUESTS,
 ///     "application/json",
 ///     r#"{"status":"error","message":"Rate limit exceeded. Please try again later.","data":null}"#,
 /// );
-/// # let _ = seed_004;
+/// # let _ = fixed;
 /// ```
 #[derive(Clone)]
 pub struct Rejection {
@@ -217,8 +217,8 @@ mod tests {
 
     #[tokio::test]
     async fn fixed_and_custom_bodies() {
-        let seed = r#"{"status":"error","message":"Rate limit exceeded. Please try again later.","data":null}"#;
-        let fixed = Rejection::fixed(StatusCode::TOO_MANY_REQUESTS, "application/json", seed);
+        let legacy = r#"{"status":"error","message":"Rate limit exceeded. Please try again later.","data":null}"#;
+        let fixed = Rejection::fixed(StatusCode::TOO_MANY_REQUESTS, "application/json", legacy);
         let response = fixed.response(
             RejectionKind::RateLimited,
             fixed.status(),
@@ -226,7 +226,7 @@ mod tests {
             Some("hourly"),
         );
         assert_eq!(response.headers()["content-type"], "application/json");
-        assert_eq!(body(response).await, seed);
+        assert_eq!(body(response).await, legacy);
 
         let custom = Rejection::custom(StatusCode::PAYMENT_REQUIRED, |info| {
             (

@@ -7,20 +7,20 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tollway_core::BoxError;
 use tower::Service;
 
-use super::future::ResponseFuture;
-use super::headers;
+use super::future::{Held, PendingHeaders, ResponseFuture};
+use super::headers::{self, ResetStyle};
 use super::key::RequestHead;
-use super::layer::Shared;
-use super::limits::Decision;
+use super::limits::Refusal;
 use super::metrics;
 use super::priority::Admit;
 use super::rejection::RejectionKind;
+use super::shared::Shared;
+use super::states::States;
 use crate::clock::{LimiterClock, QuantaClock};
-use crate::gcra::SlotView;
 
 /// Checks each request against the layer's limits before the inner service sees it.
 ///
@@ -98,82 +98,67 @@ where
         let head = RequestHead::of(&request);
         let options = shared.headers;
         let want_state = options.wants_state() || shared.shadow;
-        let mut decision = shared.limits.check(&head, want_state);
+        let mut states = States::default();
+        let refused = shared.limits.check(&head, want_state, &mut states);
 
-        if let Some(refusal) = decision.refused {
+        if let Some(refusal) = refused {
             shared.limits.would_reject.fetch_add(1, Relaxed);
             if !shared.shadow {
-                metrics::rejected(RejectionKind::RateLimited);
-                let policy = shared.limits.policies.get(refusal.policy);
-                let mut response = shared.rejection.response(
-                    RejectionKind::RateLimited,
-                    shared.rejection.status(),
-                    Some(refusal.wait),
-                    policy.map(|p| p.name.as_str()),
-                );
-                write_headers(
-                    shared,
-                    &decision,
-                    Some(refusal.wait),
-                    response.headers_mut(),
-                );
-                tracing::debug!(wait = ?refusal.wait, "request refused by a rate limit");
-                return ResponseFuture::ready(response);
+                return ResponseFuture::ready(rate_refusal(shared, refusal, &states));
             }
             metrics::would_reject(RejectionKind::RateLimited);
         }
-        count_near_limit(shared, &decision);
-        // The headers are written into the response itself when it is ready: no map of
-        // their own to build and copy.
-        let extra = (options.on_allowed && options.wants_state() && !decision.states.is_empty())
-            .then(|| {
-                Box::new(PendingHeaders {
-                    shared: Arc::clone(&self.shared),
-                    states: std::mem::take(&mut decision.states),
-                }) as Box<dyn WriteHeaders>
-            });
+        let mut held = Held::default();
+        if !states.is_empty() {
+            count_near_limit(shared, &states);
+            // The headers are written into the response itself when it is ready: no map of
+            // their own to build and copy.
+            if options.on_allowed && options.wants_state() {
+                held.headers = Some(PendingHeaders {
+                    policies: Arc::clone(&shared.limits.policies),
+                    options,
+                    states,
+                    // Read now: the future has no clock.
+                    wall: (options.legacy && options.reset_style == ResetStyle::UnixTimestamp)
+                        .then(|| shared.clock.system_now()),
+                });
+            }
+        }
 
-        let guard = match &shared.concurrency {
-            Some((limit, in_flight)) => match limit.key.extract(&head) {
-                Some(key) => {
-                    let max = (limit.max)(&head);
-                    match in_flight.try_acquire(key, max) {
-                        Some(guard) => Some(guard),
-                        None => {
-                            if let Some(response) =
-                                refuse(shared, RejectionKind::Concurrency, limit.status)
-                            {
-                                return ResponseFuture::ready(response);
-                            }
-                            None
-                        }
+        if let Some((limit, in_flight)) = &shared.concurrency
+            && let Some(key) = limit.key.extract(&head)
+        {
+            let max = (limit.max)(&head);
+            match in_flight.try_acquire(key, max) {
+                Some(guard) => held.guard = Some(guard),
+                None => {
+                    if let Some(response) = refuse(shared, RejectionKind::Concurrency, limit.status)
+                    {
+                        return ResponseFuture::ready(response);
                     }
                 }
-                None => None,
-            },
-            None => None,
-        };
-
-        let admit = shared
-            .priority
-            .as_ref()
-            .map(|(config, admission)| admission.arrive((config.tier)(&head)));
-        match admit {
-            None => ResponseFuture::called(self.inner.call(request), extra, guard, None),
-            Some(Admit::Now(permit)) => {
-                ResponseFuture::called(self.inner.call(request), extra, guard, Some(permit))
             }
-            Some(Admit::Rejected) => {
+        }
+
+        let Some((config, admission)) = &shared.priority else {
+            return ResponseFuture::called(self.inner.call(request), held);
+        };
+        match admission.arrive((config.tier)(&head)) {
+            Admit::Now(permit) => {
+                held.permit = Some(permit);
+                ResponseFuture::called(self.inner.call(request), held)
+            }
+            Admit::Rejected => {
                 match refuse(
                     shared,
                     RejectionKind::QueueFull,
                     StatusCode::SERVICE_UNAVAILABLE,
                 ) {
                     Some(response) => ResponseFuture::ready(response),
-                    None => ResponseFuture::called(self.inner.call(request), extra, guard, None),
+                    None => ResponseFuture::called(self.inner.call(request), held),
                 }
             }
-            Some(Admit::Wait(waiting)) => {
+            Admit::Wait(waiting) => {
                 // Wait with the service that was made ready; leave a clone in its place.
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
@@ -185,10 +170,37 @@ where
                         None,
                     )
                 });
-                ResponseFuture::waiting(waiting, ready, request, extra, guard, evicted)
+                ResponseFuture::waiting(waiting, ready, request, held, evicted)
             }
         }
     }
+}
+
+/// The response to a request a rate limit refused.
+#[cold]
+fn rate_refusal<C: LimiterClock>(
+    shared: &Shared<C>,
+    refusal: Refusal,
+    states: &States,
+) -> Response<Body> {
+    metrics::rejected(RejectionKind::RateLimited);
+    let policy = shared.limits.policies.get(refusal.policy);
+    let mut response = shared.rejection.response(
+        RejectionKind::RateLimited,
+        shared.rejection.status(),
+        Some(refusal.wait),
+        policy.map(|p| p.name.as_str()),
+    );
+    headers::write(
+        &shared.headers,
+        response.headers_mut(),
+        &shared.limits.policies,
+        states.as_slice(),
+        Some(refusal.wait),
+        || shared.clock.system_now(),
+    );
+    tracing::debug!(wait = ?refusal.wait, "request refused by a rate limit");
+    response
 }
 
 /// Counts a refusal; the response to send, or `None` in shadow mode.
@@ -207,51 +219,9 @@ fn refuse<C: LimiterClock>(
     Some(shared.rejection.response(kind, status, None, None))
 }
 
-/// Rate-limit headers to add to an admitted response.
-pub(crate) trait WriteHeaders: Send + Sync {
-    fn write(&self, headers: &mut HeaderMap);
-}
-
-struct PendingHeaders<C: LimiterClock> {
-    shared: Arc<Shared<C>>,
-    states: Vec<(usize, SlotView)>,
-}
-
-impl<C: LimiterClock> WriteHeaders for PendingHeaders<C> {
-    fn write(&self, headers: &mut HeaderMap) {
-        write_states(&self.shared, &self.states, None, headers);
-    }
-}
-
-fn write_headers<C: LimiterClock>(
-    shared: &Shared<C>,
-    decision: &Decision,
-    wait: Option<std::time::Duration>,
-    headers: &mut HeaderMap,
-) {
-    write_states(shared, &decision.states, wait, headers);
-}
-
-fn write_states<C: LimiterClock>(
-    shared: &Shared<C>,
-    states: &[(usize, SlotView)],
-    wait: Option<std::time::Duration>,
-    headers: &mut HeaderMap,
-) {
-    headers::write(
-        &shared.headers,
-        headers,
-        &shared.limits.policies,
-        &shared.limits.all_policies,
-        states,
-        wait,
-        || shared.clock.system_now(),
-    );
-}
-
-fn count_near_limit<C: LimiterClock>(shared: &Shared<C>, decision: &Decision) {
+fn count_near_limit<C: LimiterClock>(shared: &Shared<C>, states: &States) {
     let policies = &shared.limits.policies;
-    let near = decision.states.iter().find(|&&(policy, view)| {
+    let near = states.as_slice().iter().find(|&&(policy, view)| {
         policies
             .get(policy)
             .is_some_and(|info| view.available.saturating_mul(10) <= info.advertised)

@@ -3,12 +3,11 @@
 //!
 //! ```
 //! # #[cfg(feature = "full")] {
-//! use std::num::NonZeroU32;
 //! use tollway::ClientStackLayer;
 //! use tollway::limiter::{Adaptive, Quota, RateLimiter};
 //! use tollway::middleware::TollwayMiddleware;
 //!
-//! let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(11).unwrap()))
+//! let limiter = RateLimiter::builder(Quota::per_second(11).burst(1))
 //!     .adaptive(Adaptive::new())
 //!     .build();
 //! let reqwest = reqwest::Client::builder()

@@ -1,18 +1,23 @@
 //! [`ClientStackLayer`] and its builder.
 
 use std::fmt;
+use std::time::Duration;
 
 use tollway_breaker::{BreakerHandle, BreakerLayer};
 use tollway_budget::store::{MemoryStore, Store};
 use tollway_budget::{BudgetLayer, Ledger};
 use tollway_cache::CacheLayer;
-use tollway_limiter::{Limiter, LimiterClock, QuantaClock, RateLimiter};
+use tollway_limiter::{AdaptiveLimiter, LimiterClock, QuantaClock, RateLimiter};
 use tollway_retry::{RetryLayer, RetryPolicy};
 use tower::Layer;
 use tower::util::Either;
 
 use super::service::ClientStack;
 use super::uncached::Uncached;
+
+/// How long a caller of the stack waits for a rate permit at most, unless
+/// [`ClientStackBuilder::max_wait`] says otherwise.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// The whole client stack as one tower [`Layer`], outermost to innermost
 /// **cache → retry → breaker → budget → limiter**, in front of the service it wraps (see the
@@ -21,10 +26,16 @@ use super::uncached::Uncached;
 /// The limiter and the retry layer are always there; the cache, the breaker and the budget are
 /// there when given to the [builder](ClientStackLayer::builder). Cloning the layer (or a
 /// service it made) never creates a second limiter, breaker, ledger or cache: they are shared.
+///
+/// Waits are bounded: no caller waits for a rate permit longer than
+/// [`max_wait`](ClientStackBuilder::max_wait) (default [`DEFAULT_MAX_WAIT`]), however long a
+/// pause the upstream orders (`Retry-After: 120`); it gets a
+/// [`RateLimited`](tollway_core::RateLimited) carrying the time left instead.
 /// `St` is the budget's [store](tollway_budget::store) (in memory unless a journal or Redis
 /// ledger is given).
 pub struct ClientStackLayer<C: LimiterClock = QuantaClock, St: Store = MemoryStore> {
     limiter: RateLimiter<C>,
+    max_wait: Duration,
     retry: RetryLayer,
     breaker: Option<BreakerLayer>,
     budget: Option<BudgetLayer<St>>,
@@ -37,6 +48,7 @@ impl<C: LimiterClock> ClientStackLayer<C> {
         ClientStackBuilder {
             layer: Self {
                 limiter,
+                max_wait: DEFAULT_MAX_WAIT,
                 retry: RetryLayer::new(RetryPolicy::default()),
                 breaker: None,
                 budget: None,
@@ -50,6 +62,11 @@ impl<C: LimiterClock, St: Store> ClientStackLayer<C, St> {
     /// The shared rate limiter (read it, or change its rate at runtime).
     pub const fn limiter(&self) -> &RateLimiter<C> {
         &self.limiter
+    }
+
+    /// The longest a caller waits for a rate permit.
+    pub const fn max_wait(&self) -> Duration {
+        self.max_wait
     }
 
     /// The retry policy.
@@ -77,6 +94,7 @@ impl<C: LimiterClock, St: Store> Clone for ClientStackLayer<C, St> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
+            max_wait: self.max_wait,
             retry: self.retry.clone(),
             breaker: self.breaker.clone(),
             budget: self.budget.clone(),
@@ -93,6 +111,7 @@ impl<C: LimiterClock + fmt::Debug, St: Store> fmt::Debug for ClientStackLayer<C,
             .field("breaker", &self.breaker)
             .field("budget", &self.budget)
             .field("limiter", &self.limiter)
+            .field("max_wait", &self.max_wait)
             .finish()
     }
 }
@@ -101,7 +120,9 @@ impl<S, C: LimiterClock, St: Store> Layer<S> for ClientStackLayer<C, St> {
     type Service = ClientStack<S, C, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let limited = Limiter::new(inner, self.limiter.clone());
+        // Innermost, fed every response (429s and rate-limit headers pause every caller), and
+        // never holding a caller past the stack's bound.
+        let limited = AdaptiveLimiter::new(inner, self.limiter.clone()).max_wait(self.max_wait);
         let budgeted = match &self.budget {
             Some(budget) => Either::Left(budget.layer(limited)),
             None => Either::Right(limited),
@@ -134,6 +155,16 @@ impl<C: LimiterClock + fmt::Debug, St: Store> fmt::Debug for ClientStackBuilder<
 }
 
 impl<C: LimiterClock, St: Store> ClientStackBuilder<C, St> {
+    /// The longest a caller waits for a rate permit (default [`DEFAULT_MAX_WAIT`]), on top of
+    /// any bound the limiter itself was built with. A longer wait, such as a pause the
+    /// upstream ordered with `Retry-After: 120`, fails at once with
+    /// [`RateLimited`](tollway_core::RateLimited) carrying the time left; a caller already
+    /// queued when such a pause arrives fails at its turn.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.layer.max_wait = max_wait;
+        self
+    }
+
     /// Retries with `policy` (default: [`RetryPolicy::default`]). Use
     /// `RetryPolicy::builder().max_attempts(1)` for no retries.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
@@ -153,6 +184,7 @@ impl<C: LimiterClock, St: Store> ClientStackBuilder<C, St> {
     pub fn budget<T: Store>(self, budget: BudgetLayer<T>) -> ClientStackBuilder<C, T> {
         let ClientStackLayer {
             limiter,
+            max_wait,
             retry,
             breaker,
             cache,
@@ -161,6 +193,7 @@ impl<C: LimiterClock, St: Store> ClientStackBuilder<C, St> {
         ClientStackBuilder {
             layer: ClientStackLayer {
                 limiter,
+                max_wait,
                 retry,
                 breaker,
                 budget: Some(budget),

@@ -26,7 +26,9 @@
 //! - **Limiter innermost**, so every attempt, retries included, takes a permit right before it
 //!   is sent, and the upstream never sees more than the rate however the layers above behave.
 //!   Its adaptive part reads every response (a `429`'s `Retry-After`, `X-RateLimit-*`, IETF
-//!   `RateLimit`) before any layer above acts on it.
+//!   `RateLimit`) before any layer above acts on it. Its waits are bounded by
+//!   [`ClientStackBuilder::max_wait`]: a long pause the upstream orders fails callers at once
+//!   with `RateLimited` (and the time left) instead of holding them.
 //!
 //! The limiter and the retry layer are always present (`RetryPolicy::builder().max_attempts(1)`
 //! turns retries off); the cache, the breaker and the budget are optional. Missing layers are
@@ -42,7 +44,6 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use std::num::NonZeroU32;
 //! use std::time::Duration;
 //!
 //! use bytes::Bytes;
@@ -59,11 +60,12 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), tollway::core::BoxError> {
 //! let dir = tempfile::tempdir()?;
-//! let limiter = RateLimiter::builder(Quota::per_second(NonZeroU32::new(11).unwrap()))
+//! let limiter = RateLimiter::builder(Quota::per_second(11).burst(1))
 //!     .adaptive(Adaptive::new())
 //!     .clock(TokioClock)
 //!     .build();
 //! let layer = ClientStackLayer::builder(limiter)
+//!     .max_wait(Duration::from_secs(10))
 //!     .retry(RetryPolicy::builder().max_attempts(3).build()?)
 //!     .breaker(BreakerLayer::new(BreakerConfig::builder().consecutive_failures(5).build()?))
 //!     .budget(BudgetLayer::new(Ledger::new(1_000, Window::day())))
@@ -106,6 +108,6 @@ mod service;
 mod uncached;
 
 pub use future::UncachedFuture;
-pub use layer::{ClientStackBuilder, ClientStackLayer};
+pub use layer::{ClientStackBuilder, ClientStackLayer, DEFAULT_MAX_WAIT};
 pub use service::ClientStack;
 pub use uncached::Uncached;

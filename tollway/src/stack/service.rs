@@ -9,7 +9,7 @@ use tollway_budget::Budget;
 use tollway_budget::store::{MemoryStore, Store};
 use tollway_cache::{Cache, CacheBody};
 use tollway_core::BoxError;
-use tollway_limiter::{Limiter, LimiterClock, QuantaClock};
+use tollway_limiter::{AdaptiveLimiter, LimiterClock, QuantaClock};
 use tollway_retry::Retry;
 use tower::Service;
 use tower::util::{BoxCloneSyncService, Either};
@@ -17,7 +17,7 @@ use tower::util::{BoxCloneSyncService, Either};
 use super::uncached::Uncached;
 
 /// Budget (when configured) over the limiter.
-type Billed<S, C, St> = Either<Budget<Limiter<S, C>, St>, Limiter<S, C>>;
+type Billed<S, C, St> = Either<Budget<AdaptiveLimiter<S, C>, St>, AdaptiveLimiter<S, C>>;
 /// Breaker (when configured) over [`Billed`].
 type Guarded<S, C, St> = Either<Breaker<Billed<S, C, St>>, Billed<S, C, St>>;
 /// Cache (or its pass-through) over retry over [`Guarded`].

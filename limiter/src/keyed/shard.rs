@@ -1,0 +1,221 @@
+//! One shard of the keyed map: `hashbrown`'s `HashTable` holding the entries themselves (one
+//! probe, no index to follow), with sampled eviction.
+//!
+//! When the shard is full, a new key evicts a key found by a clock hand (CLOCK, second
+//! chance) that walks the table's buckets round and round: every check of a key marks it
+//! used; the hand forgets the first key that is idle (nothing owed, nobody holding it:
+//! forgetting it changes no answer) or unused since the hand last passed, and clears the mark
+//! of the others. Keys in use (legitimate clients, and abusive ones being refused: their debt
+//! is what refuses them) survive a flood of one-off keys, and each new key costs O(1)
+//! amortised (every mark the hand clears was set by a check), at most [`MAX_HAND_STEPS`] keys
+//! looked at, whatever the keys' state; a scan for the best victim grew with the shard. The
+//! bucket order is the hash's, so the hand meets keys in an order no client chooses.
+//!
+//! The first time the shard is full, its table is sized once for good (twice the capacity:
+//! hashbrown then rehashes in place instead of growing when deletions pile up), so memory stops
+//! growing there.
+
+use hashbrown::HashTable;
+
+use crate::clock::LimiterClock;
+use crate::gcra::{Params, load};
+use crate::limiter::RateLimiter;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use crate::sync::AtomicU64;
+
+/// The most keys the hand looks at for one eviction (then the key under it goes, used or not).
+pub(crate) const MAX_HAND_STEPS: usize = 32;
+
+/// One key's state: a bare TAT per quota, until a full limiter takes over (someone waits on
+/// the key, or the limiter adapts to responses).
+pub(crate) struct Entry<K, C: LimiterClock> {
+    pub(crate) key: K,
+    /// Checked since the clock hand last passed (relaxed: a hint, never a correctness matter).
+    pub(crate) used: AtomicBool,
+    /// The first quota's TAT inline; the others (if any) in one small allocation.
+    pub(crate) first: AtomicU64,
+    pub(crate) rest: Box<[AtomicU64]>,
+    pub(crate) limiter: Option<RateLimiter<C>>,
+}
+
+impl<K, C: LimiterClock> Entry<K, C> {
+    /// Quota `index`'s bare TAT.
+    pub(crate) fn tat(&self, index: usize) -> Option<&AtomicU64> {
+        match index {
+            0 => Some(&self.first),
+            i => self.rest.get(i - 1),
+        }
+    }
+
+    pub(crate) fn tats(&self) -> impl Iterator<Item = &AtomicU64> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+
+    /// Someone holds its full limiter (a waiter, a response on its way back).
+    fn is_held(&self) -> bool {
+        self.limiter
+            .as_ref()
+            .is_some_and(|l| std::sync::Arc::strong_count(&l.shared) > 1)
+    }
+
+    /// Nothing owed and nobody holding it: forgetting it changes nothing.
+    pub(crate) fn is_idle(&self, now: u64) -> bool {
+        match &self.limiter {
+            Some(l) => !self.is_held() && l.shared.gcra.is_full(now),
+            None => self.tats().all(|t| load(t) <= now),
+        }
+    }
+
+    /// Marks it used (the clock hand gives it a second chance).
+    #[inline]
+    pub(crate) fn touch(&self) {
+        if !self.used.load(Relaxed) {
+            self.used.store(true, Relaxed);
+        }
+    }
+}
+
+/// A shard: at most `capacity` keys.
+pub(crate) struct Shard<K, C: LimiterClock> {
+    table: HashTable<Entry<K, C>>,
+    /// Every quota's parameters, as bare TATs in this shard are written under them. Changed
+    /// only under the shard's write lock, so a check (read lock) sees them with the TATs.
+    pub(crate) params: Box<[Params]>,
+    capacity: usize,
+    /// The bucket where eviction looks next (write lock only).
+    hand: usize,
+    /// The bucket where the incremental idle sweep resumes.
+    sweep: usize,
+    /// Whether the table was sized for good.
+    sized: bool,
+}
+
+impl<K: Eq, C: LimiterClock> Shard<K, C> {
+    pub(crate) fn new(params: Box<[Params]>, capacity: usize, seed: u64) -> Self {
+        Self {
+            table: HashTable::new(),
+            params,
+            capacity: capacity.max(1),
+            hand: (seed >> 48) as usize,
+            sweep: 0,
+            sized: false,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, key: &K) -> Option<&Entry<K, C>> {
+        self.table.find(hash, |e| e.key == *key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry<K, C>> {
+        self.table.iter()
+    }
+
+    pub(crate) fn entries_mut(&mut self) -> impl Iterator<Item = &mut Entry<K, C>> {
+        self.table.iter_mut()
+    }
+
+    /// `key`'s entry, inserted (making room first if the shard is full) if absent. `rehash`
+    /// hashes a key again when the table moves its entries (the entries keep no hash: smaller
+    /// entries, fewer cache lines per lookup).
+    pub(crate) fn get_or_insert(
+        &mut self,
+        hash: u64,
+        key: K,
+        now: u64,
+        rehash: impl Fn(&K) -> u64,
+    ) -> &mut Entry<K, C> {
+        if self.table.find(hash, |e| e.key == key).is_none() && self.len() >= self.capacity {
+            if !self.sized {
+                self.sized = true;
+                self.table.reserve(self.capacity, |e| rehash(&e.key));
+            }
+            self.evict(now);
+        }
+        let quotas = self.params.len();
+        self.table
+            .entry(hash, |e| e.key == key, |e| rehash(&e.key))
+            .or_insert_with(|| Entry {
+                key,
+                used: AtomicBool::new(true),
+                first: AtomicU64::new(0),
+                rest: (1..quotas).map(|_| AtomicU64::new(0)).collect(),
+                limiter: None,
+            })
+            .into_mut()
+    }
+
+    /// Forgets one key found by the clock hand (see the module docs); returns how many keys
+    /// it looked at.
+    pub(crate) fn evict(&mut self, now: u64) -> usize {
+        let buckets = self.table.num_buckets();
+        if self.table.is_empty() {
+            return 0;
+        }
+        let mask = buckets - 1; // a power of two: a mask, not a division, per step
+        let mut looked = 0;
+        let mut victim = None;
+        for _ in 0..buckets {
+            self.hand = (self.hand + 1) & mask;
+            let Some(entry) = self.table.get_bucket(self.hand) else {
+                continue;
+            };
+            looked += 1;
+            victim = Some(self.hand);
+            if entry.is_idle(now) {
+                break;
+            }
+            let second_chance = entry.used.load(Relaxed) || entry.is_held();
+            if !second_chance || looked == MAX_HAND_STEPS {
+                break;
+            }
+            entry.used.store(false, Relaxed);
+        }
+        if let Some(Ok(entry)) = victim.map(|index| self.table.get_bucket_entry(index)) {
+            entry.remove();
+        }
+        looked
+    }
+
+    /// Forgets the idle keys among the next `budget` buckets (resumed where the last sweep
+    /// stopped): bounded work for the request path.
+    pub(crate) fn sweep(&mut self, now: u64, budget: usize) {
+        let buckets = self.table.num_buckets();
+        for _ in 0..budget.min(buckets) {
+            self.sweep = (self.sweep + 1) & (buckets - 1);
+            if let Ok(entry) = self.table.get_bucket_entry(self.sweep)
+                && entry.get().is_idle(now)
+            {
+                entry.remove();
+            }
+        }
+    }
+
+    /// Forgets every idle key.
+    pub(crate) fn retain_busy(&mut self, now: u64) {
+        self.table.retain(|e| !e.is_idle(now));
+    }
+
+    /// Bytes this shard holds on the heap now (the table, and the entries' extra TATs).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let extra = self.params.len().saturating_sub(1) * std::mem::size_of::<AtomicU64>();
+        self.table.allocation_size() + self.table.len() * extra
+    }
+
+    /// The most bytes a shard of `capacity` keys with `quotas` quotas ever holds on the heap
+    /// (full limiters of waiting keys aside).
+    pub(crate) fn heap_bound(capacity: usize, quotas: usize) -> usize {
+        let extra = quotas.saturating_sub(1) * std::mem::size_of::<AtomicU64>();
+        // The table grows only while more than half full (tombstones aside), so it never
+        // holds more buckets than twice the capacity needs: an entry and a control byte each,
+        // and one group of control bytes more.
+        let buckets = ((2 * capacity + 1) * 8 / 7).next_power_of_two();
+        buckets * (std::mem::size_of::<Entry<K, C>>() + 1) + 64 + capacity * extra
+    }
+}
