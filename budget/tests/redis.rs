@@ -718,52 +718,9 @@ async fn any_shareable_connection_will_do() {
 
 /// Counts every counter increment by name and labels (the `metrics` feature).
 #[cfg(feature = "metrics")]
-mod counted {
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
-
-    #[derive(Default, Clone)]
-    pub(crate) struct Counters(Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>);
-
-    impl Counters {
-        pub(crate) fn get(&self, name: &str) -> u64 {
-            self.0
-                .lock()
-                .unwrap()
-                .get(name)
-                .map_or(0, |c| c.load(Ordering::SeqCst))
-        }
-    }
-
-    impl Recorder for Counters {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let mut name = key.name().to_owned();
-            for label in key.labels() {
-                name.push_str(&format!(",{}={}", label.key(), label.value()));
-            }
-            Counter::from_arc(Arc::clone(self.0.lock().unwrap().entry(name).or_default()))
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
-}
-
-#[cfg(feature = "metrics")]
 #[test]
 fn store_errors_are_counted() {
-    let counters = counted::Counters::default();
+    let counters = tollway_test_support::metrics::CapturingRecorder::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -788,15 +745,17 @@ fn store_errors_are_counted() {
             assert!(ledger.reserve_async(1, Priority::Normal).await.is_err());
             assert!(ledger.snapshot_async().await.is_err());
             assert_eq!(
-                counters.get("tollway_budget_store_errors_total,ledger=fleet,operation=reserve"),
+                counters
+                    .counter("tollway_budget_store_errors_total{ledger=fleet,operation=reserve}"),
                 1
             );
             assert_eq!(
-                counters.get("tollway_budget_store_errors_total,ledger=fleet,operation=snapshot"),
+                counters
+                    .counter("tollway_budget_store_errors_total{ledger=fleet,operation=snapshot}"),
                 1
             );
             assert_eq!(
-                counters.get("tollway_budget_charged_credits_total,ledger=fleet"),
+                counters.counter("tollway_budget_charged_credits_total{ledger=fleet}"),
                 1
             );
         });

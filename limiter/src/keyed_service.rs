@@ -46,19 +46,10 @@ pub struct ByHost;
 impl<B> KeyFor<http::Request<B>> for ByHost {
     type Key = String;
 
+    /// The request's authority, lowercased (the breaker keys hosts the same way); an empty key
+    /// when the request names none or a malformed one.
     fn key(&self, request: &http::Request<B>) -> String {
-        let host = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
-        host.to_ascii_lowercase()
+        tollway_core::headers::request_authority(request).map_or_else(String::new, String::from)
     }
 }
 

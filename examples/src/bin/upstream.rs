@@ -55,7 +55,7 @@ struct Args {
     /// Followers per page.
     #[arg(long, default_value_t = DEFAULT_PAGE_SIZE, value_parser = page_size)]
     page_size: usize,
-    /// Let every all-digit user id exist (except 12345), not only the seed ones.
+    /// Let every all-digit user id exist (except 12345), not only the example list.
     #[arg(long)]
     all_numeric_users: bool,
     /// Misbehave as a broken or hostile API does: retry-after-overflow, long-retry-after,

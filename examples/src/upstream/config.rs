@@ -44,7 +44,7 @@ impl Outage {
 ///
 /// Every setter is optional; [`UpstreamBuilder::default`] is the simulator of the API document:
 /// 11 requests per second, a million credits, the key [`DEFAULT_KEY`], no faults, no outages, no
-/// added latency, no concurrency limit, 25 followers per page, and only the seed users (less
+/// added latency, no concurrency limit, 25 followers per page, and only the example users (less
 /// `12345`) exist.
 #[derive(Debug, Clone)]
 pub struct UpstreamBuilder {

@@ -31,7 +31,7 @@ pub const SEED_USER_IDS: [&str; 20] = [
     "52027596085",
 ];
 
-/// The seed user id that does not exist unless configured otherwise.
+/// The example user id that does not exist unless configured otherwise.
 pub const MISSING_SEED_USER_ID: &str = "12345";
 
 /// The largest number of pages of followers any user has.
