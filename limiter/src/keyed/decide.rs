@@ -32,6 +32,9 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         let now = self.now();
         let shard = self.shard(hash).read();
         if let Some(entry) = shard.get(hash, key) {
+            // A key seen before earns a pass of the eviction hand; a new key's first check
+            // does not (see `shard`).
+            entry.touch();
             return decide(&shard, entry, now, cost, &mut view);
         }
         drop(shard);
@@ -145,7 +148,6 @@ fn decide<K, C: LimiterClock, V: Views>(
     cost: u32,
     view: &mut V,
 ) -> Result<Grant, u64> {
-    entry.touch();
     if let Some(limiter) = &entry.limiter {
         let outcome = limiter.shared.try_acquire_at(now, cost);
         if V::WANTED {

@@ -1,11 +1,13 @@
 //! One shard of the keyed map: `hashbrown`'s `HashTable` holding the entries themselves (one
 //! probe, no index to follow), with sampled eviction.
 //!
-//! When the shard is full, a new key evicts a key found by a clock hand (CLOCK, second
-//! chance) that walks the table's buckets round and round: every check of a key marks it
-//! used; the hand forgets the first key that is idle (nothing owed, nobody holding it:
-//! forgetting it changes no answer) or unused since the hand last passed, and clears the mark
-//! of the others. Keys in use (legitimate clients, and abusive ones being refused: their debt
+//! When the shard is full, a new key evicts a key found by a clock hand (a generalised CLOCK)
+//! that walks the table's buckets round and round: every check of a key raises its use count
+//! (up to [`MAX_USES`]); the hand forgets the first key that is idle (nothing owed, nobody
+//! holding it: forgetting it changes no answer) or whose count is down to zero, and lowers the
+//! count of the others. A new key starts at zero, so a flood of one-off keys evicts itself;
+//! a key checked again and again has credit for several passes of the hand (hashbrown moves
+//! entries when it rehashes in place, so one pass is not a full revolution). Keys in use (legitimate clients, and abusive ones being refused: their debt
 //! is what refuses them) survive a flood of one-off keys, and each new key costs O(1)
 //! amortised (every mark the hand clears was set by a check), at most [`MAX_HAND_STEPS`] keys
 //! looked at, whatever the keys' state; a scan for the best victim grew with the shard. The
@@ -20,19 +22,23 @@ use hashbrown::HashTable;
 use crate::clock::LimiterClock;
 use crate::gcra::{Params, load};
 use crate::limiter::RateLimiter;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use crate::sync::AtomicU64;
 
 /// The most keys the hand looks at for one eviction (then the key under it goes, used or not).
 pub(crate) const MAX_HAND_STEPS: usize = 32;
 
+/// The most passes of the hand a key's checks buy it.
+pub(crate) const MAX_USES: u8 = 3;
+
 /// One key's state: a bare TAT per quota, until a full limiter takes over (someone waits on
 /// the key, or the limiter adapts to responses).
 pub(crate) struct Entry<K, C: LimiterClock> {
     pub(crate) key: K,
-    /// Checked since the clock hand last passed (relaxed: a hint, never a correctness matter).
-    pub(crate) used: AtomicBool,
+    /// Checks not yet spent by the clock hand, at most [`MAX_USES`] (relaxed: a hint, never a
+    /// correctness matter).
+    pub(crate) used: AtomicU8,
     /// The first quota's TAT inline; the others (if any) in one small allocation.
     pub(crate) first: AtomicU64,
     pub(crate) rest: Box<[AtomicU64]>,
@@ -67,11 +73,13 @@ impl<K, C: LimiterClock> Entry<K, C> {
         }
     }
 
-    /// Marks it used (the clock hand gives it a second chance).
+    /// Counts a check (the clock hand passes it over once per count). A key checked often
+    /// stays at the top and is never written again: no cache-line traffic on the hot path.
     #[inline]
     pub(crate) fn touch(&self) {
-        if !self.used.load(Relaxed) {
-            self.used.store(true, Relaxed);
+        let uses = self.used.load(Relaxed);
+        if uses < MAX_USES {
+            self.used.store(uses + 1, Relaxed);
         }
     }
 }
@@ -143,7 +151,10 @@ impl<K: Eq, C: LimiterClock> Shard<K, C> {
             .entry(hash, |e| e.key == key, |e| rehash(&e.key))
             .or_insert_with(|| Entry {
                 key,
-                used: AtomicBool::new(true),
+                // No credit: a key seen once is the hand's first choice, so a flood of one-off
+                // keys evicts itself and never a key that keeps coming back. (Crediting new
+                // keys let a flood use up the hand's steps and force it onto a key in use.)
+                used: AtomicU8::new(0),
                 first: AtomicU64::new(0),
                 rest: (1..quotas).map(|_| AtomicU64::new(0)).collect(),
                 limiter: None,
@@ -161,22 +172,36 @@ impl<K: Eq, C: LimiterClock> Shard<K, C> {
         let mask = buckets - 1; // a power of two: a mask, not a division, per step
         let mut looked = 0;
         let mut victim = None;
+        // When every key looked at had credit, the one with the least (held keys last) goes.
+        let mut fallback: Option<(usize, u8)> = None;
         for _ in 0..buckets {
             self.hand = (self.hand + 1) & mask;
             let Some(entry) = self.table.get_bucket(self.hand) else {
                 continue;
             };
             looked += 1;
-            victim = Some(self.hand);
             if entry.is_idle(now) {
+                victim = Some(self.hand);
                 break;
             }
-            let second_chance = entry.used.load(Relaxed) || entry.is_held();
-            if !second_chance || looked == MAX_HAND_STEPS {
+            let held = entry.is_held();
+            let uses = entry.used.load(Relaxed);
+            if uses == 0 && !held {
+                victim = Some(self.hand);
                 break;
             }
-            entry.used.store(false, Relaxed);
+            let rank = if held { u8::MAX } else { uses };
+            if fallback.is_none_or(|(_, best)| rank < best) {
+                fallback = Some((self.hand, rank));
+            }
+            if looked == MAX_HAND_STEPS {
+                victim = fallback.map(|(index, _)| index);
+                break;
+            }
+            entry.used.store(uses.saturating_sub(1), Relaxed);
         }
+        // A whole revolution of a small shard without a victim: the least used goes.
+        let victim = victim.or(fallback.map(|(index, _)| index));
         if let Some(Ok(entry)) = victim.map(|index| self.table.get_bucket_entry(index)) {
             entry.remove();
         }
