@@ -275,6 +275,30 @@ impl LockFile {
             .ok_or_else(|| io::Error::new(io::ErrorKind::WouldBlock, Locked { path }))
     }
 
+    /// Takes the lock at `path`, waiting at most `patience` for another holder to let go, then
+    /// fails with [`Locked`] (inside the `io::Error`, kind `WouldBlock`). This blocks the
+    /// thread for up to `patience`.
+    ///
+    /// A short patience is worth having even when a second owner is an error: a holder that
+    /// just closed the lock may not have released it yet, because a child process forked by
+    /// any thread of this process holds a copy of every descriptor until it `exec`s.
+    pub fn lock_within(
+        path: impl Into<PathBuf>,
+        patience: std::time::Duration,
+    ) -> io::Result<Self> {
+        let path = path.into();
+        let give_up = std::time::Instant::now().checked_add(patience);
+        loop {
+            if let Some(lock) = Self::try_lock(path.clone())? {
+                return Ok(lock);
+            }
+            if give_up.is_none_or(|at| std::time::Instant::now() >= at) {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, Locked { path }));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Waits until the lock at `path` is free, then takes it. This blocks the thread: call it
     /// from `spawn_blocking` in async code.
     pub fn lock(path: impl Into<PathBuf>) -> io::Result<Self> {
@@ -482,6 +506,18 @@ mod tests {
         drop(first);
         assert_eq!(waiter.join().unwrap().unwrap(), path);
         assert!(path.exists(), "the lock file stays");
+        // A bounded wait: refused after its patience while held, granted once let go.
+        let held = LockFile::try_lock(&path).unwrap().unwrap();
+        let started = std::time::Instant::now();
+        let err = LockFile::lock_within(&path, std::time::Duration::from_millis(60)).unwrap_err();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(60));
+        assert!(err.get_ref().unwrap().is::<Locked>());
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            drop(held);
+        });
+        assert!(LockFile::lock_within(&path, std::time::Duration::from_secs(5)).is_ok());
+        releaser.join().unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 

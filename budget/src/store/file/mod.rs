@@ -35,6 +35,9 @@ use super::state::{Latch, State};
 use super::{Store, StoreConfig, SyncStore};
 use crate::snapshot::Snapshot;
 
+/// How long opening a journal waits for a lock another owner is letting go of.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 mod commit;
 mod disk;
 mod futures;
@@ -106,7 +109,9 @@ impl FileStore {
         if !folder.exists() {
             durable::create_dir_all(folder)?;
         }
-        let lock = LockFile::lock_or_fail(lock_path(path))?;
+        // A little patience: a holder in this process that just closed the journal may not
+        // have let go yet (a child forked meanwhile holds the descriptor until it execs).
+        let lock = LockFile::lock_within(lock_path(path), LOCK_PATIENCE)?;
         // A process killed while compacting left its temporary file: ours to sweep, under the
         // lock.
         let swept = durable::remove_stale_temps(path)?;
