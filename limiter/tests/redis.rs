@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tollway_core::RateLimited;
+use tollway_limiter::fleet::FleetLimiter;
 use tollway_limiter::redis;
 use tollway_limiter::redis::aio::ConnectionManager;
 use tollway_limiter::{LimiterLayer, Quota, RateLimiter, RateLimiterBuilder, StoreUnavailable};
@@ -30,7 +31,7 @@ fn no_wait(
     builder.max_wait(Duration::ZERO)
 }
 
-async fn try_once(limiter: &RateLimiter) -> Result<(), RateLimited> {
+async fn try_once(limiter: &FleetLimiter) -> Result<(), RateLimited> {
     limiter.acquire().await
 }
 
@@ -360,7 +361,7 @@ async fn script_runs(raw: &mut ConnectionManager) -> u64 {
 /// `tasks` callers of one limiter take `permits` permits in all; returns when each was granted,
 /// in order, and how many scripts Redis ran meanwhile.
 async fn take_concurrently(
-    limiter: &RateLimiter,
+    limiter: &FleetLimiter,
     raw: &mut ConnectionManager,
     tasks: usize,
     permits: usize,
@@ -446,7 +447,11 @@ async fn a_pause_from_the_upstream_holds_this_process_before_it_asks_redis() {
 #[test]
 fn fleet_waiters_and_services_stay_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<tollway_limiter::Acquire<tollway_limiter::QuantaClock>>();
-    send_sync::<tollway_limiter::Limiter<tower::util::BoxCloneSyncService<(), (), Infallible>>>();
+    use tollway_limiter::fleet::RedisStore;
+    use tollway_limiter::{Acquire, Limiter, QuantaClock};
+    send_sync::<Acquire<QuantaClock, RedisStore>>();
+    send_sync::<
+        Limiter<tower::util::BoxCloneSyncService<(), (), Infallible>, QuantaClock, RedisStore>,
+    >();
     send_sync::<StoreUnavailable>();
 }
