@@ -190,14 +190,16 @@ async fn windows_roll_over_on_redis_time_and_their_keys_expire() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(keys.len(), 2, "{keys:?}"); // the two window keys; no lease is live
+    // The two window keys and the epoch; no lease is live.
+    assert_eq!(keys.len(), 3, "{keys:?}");
     for key in &keys {
         let ttl: i64 = redis::cmd("PTTL")
             .arg(key)
             .query_async(&mut raw)
             .await
             .unwrap();
-        assert!(ttl > 0 && ttl <= 86_400_000, "{key}: {ttl}");
+        // The epoch lives as long as the longest-lived key could: a lease plus a day.
+        assert!(ttl > 0 && ttl <= 30_000 + 86_400_000, "{key}: {ttl}");
     }
     // A live lease's bookkeeping expires too: after the lease plus the longest window (a day).
     let held = ledger.reserve_async(0, Priority::Normal).await.unwrap();
@@ -760,4 +762,105 @@ fn store_errors_are_counted() {
             );
         });
     });
+}
+
+/// Redis loses its data (a restart without persistence): a lifetime budget must not start
+/// again from zero under a process that saw it, nor under one that rejoins with its epoch.
+#[tokio::test]
+async fn a_fleet_whose_state_vanished_is_refused_instead_of_counting_from_zero() {
+    // Flushes the whole server, so it runs its own.
+    let Some(server) = TestRedis::own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let builder = || Ledger::builder().limit(150, Window::lifetime());
+    let ledger = builder().redis(server.connect().await, &prefix);
+    for _ in 0..3 {
+        let r = ledger.reserve_async(50, Priority::Normal).await.unwrap();
+        r.settle_async(50).await.unwrap();
+    }
+    let snapshot = ledger.snapshot_async().await.unwrap();
+    assert_eq!(snapshot.windows[0].spent, 150);
+    let epoch = snapshot.epoch.expect("a fleet ledger has an epoch");
+    let mut raw = server.connect().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{{prefix}}}:epoch"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "a lifetime budget's epoch never expires");
+
+    let () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
+    // The process that saw the fleet: refused, with a reason that says what happened.
+    let err = ledger
+        .reserve_async(50, Priority::Normal)
+        .await
+        .unwrap_err();
+    let ReserveError::Store(store) = &err else {
+        panic!("expected a store error, got {err}");
+    };
+    assert!(store.to_string().contains("vanished"), "{store}");
+    assert!(ledger.snapshot_async().await.is_err());
+    // A restarted process that kept the epoch: refused too.
+    let rejoined = builder().redis_rejoin(server.connect().await, &prefix, epoch);
+    assert!(rejoined.reserve_async(1, Priority::Normal).await.is_err());
+    // Nothing was written by the refusals: the fleet's keys are still gone.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}*"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // A brand-new fleet (no epoch known) starts one; the old process still refuses it.
+    let fresh = builder().redis(server.connect().await, &prefix);
+    let r = fresh.reserve_async(10, Priority::Normal).await.unwrap();
+    r.settle_async(10).await.unwrap();
+    let new_epoch = fresh.snapshot_async().await.unwrap().epoch.unwrap();
+    assert_ne!(new_epoch, epoch);
+    let err = ledger.reserve_async(1, Priority::Normal).await.unwrap_err();
+    assert!(err.to_string().contains("vanished"), "{err}");
+    assert_eq!(fresh.snapshot_async().await.unwrap().windows[0].spent, 10);
+}
+
+/// Every key of one ledger shares a hash tag, so a Redis Cluster serves it from one slot; and
+/// a flushed script cache (what a failover to a node that never ran the script looks like) is
+/// loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_on_a_cluster_charge_exactly_the_budget() {
+    let Some(cluster) = tollway_test_support::TestCluster::shared_or_own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let builder = || {
+        Ledger::builder()
+            .limit(300, Window::day())
+            .limit(1_000, Window::lifetime())
+    };
+    let a = builder().redis(cluster.connect().await, &prefix);
+    let b = builder().redis(cluster.connect().await, &prefix);
+    let charged = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let ledger = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let charged = Arc::clone(&charged);
+            tokio::spawn(async move {
+                while let Ok(reservation) = ledger.reserve_async(1, Priority::Normal).await {
+                    reservation.settle_async(1).await.expect("settled");
+                    charged.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        if i == 32 {
+            cluster.flush_scripts().await;
+        }
+        task.await.expect("task");
+    }
+    assert_eq!(charged.load(Ordering::Relaxed), 300);
+    let snapshot = a.snapshot_async().await.expect("snapshot");
+    assert_eq!(snapshot.windows[0].spent, 300);
+    assert_eq!(snapshot.windows[1].spent, 300);
+    assert_eq!(snapshot.reserved, 0);
 }

@@ -6,13 +6,13 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use tollway::budget::store::DynStore;
+use tollway::limiter::QuantaClock;
+use tollway::limiter::fleet::RedisStore;
 use tollway::limiter::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use tollway::limiter::redis::cluster::ClusterClient;
 use tollway::limiter::redis::cluster_async::ClusterConnection;
 use tollway::limiter::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
-use tollway::budget::store::DynStore;
-use tollway::limiter::QuantaClock;
-use tollway::limiter::fleet::RedisStore;
 use tollway::{ClientStackLayer, breaker::BreakerHandle, budget::Ledger, cache::CacheLayer};
 use tollway_core::StoreUnavailable;
 
