@@ -24,21 +24,28 @@ const PAUSE: u64 = 2;
 
 type Reply = Pin<Box<dyn Future<Output = RedisResult<Vec<i64>>> + Send>>;
 
-/// Any async Redis connection that can be cloned and shared, behind one type: the script
-/// runs on a clone of it (`EVALSHA`, and `SCRIPT LOAD` then again on `NOSCRIPT`, as after a
+/// Any async Redis connection that can be cloned and shared, behind one type: a script runs
+/// on a clone of it (`EVALSHA`, and `SCRIPT LOAD` then again on `NOSCRIPT`, as after a
 /// failover to a node that never ran it).
-trait Connection: Send + Sync + 'static {
-    fn eval(&self, keys: &[String], args: Vec<u64>) -> Reply;
+pub(crate) trait Connection: Send + Sync + 'static {
+    fn eval(&self, script: &'static Script, keys: &[String], args: Vec<u64>) -> Reply;
+}
+
+/// `connection`, behind [`Connection`].
+pub(crate) fn erase<Conn: ConnectionLike + Clone + Send + Sync + 'static>(
+    connection: Conn,
+) -> Box<dyn Connection> {
+    Box::new(Erased(connection))
 }
 
 struct Erased<Conn>(Conn);
 
 impl<Conn: ConnectionLike + Clone + Send + Sync + 'static> Connection for Erased<Conn> {
-    fn eval(&self, keys: &[String], args: Vec<u64>) -> Reply {
+    fn eval(&self, script: &'static Script, keys: &[String], args: Vec<u64>) -> Reply {
         let mut connection = self.0.clone();
         let keys = keys.to_vec();
         Box::pin(async move {
-            let mut invocation = SCRIPT.prepare_invoke();
+            let mut invocation = script.prepare_invoke();
             for key in &keys {
                 invocation.key(key);
             }
@@ -97,7 +104,7 @@ impl Client {
     ) -> Self {
         let prefix = format!("{{{prefix}}}");
         Self {
-            connection: Box::new(Erased(connection)),
+            connection: erase(connection),
             keys: (0..quotas).map(|i| format!("{prefix}:{i}")).collect(),
             prefix,
             timeout,
@@ -123,7 +130,7 @@ impl Client {
     async fn run(&self, args: Vec<u64>, what: &'static str) -> Result<Vec<i64>, StoreUnavailable> {
         // A connection reconnecting to a server that is down may take long per command: the
         // limiter decides within its own timeout instead.
-        match tokio::time::timeout(self.timeout, self.connection.eval(&self.keys, args)).await {
+        match tokio::time::timeout(self.timeout, self.connection.eval(&SCRIPT, &self.keys, args)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(self.failed(e, what)),
             Err(_) => Err(self.failed(format!("no answer within {:?}", self.timeout), what)),

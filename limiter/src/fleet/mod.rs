@@ -62,8 +62,8 @@
 //! # }
 //! ```
 
-mod client;
-mod error;
+pub(crate) mod client;
+pub(crate) mod error;
 mod wait;
 
 use std::collections::VecDeque;
