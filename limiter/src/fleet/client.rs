@@ -130,7 +130,12 @@ impl Client {
     async fn run(&self, args: Vec<u64>, what: &'static str) -> Result<Vec<i64>, StoreUnavailable> {
         // A connection reconnecting to a server that is down may take long per command: the
         // limiter decides within its own timeout instead.
-        match tokio::time::timeout(self.timeout, self.connection.eval(&SCRIPT, &self.keys, args)).await {
+        match tokio::time::timeout(
+            self.timeout,
+            self.connection.eval(&SCRIPT, &self.keys, args),
+        )
+        .await
+        {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(self.failed(e, what)),
             Err(_) => Err(self.failed(format!("no answer within {:?}", self.timeout), what)),

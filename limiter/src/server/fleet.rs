@@ -19,9 +19,10 @@
 //! once, without a round trip. Nothing decided locally is sent to Redis later: a request is
 //! never counted twice.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use redis::Script;
@@ -68,6 +69,7 @@ impl<C: LimiterClock + Default> ServerLimiterBuilder<C> {
                 origin: Instant::now(),
                 down_until: AtomicU64::new(0),
                 last_error: Mutex::new(String::new()),
+                skew_us: AtomicI64::new(0),
             })
         }));
         self
@@ -84,6 +86,15 @@ struct RedisLimits {
     /// Nanoseconds since `origin` until which the store is taken as down (0: up).
     down_until: AtomicU64,
     last_error: Mutex<String>,
+    /// Redis's clock minus ours, in microseconds, from the last reply.
+    skew_us: AtomicI64,
+}
+
+/// This machine's wall clock, in microseconds since the Unix epoch.
+fn local_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2))
 }
 
 /// A key as Redis names it: the same in every process.
@@ -146,7 +157,13 @@ impl RemoteLimits for RedisLimits {
             return Box::pin(std::future::ready(decision));
         }
         let mut names = Vec::new();
-        let mut args = Vec::new();
+        // The last instant (Redis time) at which the script may still decide: after it, this
+        // instance has answered without Redis.
+        let sent = local_micros();
+        let deadline = sent
+            .saturating_add(self.skew_us.load(Relaxed))
+            .saturating_add(i64::try_from(TIMEOUT.as_micros()).unwrap_or(i64::MAX / 4));
+        let mut args = vec![u64::try_from(deadline).unwrap_or(0)];
         let mut policies = Vec::new();
         for (key, spec) in keys.iter().zip(&self.specs) {
             let Some(key) = key else { continue };
@@ -178,19 +195,31 @@ impl RemoteLimits for RedisLimits {
                     return this.without_store(&keys, want_state, error);
                 }
             };
+            if let Some(&redis_now) = reply.get(2) {
+                let local = sent + (local_micros() - sent) / 2;
+                this.skew_us.store(redis_now - local, Relaxed);
+            }
+            if reply.first() == Some(&-1) {
+                let error = this.failed(String::from(
+                    "Redis ran the check after this instance stopped waiting for it",
+                ));
+                return this.without_store(&keys, want_state, error);
+            }
             this.down_until.store(0, Relaxed);
             decode(&reply, &policies, want_state).unwrap_or_else(|| {
-                let error = this.failed(String::from("malformed reply from the server limiter script"));
+                let error = this.failed(String::from(
+                    "malformed reply from the server limiter script",
+                ));
                 this.without_store(&keys, want_state, error)
             })
         })
     }
 }
 
-/// Reads the script's reply: `{ admitted, wait, then per key: available, full_in, wait }`
+/// Reads the script's reply: `{ admitted, wait, now, then per key: available, full_in, wait }`
 /// (microseconds), the keys in `policies`' order.
 fn decode(reply: &[i64], policies: &[usize], want_state: bool) -> Option<RemoteDecision> {
-    let (&[admitted, wait], rest) = reply.split_first_chunk::<2>()?;
+    let (&[admitted, wait, _], rest) = reply.split_first_chunk::<3>()?;
     if rest.len() != 3 * policies.len() {
         return None;
     }

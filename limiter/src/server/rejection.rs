@@ -147,10 +147,9 @@ fn problem_body(info: &RejectionInfo<'_>) -> (HeaderValue, Bytes) {
             "Too many requests in progress for this client",
         ),
         RejectionKind::QueueFull => ("about:blank", "The server is busy"),
-        RejectionKind::StoreUnavailable => (
-            "about:blank",
-            "The rate limits cannot be checked right now",
-        ),
+        RejectionKind::StoreUnavailable => {
+            ("about:blank", "The rate limits cannot be checked right now")
+        }
     };
     let mut detail = String::new();
     if let Some(policy) = info.policy {
