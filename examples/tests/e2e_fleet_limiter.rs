@@ -24,6 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
 use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
 use tollway_limiter::redis::aio::ConnectionManager;
+use tollway_limiter::fleet::FleetLimiter;
 use tollway_limiter::{LimiterLayer, Quota, RateLimiter};
 use tollway_test_support::TestRedis;
 use tower::{Layer, ServiceExt};
@@ -46,7 +47,7 @@ const IN_TIME: &str = " in_time=";
 /// room for the spread of delivery times between processes (a request admitted first may reach
 /// the server a little after one admitted later), which a fleet must leave. Half the workers
 /// lease up to 4 requests per round trip, due within 200 ms.
-fn limiter(connection: ConnectionManager, prefix: &str, leased: bool) -> RateLimiter {
+fn limiter(connection: ConnectionManager, prefix: &str, leased: bool) -> FleetLimiter {
     let quota = Quota::per(RATE, Duration::from_millis(1_040)).burst(1);
     let builder = RateLimiter::builder(quota);
     let builder = if leased {
