@@ -230,7 +230,10 @@ fn admission_in_redis(c: &mut Criterion) {
     let layer = ServerLimiterLayer::builder()
         .limit(Limit::new("per-ip", PeerIp::new(), quota))
         .headers(HeaderOptions::none())
-        .redis(connection.clone(), format!("bench-server-{}", std::process::id()))
+        .redis(
+            connection.clone(),
+            format!("bench-server-{}", std::process::id()),
+        )
         .build()
         .unwrap();
     let mut service = layer.layer(inner());

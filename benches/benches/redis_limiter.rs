@@ -54,8 +54,10 @@ fn bench_group<Conn>(
 {
     // Never refuses: every acquire is exactly one script run.
     let max = NonZeroU32::MAX;
-    let plain = RateLimiter::builder(Quota::per_second(max.get()).burst(max.get()))
-        .redis(connection.clone(), format!("bench-{group_name}-{}", std::process::id()));
+    let plain = RateLimiter::builder(Quota::per_second(max.get()).burst(max.get())).redis(
+        connection.clone(),
+        format!("bench-{group_name}-{}", std::process::id()),
+    );
     // Sixteen permits per round trip: the cost of a permit spent from a local lease.
     let leased = RateLimiter::builder(Quota::per_second(max.get()).burst(max.get()))
         .lease(NonZeroU32::new(16).unwrap(), Duration::from_millis(100))

@@ -464,3 +464,37 @@ async fn three_processes_on_a_cluster_share_one_rate_and_one_budget_and_a_rerun_
     }
     assert_eq!(sim.stats().credits_charged, total);
 }
+
+/// Redis loses its data between two runs of a crawl (a restart without persistence): the next
+/// run refuses to start rather than spend the fleet's lifetime budget again from zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_after_redis_lost_the_fleet_budget_is_refused_not_started_from_zero() {
+    // Flushes its server: always its own.
+    let Some(server) = TestRedis::own().await else {
+        return;
+    };
+    let key = random_prefix();
+    let sim = simulator(&key).await;
+    let (first, second) = halves();
+    let dir = TempDir::new("vanished");
+    let budget = pages(&first) + pages(&second);
+    let run = |users: &[&str]| fleet_args(&sim, &key, server.url(), users, &dir, Some(budget));
+    let outputs = pipelines(vec![run(&first)]).await;
+    assert!(outputs[0].status.success(), "{:?}", outputs[0]);
+    let charged = sim.stats().credits_charged;
+    assert_eq!(charged, pages(&first));
+    assert!(dir.path().join(pipeline::EPOCH_FILE).exists());
+
+    let mut raw = server.connect().await;
+    let () = tollway_budget::redis::cmd("FLUSHALL")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let outputs = pipelines(vec![run(&second)]).await;
+    let output = &outputs[0];
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let line = last_line(output);
+    assert!(line.contains("fleet store unavailable"), "{line}");
+    assert!(line.contains("vanished"), "{line}");
+    assert_eq!(sim.stats().credits_charged, charged, "nothing spent again");
+}

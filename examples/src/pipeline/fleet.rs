@@ -3,9 +3,12 @@
 //! pipeline process that crawls the same upstream with the same key.
 
 use std::fmt;
+use std::io;
 use std::num::NonZeroU32;
+use std::path::Path;
 use std::time::Duration;
 
+use tollway::budget::LedgerBuilder;
 use tollway::budget::store::DynStore;
 use tollway::limiter::QuantaClock;
 use tollway::limiter::fleet::RedisStore;
@@ -241,6 +244,49 @@ impl Fleet {
     pub fn connection(&self) -> RedisConnection {
         self.connection.clone()
     }
+}
+
+/// Where a crawl folder keeps the epoch of the fleet budget it joined, so that a later run of
+/// the same crawl refuses a fleet whose state vanished from Redis instead of spending its
+/// budget again from zero.
+pub const EPOCH_FILE: &str = "fleet.epoch";
+
+impl Fleet {
+    /// The fleet's ledger built by `builder`: rejoining the fleet whose epoch `dir` recorded in
+    /// an earlier run ([`EPOCH_FILE`]), so that a fleet whose Redis lost its data is refused.
+    pub fn budget_ledger(&self, builder: LedgerBuilder, dir: &Path) -> Ledger<DynStore> {
+        match read_epoch(dir) {
+            Some(epoch) => builder
+                .redis_rejoin(self.connection(), self.budget_prefix(), epoch)
+                .to_dyn(),
+            None => builder
+                .redis(self.connection(), self.budget_prefix())
+                .to_dyn(),
+        }
+    }
+
+    /// Records the fleet budget's `epoch` in `dir` for later runs.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be written.
+    pub fn remember_epoch(dir: &Path, epoch: Option<u64>) -> io::Result<()> {
+        match epoch {
+            Some(epoch) if read_epoch(dir) != Some(epoch) => tollway_core::durable::write_atomic(
+                dir.join(EPOCH_FILE),
+                format!("{epoch}\n").as_bytes(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn read_epoch(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join(EPOCH_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Checks that `urls` is one Redis URL or several, comma-separated, without connecting.

@@ -127,9 +127,7 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
             if let Some(budget) = config.budget {
                 ledger = ledger.limit(budget, Window::lifetime());
             }
-            ledger
-                .redis(fleet.connection(), fleet.budget_prefix())
-                .to_dyn()
+            fleet.budget_ledger(ledger, &config.cache_dir)
         }
         None => {
             if let Some(budget) = config.budget_per_run {
@@ -218,7 +216,7 @@ pub async fn crawl(config: Config) -> Result<Report, Stopped> {
         }
     };
     if let (Some(fleet), Some(ledger)) = (&config.fleet, stack.layer.ledger()) {
-        join_fleet(fleet, ledger)
+        join_fleet(fleet, ledger, &config.cache_dir)
             .await
             .map_err(|error| stopped(StopReason::Store(one_line(&error))))?;
     }
@@ -254,8 +252,16 @@ async fn crawl_with(config: Config, stack: &PipelineStack) -> Result<Report, Sto
 /// lifts a `402` latch left by an earlier run: a latch of a ledger with no window never expires
 /// by itself, and the account may have been topped up since. If it has not, the first `402`
 /// latches it again.
-async fn join_fleet(fleet: &Fleet, ledger: &Ledger<DynStore>) -> Result<(), StoreUnavailable> {
+async fn join_fleet(
+    fleet: &Fleet,
+    ledger: &Ledger<DynStore>,
+    dir: &std::path::Path,
+) -> Result<(), StoreUnavailable> {
     let snapshot = ledger.snapshot_async().await?;
+    // A later run of this crawl refuses a fleet whose state vanished from Redis.
+    if let Err(error) = Fleet::remember_epoch(dir, snapshot.epoch) {
+        tracing::warn!(%error, "the fleet's epoch could not be recorded in the crawl folder");
+    }
     if snapshot.latched {
         tracing::warn!(
             prefix = fleet.prefix(),
