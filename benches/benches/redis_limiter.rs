@@ -47,7 +47,7 @@ fn bench_group<Conn>(
     c: &mut Criterion,
     runtime: &Runtime,
     group_name: &str,
-    connection: Conn,
+    connection: &Conn,
     urls: &[String],
 ) where
     Conn: ConnectionLike + Clone + Send + Sync + 'static,
@@ -125,7 +125,7 @@ fn redis_limiter(c: &mut Criterion) {
                 c,
                 &runtime,
                 "redis_limiter",
-                connection,
+                &connection,
                 &[server.url().to_owned()],
             );
         }
@@ -138,7 +138,7 @@ fn redis_limiter(c: &mut Criterion) {
                 c,
                 &runtime,
                 "redis_limiter_cluster",
-                connection,
+                &connection,
                 cluster.urls(),
             );
         }

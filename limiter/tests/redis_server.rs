@@ -19,7 +19,7 @@ use tollway_limiter::server::{
 };
 use tollway_limiter::{Quota, StoreUnavailable};
 use tollway_test_support::{TestCluster, TestRedis, random_prefix};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, ServiceExt, service_fn};
 
 fn request(peer: &str, key: Option<&str>) -> Request<Body> {
     let mut builder = Request::get("/hello");
