@@ -19,7 +19,7 @@
 //!   round trips, and still never faster than the quotas in any window.
 //! - If Redis cannot be reached, times out ([`store_timeout`](RateLimiterBuilder::store_timeout),
 //!   1 s by default) or answers an error, the limiter **fails closed**: the request is refused
-//!   and the [`Limiter`](crate::Limiter) service returns [`StoreUnavailable`](crate::StoreUnavailable). With
+//!   and the [`Limiter`](crate::Limiter) service returns [`StoreUnavailable`]. With
 //!   [`fail_open_to_local`](RateLimiterBuilder::fail_open_to_local) it admits through a local
 //!   in-memory quota instead (pick one that is this process's share of the fleet's limit). For
 //!   [`store_retry`](RateLimiterBuilder::store_retry) after a failure (1 s by default) no round
