@@ -510,3 +510,23 @@ async fn a_cluster_shares_one_limit_and_survives_a_script_flush() {
     assert!(a.acquire().await.is_err());
     assert!(b.acquire().await.is_err());
 }
+
+/// A pause holds permits this process leased before it: they were granted before the upstream
+/// said stop, and spending them would send requests into the pause.
+#[tokio::test]
+async fn a_pause_holds_leased_permits_too() {
+    let Some(server) = TestRedis::shared_or_own().await else {
+        return;
+    };
+    let limiter = RateLimiter::builder(Quota::per_second(1_000).burst(1))
+        .lease(nz(8), Duration::from_millis(100))
+        .redis(server.connect().await, random_prefix());
+    // One round trip leases the next permits, due 1 ms apart.
+    limiter.acquire().await.unwrap();
+    limiter.pause(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert!(limiter.check().is_err(), "a leased permit went into the pause");
+    let started = Instant::now();
+    limiter.acquire().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+}

@@ -103,6 +103,8 @@ pub struct RedisStore<C: LimiterClock = QuantaClock> {
     leased: Mutex<VecDeque<Leased>>,
     /// Admits while the store is down, if the limiter fails open.
     fallback: Option<RateLimiter<C>>,
+    /// The end of the longest pause told to Redis, in the limiter's nanoseconds.
+    pause_sent: std::sync::atomic::AtomicU64,
 }
 
 impl<C: LimiterClock> fmt::Debug for RedisStore<C> {
@@ -190,6 +192,7 @@ impl<C: LimiterClock + Default> RateLimiterBuilder<C> {
             lease: options.lease,
             leased: Mutex::new(VecDeque::new()),
             fallback,
+            pause_sent: std::sync::atomic::AtomicU64::new(0),
         };
         self.build_with_store(clock, store)
     }
@@ -209,7 +212,12 @@ impl<C: LimiterClock> Acquire<C, RedisStore<C>> {
 impl<C: LimiterClock> Backend<C> for RedisStore<C> {
     type Head = RemoteWait<C>;
 
-    fn try_now(shared: &Shared<C, Self>, _now: u64, cost: u32) -> Result<Grant, u64> {
+    fn try_now(shared: &Shared<C, Self>, now: u64, cost: u32) -> Result<Grant, u64> {
+        // A pause holds leased permits too: they were granted before the upstream said stop.
+        let paused_until = shared.paused_until.load(Relaxed);
+        if paused_until > now {
+            return Err(paused_until - now);
+        }
         let queue_empty = shared.queued.load(Relaxed) == 0;
         shared
             .store
@@ -277,6 +285,13 @@ impl<C: LimiterClock> Backend<C> for RedisStore<C> {
             return;
         };
         if shared.store.client.known_down().is_some() {
+            return;
+        }
+        // Many responses in flight may order the same pause: tell Redis only of a longer one.
+        let until = shared
+            .now()
+            .saturating_add(crate::clock::duration_nanos(duration));
+        if shared.store.pause_sent.fetch_max(until, Relaxed) >= until {
             return;
         }
         let client = Arc::clone(&shared.store.client);
