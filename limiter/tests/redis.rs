@@ -525,8 +525,15 @@ async fn a_pause_holds_leased_permits_too() {
     limiter.acquire().await.unwrap();
     limiter.pause(Duration::from_millis(300));
     tokio::time::sleep(Duration::from_millis(3)).await;
-    assert!(limiter.check().is_err(), "a leased permit went into the pause");
+    assert!(
+        limiter.check().is_err(),
+        "a leased permit went into the pause"
+    );
     let started = Instant::now();
     limiter.acquire().await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
 }
