@@ -13,6 +13,13 @@
 //! `limiter_server/flood_filling` and `limiter_server/flood_full`: a flood of distinct client
 //! addresses (one IPv6 /64 each) against an hourly quota, so no key is ever idle: the cost of
 //! a new key while the key map fills, and once it is full (each new key then evicts one).
+//!
+//! `limiter_server_redis/tollway_redis`: the same layer with its limits in Redis (a server
+//! fleet: one script run per request), 10,000 keys, beside `tollway_memory` and a bare `ping`
+//! round trip on the same connection. Redis is `TOLLWAY_REDIS_URL`, or a server started here;
+//! without one the group is skipped.
+
+#![allow(clippy::print_stderr)]
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -207,5 +214,86 @@ fn flood(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, admission, admission_with_headers, flood);
+/// The layer with its limits in Redis (a server fleet), 10,000 keys, beside the same layer in
+/// memory and a bare `PING` round trip on the same connection: one script run per request.
+fn admission_in_redis(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let Some(server) = runtime.block_on(tollway_test_support::TestRedis::shared_or_own()) else {
+        eprintln!("limiter_server_redis: no Redis; nothing measured");
+        return;
+    };
+    let connection = runtime.block_on(server.connect());
+    let quota = Quota::per_second(100).burst(u32::MAX);
+    let layer = ServerLimiterLayer::builder()
+        .limit(Limit::new("per-ip", PeerIp::new(), quota))
+        .headers(HeaderOptions::none())
+        .redis(
+            connection.clone(),
+            format!("bench-server-{}", std::process::id()),
+        )
+        .build()
+        .unwrap();
+    let mut service = layer.layer(inner());
+    let mut group = c.benchmark_group("limiter_server_redis");
+    runtime.block_on(async {
+        for i in 0..KEYS {
+            let response = service.call(request(i)).await.unwrap();
+            assert!(response.status().is_success(), "refused during warm-up");
+        }
+    });
+    let mut next = 0_u32;
+    group.bench_function("tollway_redis", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    next = next.wrapping_add(1);
+                    black_box(service.call(request(next)).await.unwrap());
+                }
+                start.elapsed()
+            })
+        });
+    });
+    let mut memory = tollway_layer(HeaderOptions::none()).layer(inner());
+    group.bench_function("tollway_memory", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    next = next.wrapping_add(1);
+                    black_box(memory.call(request(next)).await.unwrap());
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.bench_function("ping", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut connection = connection.clone();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let pong: String = tollway_limiter::redis::cmd("PING")
+                        .query_async(&mut connection)
+                        .await
+                        .expect("PONG");
+                    black_box(pong);
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    admission,
+    admission_with_headers,
+    flood,
+    admission_in_redis
+);
 criterion_main!(benches);

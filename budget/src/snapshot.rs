@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub remaining: u64,
     /// The configured critical reserve.
     pub critical_reserve: u64,
+    /// A fleet ledger's epoch in Redis (written when the fleet's state was created): keep it
+    /// to [rejoin](crate::LedgerBuilder::redis_rejoin) after a restart. `None` elsewhere.
+    pub epoch: Option<u64>,
 }
 
 /// One limit's usage in a [`Snapshot`].

@@ -190,14 +190,16 @@ async fn windows_roll_over_on_redis_time_and_their_keys_expire() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(keys.len(), 2, "{keys:?}"); // the two window keys; no lease is live
+    // The two window keys and the epoch; no lease is live.
+    assert_eq!(keys.len(), 3, "{keys:?}");
     for key in &keys {
         let ttl: i64 = redis::cmd("PTTL")
             .arg(key)
             .query_async(&mut raw)
             .await
             .unwrap();
-        assert!(ttl > 0 && ttl <= 86_400_000, "{key}: {ttl}");
+        // The epoch lives as long as the longest-lived key could: a lease plus a day.
+        assert!(ttl > 0 && ttl <= 30_000 + 86_400_000, "{key}: {ttl}");
     }
     // A live lease's bookkeeping expires too: after the lease plus the longest window (a day).
     let held = ledger.reserve_async(0, Priority::Normal).await.unwrap();
@@ -760,4 +762,303 @@ fn store_errors_are_counted() {
             );
         });
     });
+}
+
+/// Redis loses its data (a restart without persistence): a lifetime budget must not start
+/// again from zero under a process that saw it, nor under one that rejoins with its epoch.
+#[tokio::test]
+async fn a_fleet_whose_state_vanished_is_refused_instead_of_counting_from_zero() {
+    // Flushes the whole server, so it runs its own.
+    let Some(server) = TestRedis::own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let builder = || Ledger::builder().limit(150, Window::lifetime());
+    let ledger = builder().redis(server.connect().await, &prefix);
+    for _ in 0..3 {
+        let r = ledger.reserve_async(50, Priority::Normal).await.unwrap();
+        r.settle_async(50).await.unwrap();
+    }
+    let snapshot = ledger.snapshot_async().await.unwrap();
+    assert_eq!(snapshot.windows[0].spent, 150);
+    let epoch = snapshot.epoch.expect("a fleet ledger has an epoch");
+    let mut raw = server.connect().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{{prefix}}}:epoch"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "a lifetime budget's epoch never expires");
+
+    let () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
+    // The process that saw the fleet: refused, with a reason that says what happened.
+    let err = ledger
+        .reserve_async(50, Priority::Normal)
+        .await
+        .unwrap_err();
+    let ReserveError::Store(store) = &err else {
+        panic!("expected a store error, got {err}");
+    };
+    assert!(store.to_string().contains("vanished"), "{store}");
+    assert!(ledger.snapshot_async().await.is_err());
+    // A restarted process that kept the epoch: refused too.
+    let rejoined = builder().redis_rejoin(server.connect().await, &prefix, epoch);
+    assert!(rejoined.reserve_async(1, Priority::Normal).await.is_err());
+    // Nothing was written by the refusals: the fleet's keys are still gone.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}*"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // A brand-new fleet (no epoch known) starts one; the old process still refuses it.
+    let fresh = builder().redis(server.connect().await, &prefix);
+    let r = fresh.reserve_async(10, Priority::Normal).await.unwrap();
+    r.settle_async(10).await.unwrap();
+    let new_epoch = fresh.snapshot_async().await.unwrap().epoch.unwrap();
+    assert_ne!(new_epoch, epoch);
+    let err = ledger.reserve_async(1, Priority::Normal).await.unwrap_err();
+    assert!(err.to_string().contains("vanished"), "{err}");
+    assert_eq!(fresh.snapshot_async().await.unwrap().windows[0].spent, 10);
+}
+
+/// Every key of one ledger shares a hash tag, so a Redis Cluster serves it from one slot; and
+/// a flushed script cache (what a failover to a node that never ran the script looks like) is
+/// loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_on_a_cluster_charge_exactly_the_budget() {
+    let Some(cluster) = tollway_test_support::TestCluster::shared_or_own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let builder = || {
+        Ledger::builder()
+            .limit(300, Window::day())
+            .limit(1_000, Window::lifetime())
+    };
+    let a = builder().redis(cluster.connect().await, &prefix);
+    let b = builder().redis(cluster.connect().await, &prefix);
+    let charged = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let ledger = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let charged = Arc::clone(&charged);
+            tokio::spawn(async move {
+                while let Ok(reservation) = ledger.reserve_async(1, Priority::Normal).await {
+                    reservation.settle_async(1).await.expect("settled");
+                    charged.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        if i == 32 {
+            cluster.flush_scripts().await;
+        }
+        task.await.expect("task");
+    }
+    assert_eq!(charged.load(Ordering::Relaxed), 300);
+    let snapshot = a.snapshot_async().await.expect("snapshot");
+    assert_eq!(snapshot.windows[0].spent, 300);
+    assert_eq!(snapshot.windows[1].spent, 300);
+    assert_eq!(snapshot.reserved, 0);
+}
+
+const QUOTA_ROLE: &str = "TOLLWAY_QUOTA_ROLE";
+const QUOTA_URLS: &str = "TOLLWAY_QUOTA_URLS";
+const QUOTA_PREFIX: &str = "TOLLWAY_QUOTA_PREFIX";
+const QUOTA_REPORT: &str = "quota-worker admitted=";
+const QUOTA: u64 = 100;
+
+/// A layer over a service that answers 200, its per-key quota (100 a day) in Redis at `urls`
+/// (one URL, or a cluster's nodes, comma-separated).
+async fn quota_service(
+    urls: &str,
+    prefix: &str,
+) -> tower::util::BoxCloneSyncService<http::Request<String>, http::Response<String>, Infallible> {
+    use tollway_budget::quota::KeyQuotaLayer;
+    let builder = KeyQuotaLayer::builder(|_key| Ledger::new(QUOTA, Window::day()));
+    let builder = if urls.contains(',') {
+        let nodes: Vec<String> = urls.split(',').map(str::to_owned).collect();
+        builder.redis(
+            tollway_test_support::connect_cluster(&nodes).await,
+            prefix,
+            false,
+        )
+    } else {
+        builder.redis(tollway_test_support::connect(urls).await, prefix, false)
+    };
+    let layer = builder.build().unwrap();
+    let api = service_fn(|_req: http::Request<String>| async {
+        Ok::<_, Infallible>(http::Response::new(String::from("ok")))
+    });
+    tower::util::BoxCloneSyncService::new(layer.layer(api))
+}
+
+/// One worker process: 64 tasks spend one API key's quota until it refuses them.
+async fn quota_worker() {
+    let urls = std::env::var(QUOTA_URLS).unwrap();
+    let prefix = std::env::var(QUOTA_PREFIX).unwrap();
+    let service = quota_service(&urls, &prefix).await;
+    let first = urls.split(',').next().unwrap().to_owned();
+    if !urls.contains(',') {
+        tollway_test_support::redis_barrier(&first, &format!("{prefix}:ready"), 2).await;
+    }
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (service, admitted) = (service.clone(), Arc::clone(&admitted));
+            tokio::spawn(async move {
+                loop {
+                    let request = http::Request::builder()
+                        .header("x-api-key", "sk-shared")
+                        .body(String::new())
+                        .unwrap();
+                    let response = service.clone().oneshot(request).await.unwrap();
+                    match response.status().as_u16() {
+                        200 => {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        402 => break,
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    eprintln!("{QUOTA_REPORT}{}", admitted.load(Ordering::Relaxed));
+}
+
+async fn two_processes_spend_exactly_the_quota(test: &str, urls: String) {
+    let prefix = random_prefix();
+    let workers = tollway_test_support::run_workers(test, 2, |_| {
+        vec![
+            (QUOTA_ROLE, String::from("worker")),
+            (QUOTA_URLS, urls.clone()),
+            (QUOTA_PREFIX, prefix.clone()),
+        ]
+    })
+    .await;
+    let admitted: Vec<u64> = workers
+        .iter()
+        .map(|stderr| {
+            stderr
+                .lines()
+                .find_map(|l| l.strip_prefix(QUOTA_REPORT))
+                .unwrap_or_else(|| panic!("no report:\n{stderr}"))
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    eprintln!("admitted by each process: {admitted:?}");
+    assert_eq!(admitted.iter().sum::<u64>(), QUOTA, "{admitted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_in_each_of_two_processes_spend_exactly_a_key_quota() {
+    if std::env::var(QUOTA_ROLE).is_ok_and(|r| r == "worker") {
+        return quota_worker().await;
+    }
+    let Some(server) = TestRedis::shared_or_own().await else {
+        return;
+    };
+    two_processes_spend_exactly_the_quota(
+        "sixty_four_tasks_in_each_of_two_processes_spend_exactly_a_key_quota",
+        server.url().to_owned(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_in_each_of_two_processes_spend_exactly_a_key_quota_on_a_cluster() {
+    if std::env::var(QUOTA_ROLE).is_ok_and(|r| r == "worker") {
+        return quota_worker().await;
+    }
+    let Some(cluster) = tollway_test_support::TestCluster::shared_or_own().await else {
+        return;
+    };
+    two_processes_spend_exactly_the_quota(
+        "sixty_four_tasks_in_each_of_two_processes_spend_exactly_a_key_quota_on_a_cluster",
+        cluster.urls_joined(),
+    )
+    .await;
+}
+
+/// Redis stops answering mid-run: a quota that fails closed refuses at once (503, nothing
+/// charged); one that fails open charges the key's local ledger; when Redis answers again it
+/// counts from where it was (nothing decided meanwhile is sent to it).
+#[tokio::test]
+async fn a_key_quota_fails_closed_or_open_while_redis_is_stalled() {
+    use tollway_budget::quota::KeyQuotaLayer;
+    let Some(server) = TestRedis::own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let service = |fail_open: bool, connection| {
+        let layer = KeyQuotaLayer::builder(|_key| Ledger::new(5, Window::day()))
+            .redis(connection, format!("{prefix}-{fail_open}"), fail_open)
+            .build()
+            .unwrap();
+        let api = service_fn(|_req: http::Request<String>| async {
+            Ok::<_, Infallible>(http::Response::new(String::from("ok")))
+        });
+        tower::util::BoxCloneSyncService::new(layer.layer(api))
+    };
+    let closed = service(false, server.connect().await);
+    let open = service(true, server.connect().await);
+    let call = |s: &tower::util::BoxCloneSyncService<_, http::Response<String>, Infallible>| {
+        let request = http::Request::builder()
+            .header("x-api-key", "k")
+            .body(String::new())
+            .unwrap();
+        s.clone().oneshot(request)
+    };
+    for s in [&closed, &open] {
+        for _ in 0..2 {
+            assert_eq!(call(s).await.unwrap().status(), 200);
+        }
+    }
+    let mut raw = server.connect().await;
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_500)
+        .arg("ALL")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(call(&closed).await.unwrap().status(), 503);
+    let again = std::time::Instant::now();
+    assert_eq!(call(&closed).await.unwrap().status(), 503);
+    assert!(
+        again.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        again.elapsed()
+    );
+    // Open: the local ledger (5) decides, and keeps its own count.
+    let mut local = 0;
+    for _ in 0..7 {
+        if call(&open).await.unwrap().status() == 200 {
+            local += 1;
+        }
+    }
+    assert!((4..=5).contains(&local), "{local}");
+    tokio::time::sleep(Duration::from_millis(2_700).saturating_sub(started.elapsed())).await;
+    // Redis again: 3 left of 5 for each (2 spent before the stall), whatever was decided
+    // meanwhile. A reservation Redis ran after the caller gave up is a lease nobody settles:
+    // it expires and counts as spent (never undercounted), so at most 3.
+    for (s, name) in [(&closed, "closed"), (&open, "open")] {
+        let mut admitted = 0;
+        for _ in 0..6 {
+            if call(s).await.unwrap().status() == 200 {
+                admitted += 1;
+            }
+        }
+        assert!((2..=3).contains(&admitted), "{name}: {admitted}");
+    }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tollway_budget::{Ledger, Window};
 use tollway_examples::pipeline::{self, Config, Fleet, StopReason, fleet_prefix};
 use tollway_examples::upstream::{MISSING_SEED_USER_ID, SEED_USER_IDS, Upstream, pages_for};
-use tollway_test_support::{TestRedis, random_prefix};
+use tollway_test_support::{TestCluster, TestRedis, random_prefix};
 
 /// The simulator's rate, which the whole fleet shares.
 const RATE: u32 = 20;
@@ -398,4 +398,103 @@ async fn an_unreachable_redis_refuses_to_start_with_a_one_line_reason() {
     let outputs = pipelines(vec![args]).await;
     assert_eq!(outputs[0].status.code(), Some(2), "{:?}", outputs[0]);
     assert!(last_line(&outputs[0]).starts_with("pipeline: --redis: not a Redis URL: "));
+}
+
+/// The example's users in three disjoint thirds.
+fn thirds() -> [Vec<&'static str>; 3] {
+    let (mut first, mut second) = halves();
+    first.append(&mut second);
+    let mut thirds: [Vec<&str>; 3] = Default::default();
+    for (i, id) in first.into_iter().enumerate() {
+        thirds[i % 3].push(id);
+    }
+    thirds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_on_a_cluster_share_one_rate_and_one_budget_and_a_rerun_is_free() {
+    let Some(cluster) = TestCluster::shared_or_own().await else {
+        return;
+    };
+    let urls = cluster.urls_joined();
+    let key = random_prefix();
+    let sim = simulator(&key).await;
+    let thirds = thirds();
+    let total: u64 = thirds.iter().map(|users| pages(users)).sum();
+    let dirs = [
+        TempDir::new("cluster-a"),
+        TempDir::new("cluster-b"),
+        TempDir::new("cluster-c"),
+    ];
+    // The budget is exactly the work: every page charged once spends all of it.
+    let runs: Vec<Vec<String>> = thirds
+        .iter()
+        .zip(&dirs)
+        .map(|(users, dir)| fleet_args(&sim, &key, &urls, users, dir, Some(total)))
+        .collect();
+    let outputs = pipelines(runs.clone()).await;
+    let stats = sim.stats();
+    eprintln!("{stats:?}");
+    for output in &outputs {
+        assert!(output.status.success(), "{output:?}");
+    }
+    assert_eq!(stats.credits_charged, total, "{stats:?}");
+    assert_eq!(stats.duplicate_page_fetches, 0, "{stats:?}");
+    assert_eq!(stats.status(429), 0, "{stats:?}");
+    assert!(stats.max_in_any_1s_window <= u64::from(RATE), "{stats:?}");
+    let spent: u64 = dirs
+        .iter()
+        .map(|dir| report(dir)["credits_spent"].as_u64().unwrap())
+        .sum();
+    assert_eq!(spent, total);
+
+    // The ledger on the cluster agrees, and holds nothing.
+    let ledger = Ledger::builder().limit(total, Window::lifetime()).redis(
+        cluster.connect().await,
+        format!("{}:budget", fleet_prefix(&sim.url(), &key)),
+    );
+    let snapshot = ledger.snapshot_async().await.unwrap();
+    assert_eq!(snapshot.windows[0].spent, total, "{snapshot:?}");
+    assert_eq!(snapshot.reserved, 0, "{snapshot:?}");
+
+    // A rerun of the same work is free: every page is known already.
+    let again = pipelines(runs).await;
+    for output in &again {
+        assert!(output.status.success(), "{output:?}");
+    }
+    assert_eq!(sim.stats().credits_charged, total);
+}
+
+/// Redis loses its data between two runs of a crawl (a restart without persistence): the next
+/// run refuses to start rather than spend the fleet's lifetime budget again from zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_after_redis_lost_the_fleet_budget_is_refused_not_started_from_zero() {
+    // Flushes its server: always its own.
+    let Some(server) = TestRedis::own().await else {
+        return;
+    };
+    let key = random_prefix();
+    let sim = simulator(&key).await;
+    let (first, second) = halves();
+    let dir = TempDir::new("vanished");
+    let budget = pages(&first) + pages(&second);
+    let run = |users: &[&str]| fleet_args(&sim, &key, server.url(), users, &dir, Some(budget));
+    let outputs = pipelines(vec![run(&first)]).await;
+    assert!(outputs[0].status.success(), "{:?}", outputs[0]);
+    let charged = sim.stats().credits_charged;
+    assert_eq!(charged, pages(&first));
+    assert!(dir.path().join(pipeline::EPOCH_FILE).exists());
+
+    let mut raw = server.connect().await;
+    let () = tollway_budget::redis::cmd("FLUSHALL")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let outputs = pipelines(vec![run(&second)]).await;
+    let output = &outputs[0];
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let line = last_line(output);
+    assert!(line.contains("fleet store unavailable"), "{line}");
+    assert!(line.contains("vanished"), "{line}");
+    assert_eq!(sim.stats().credits_charged, charged, "nothing spent again");
 }

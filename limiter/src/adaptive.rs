@@ -165,7 +165,7 @@ impl Aimd {
 }
 
 /// Adaptation: what a response tells the limiter.
-impl<C: LimiterClock> RateLimiter<C> {
+impl<C: LimiterClock, St: crate::store::Store<C>> RateLimiter<C, St> {
     /// Feeds a response to the limiter's [`Adaptive`] settings (the
     /// [`AdaptiveLimiter`](crate::AdaptiveLimiter) service does this for every response). Does
     /// nothing if the limiter was built without them.

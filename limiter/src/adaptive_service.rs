@@ -11,6 +11,7 @@ use crate::clock::{LimiterClock, QuantaClock};
 use crate::future::AdaptiveResponseFuture;
 use crate::limiter::RateLimiter;
 use crate::service::Limiter;
+use crate::store::{MemoryStore, Store};
 
 /// A [`Limiter`] around an HTTP client that also feeds every response to the limiter's
 /// [`Adaptive`](crate::Adaptive) settings: a 429 with `Retry-After` (or an exhausted
@@ -21,13 +22,13 @@ use crate::service::Limiter;
 /// [`Limiter`]'s. A limiter built without `Adaptive` settings ignores what it is fed.
 ///
 /// See the [crate docs](crate) for an example.
-pub struct AdaptiveLimiter<S, C: LimiterClock = QuantaClock> {
-    inner: Limiter<S, C>,
+pub struct AdaptiveLimiter<S, C: LimiterClock = QuantaClock, St: Store<C> = MemoryStore> {
+    inner: Limiter<S, C, St>,
 }
 
-impl<S, C: LimiterClock> AdaptiveLimiter<S, C> {
+impl<S, C: LimiterClock, St: Store<C>> AdaptiveLimiter<S, C, St> {
     /// Wraps `inner` in `limiter` (shared with every clone of it).
-    pub fn new(inner: S, limiter: RateLimiter<C>) -> Self {
+    pub fn new(inner: S, limiter: RateLimiter<C, St>) -> Self {
         Self {
             inner: Limiter::new(inner, limiter),
         }
@@ -42,7 +43,7 @@ impl<S, C: LimiterClock> AdaptiveLimiter<S, C> {
     }
 
     /// The shared limiter.
-    pub fn limiter(&self) -> &RateLimiter<C> {
+    pub fn limiter(&self) -> &RateLimiter<C, St> {
         self.inner.limiter()
     }
 
@@ -62,7 +63,7 @@ impl<S, C: LimiterClock> AdaptiveLimiter<S, C> {
     }
 }
 
-impl<S: Clone, C: LimiterClock> Clone for AdaptiveLimiter<S, C> {
+impl<S: Clone, C: LimiterClock, St: Store<C>> Clone for AdaptiveLimiter<S, C, St> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -70,21 +71,24 @@ impl<S: Clone, C: LimiterClock> Clone for AdaptiveLimiter<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C: LimiterClock + fmt::Debug> fmt::Debug for AdaptiveLimiter<S, C> {
+impl<S: fmt::Debug, C: LimiterClock + fmt::Debug, St: Store<C>> fmt::Debug
+    for AdaptiveLimiter<S, C, St>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("AdaptiveLimiter").field(&self.inner).finish()
     }
 }
 
-impl<S, Req, B, C> Service<Req> for AdaptiveLimiter<S, C>
+impl<S, Req, B, C, St> Service<Req> for AdaptiveLimiter<S, C, St>
 where
     S: Service<Req, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
     C: LimiterClock,
+    St: Store<C>,
 {
     type Response = http::Response<B>;
     type Error = BoxError;
-    type Future = AdaptiveResponseFuture<S::Future, C>;
+    type Future = AdaptiveResponseFuture<S::Future, C, St>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

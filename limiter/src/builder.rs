@@ -9,6 +9,7 @@ use crate::gcra::Gcra;
 use crate::limiter::{RateLimiter, Rates, Shared};
 use crate::queue::WaitQueue;
 use crate::quota::Quota;
+use crate::store::{MemoryStore, SharedOptions, Store};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex};
 
 /// Builds a [`RateLimiter`]; start with [`RateLimiter::builder`].
@@ -32,8 +33,8 @@ pub struct RateLimiterBuilder<C> {
     max_wait: Option<Duration>,
     max_queue: usize,
     adaptive: Option<Adaptive>,
-    #[cfg(feature = "redis")]
-    pub(crate) fleet: crate::fleet::FleetOptions,
+    /// Read by shared stores only.
+    pub(crate) shared_options: SharedOptions,
 }
 
 impl RateLimiterBuilder<QuantaClock> {
@@ -44,8 +45,7 @@ impl RateLimiterBuilder<QuantaClock> {
             max_wait: None,
             max_queue: usize::MAX,
             adaptive: None,
-            #[cfg(feature = "redis")]
-            fleet: crate::fleet::FleetOptions::default(),
+            shared_options: SharedOptions::default(),
         }
     }
 }
@@ -95,8 +95,7 @@ impl<C: LimiterClock> RateLimiterBuilder<C> {
             max_wait: self.max_wait,
             max_queue: self.max_queue,
             adaptive: self.adaptive,
-            #[cfg(feature = "redis")]
-            fleet: self.fleet,
+            shared_options: self.shared_options,
         }
     }
 }
@@ -123,23 +122,24 @@ impl<C: LimiterClock> RateLimiterBuilder<C> {
         origin: Instant,
         quotas: &[Quota],
     ) -> RateLimiter<C> {
-        self.build_shared(clock, origin, quotas, 0)
+        self.build_store(clock, origin, quotas, MemoryStore)
     }
 
-    fn build_shared(
+    /// A limiter whose admissions `store` decides.
+    pub(crate) fn build_store<St: Store<C>>(
         &self,
         clock: C,
         origin: Instant,
         quotas: &[Quota],
-        queued: usize,
-    ) -> RateLimiter<C> {
+        store: St,
+    ) -> RateLimiter<C, St> {
         RateLimiter {
             shared: Arc::new(Shared {
                 gcra: Gcra::new(quotas),
                 origin,
                 clock,
                 queue: Mutex::new(WaitQueue::default()),
-                queued: AtomicUsize::new(queued),
+                queued: AtomicUsize::new(0),
                 max_wait: self.max_wait,
                 max_queue: self.max_queue,
                 adaptive: self.adaptive.clone(),
@@ -148,26 +148,20 @@ impl<C: LimiterClock> RateLimiterBuilder<C> {
                     quotas: quotas.to_vec(),
                     aimd: AimdState::new(quotas[0]),
                 }),
-                #[cfg(feature = "redis")]
-                remote: None,
+                store,
             }),
         }
     }
 
-    /// A fleet limiter: `remote` decides, and `queued` carries the fleet bit so that the fast
-    /// path always defers to it.
-    #[cfg(feature = "redis")]
-    pub(crate) fn build_remote(&self, clock: C, remote: crate::fleet::Remote<C>) -> RateLimiter<C> {
+    /// A limiter over a shared `store`, with this builder's quotas.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn build_with_store<St: Store<C>>(&self, clock: C, store: St) -> RateLimiter<C, St> {
         let origin = clock.origin();
-        let mut limiter = self.build_shared(clock, origin, &self.quotas, crate::limiter::FLEET);
-        if let Some(shared) = Arc::get_mut(&mut limiter.shared) {
-            shared.remote = Some(remote);
-        }
-        limiter
+        self.build_store(clock, origin, &self.quotas, store)
     }
 
     /// Keeps `quota` as the only quota (a fleet limiter's local fallback).
-    #[cfg(feature = "redis")]
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn keep_only(&mut self, quota: Quota) {
         self.quotas = vec![quota];
     }

@@ -10,6 +10,7 @@ use tollway_core::{BoxError, RateLimited};
 
 use crate::clock::{LimiterClock, QuantaClock};
 use crate::limiter::RateLimiter;
+use crate::store::{MemoryStore, Store};
 
 pin_project! {
     /// The future a [`Limiter`](crate::Limiter) returns: the inner service's response, or the
@@ -80,20 +81,20 @@ where
 pin_project! {
     /// The future an [`AdaptiveLimiter`](crate::AdaptiveLimiter) returns: the
     /// [`ResponseFuture`], with the response fed to the limiter's adaptation on its way back.
-    pub struct AdaptiveResponseFuture<F, C: LimiterClock = QuantaClock> {
+    pub struct AdaptiveResponseFuture<F, C: LimiterClock = QuantaClock, St: Store<C> = MemoryStore> {
         #[pin]
         inner: ResponseFuture<F>,
-        observer: Option<RateLimiter<C>>,
+        observer: Option<RateLimiter<C, St>>,
     }
 }
 
-impl<F, C: LimiterClock> AdaptiveResponseFuture<F, C> {
-    pub(crate) fn new(inner: ResponseFuture<F>, observer: Option<RateLimiter<C>>) -> Self {
+impl<F, C: LimiterClock, St: Store<C>> AdaptiveResponseFuture<F, C, St> {
+    pub(crate) fn new(inner: ResponseFuture<F>, observer: Option<RateLimiter<C, St>>) -> Self {
         Self { inner, observer }
     }
 }
 
-impl<F, C: LimiterClock> fmt::Debug for AdaptiveResponseFuture<F, C> {
+impl<F, C: LimiterClock, St: Store<C>> fmt::Debug for AdaptiveResponseFuture<F, C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveResponseFuture")
             .field("inner", &self.inner)
@@ -101,11 +102,12 @@ impl<F, C: LimiterClock> fmt::Debug for AdaptiveResponseFuture<F, C> {
     }
 }
 
-impl<F, B, E, C> Future for AdaptiveResponseFuture<F, C>
+impl<F, B, E, C, St> Future for AdaptiveResponseFuture<F, C, St>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
     C: LimiterClock,
+    St: Store<C>,
 {
     type Output = Result<http::Response<B>, BoxError>;
 

@@ -10,12 +10,13 @@ use crate::clock::{LimiterClock, QuantaClock};
 use crate::limiter::RateLimiter;
 use crate::quota::Quota;
 use crate::service::Limiter;
+use crate::store::{MemoryStore, Store};
 
 /// Wraps services in a [`Limiter`]: any `tower::Service`. Every service it makes, and every
 /// clone of them, shares the one [`RateLimiter`]: cloning the layer does not create a second
 /// limiter.
-pub struct LimiterLayer<C: LimiterClock = QuantaClock> {
-    limiter: RateLimiter<C>,
+pub struct LimiterLayer<C: LimiterClock = QuantaClock, St: Store<C> = MemoryStore> {
+    limiter: RateLimiter<C, St>,
     max_wait: Option<Duration>,
 }
 
@@ -27,13 +28,13 @@ impl LimiterLayer<QuantaClock> {
     }
 }
 
-impl<C: LimiterClock> LimiterLayer<C> {
+impl<C: LimiterClock, St: Store<C>> LimiterLayer<C, St> {
     /// A layer over `limiter` (the caller may keep a clone to read it or change its rate).
     ///
     /// The services it makes read no response: a limiter built with
     /// [`adaptive`](crate::RateLimiterBuilder::adaptive) settings belongs in an
     /// [`AdaptiveLimiterLayer`] (a warning is logged otherwise).
-    pub fn from_limiter(limiter: RateLimiter<C>) -> Self {
+    pub fn from_limiter(limiter: RateLimiter<C, St>) -> Self {
         if limiter.is_adaptive() {
             tracing::warn!(
                 "an adaptive rate limiter in a LimiterLayer reads no response: \
@@ -54,12 +55,12 @@ impl<C: LimiterClock> LimiterLayer<C> {
     }
 
     /// The shared limiter.
-    pub fn limiter(&self) -> &RateLimiter<C> {
+    pub fn limiter(&self) -> &RateLimiter<C, St> {
         &self.limiter
     }
 }
 
-impl<C: LimiterClock> Clone for LimiterLayer<C> {
+impl<C: LimiterClock, St: Store<C>> Clone for LimiterLayer<C, St> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -68,7 +69,7 @@ impl<C: LimiterClock> Clone for LimiterLayer<C> {
     }
 }
 
-impl<C: LimiterClock + fmt::Debug> fmt::Debug for LimiterLayer<C> {
+impl<C: LimiterClock + fmt::Debug, St: Store<C>> fmt::Debug for LimiterLayer<C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LimiterLayer")
             .field("limiter", &self.limiter)
@@ -77,8 +78,8 @@ impl<C: LimiterClock + fmt::Debug> fmt::Debug for LimiterLayer<C> {
     }
 }
 
-impl<S, C: LimiterClock> Layer<S> for LimiterLayer<C> {
-    type Service = Limiter<S, C>;
+impl<S, C: LimiterClock, St: Store<C>> Layer<S> for LimiterLayer<C, St> {
+    type Service = Limiter<S, C, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let service = Limiter::new(inner, self.limiter.clone());
@@ -92,14 +93,14 @@ impl<S, C: LimiterClock> Layer<S> for LimiterLayer<C> {
 /// Wraps HTTP clients in an [`AdaptiveLimiter`]: a [`Limiter`] that also feeds every
 /// response to the limiter's [`Adaptive`](crate::Adaptive) settings. Clones share the one
 /// [`RateLimiter`].
-pub struct AdaptiveLimiterLayer<C: LimiterClock = QuantaClock> {
-    limiter: RateLimiter<C>,
+pub struct AdaptiveLimiterLayer<C: LimiterClock = QuantaClock, St: Store<C> = MemoryStore> {
+    limiter: RateLimiter<C, St>,
     max_wait: Option<Duration>,
 }
 
-impl<C: LimiterClock> AdaptiveLimiterLayer<C> {
+impl<C: LimiterClock, St: Store<C>> AdaptiveLimiterLayer<C, St> {
     /// A layer over `limiter`.
-    pub fn new(limiter: RateLimiter<C>) -> Self {
+    pub fn new(limiter: RateLimiter<C, St>) -> Self {
         Self {
             limiter,
             max_wait: None,
@@ -114,12 +115,12 @@ impl<C: LimiterClock> AdaptiveLimiterLayer<C> {
     }
 
     /// The shared limiter.
-    pub fn limiter(&self) -> &RateLimiter<C> {
+    pub fn limiter(&self) -> &RateLimiter<C, St> {
         &self.limiter
     }
 }
 
-impl<C: LimiterClock> Clone for AdaptiveLimiterLayer<C> {
+impl<C: LimiterClock, St: Store<C>> Clone for AdaptiveLimiterLayer<C, St> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -128,7 +129,7 @@ impl<C: LimiterClock> Clone for AdaptiveLimiterLayer<C> {
     }
 }
 
-impl<C: LimiterClock + fmt::Debug> fmt::Debug for AdaptiveLimiterLayer<C> {
+impl<C: LimiterClock + fmt::Debug, St: Store<C>> fmt::Debug for AdaptiveLimiterLayer<C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveLimiterLayer")
             .field("limiter", &self.limiter)
@@ -137,8 +138,8 @@ impl<C: LimiterClock + fmt::Debug> fmt::Debug for AdaptiveLimiterLayer<C> {
     }
 }
 
-impl<S, C: LimiterClock> Layer<S> for AdaptiveLimiterLayer<C> {
-    type Service = AdaptiveLimiter<S, C>;
+impl<S, C: LimiterClock, St: Store<C>> Layer<S> for AdaptiveLimiterLayer<C, St> {
+    type Service = AdaptiveLimiter<S, C, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let service = AdaptiveLimiter::new(inner, self.limiter.clone());

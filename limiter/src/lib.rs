@@ -112,7 +112,8 @@
 //! quotas kept in Redis and shared by every process that uses the same key prefix: one atomic
 //! GCRA script per decision on Redis's clock, fair local waiting on the retry-after it returns,
 //! and an explicit choice when Redis fails (closed with [`StoreUnavailable`] by default, or
-//! open to a local quota). See the `fleet` module.
+//! open to a local quota). It works the same on a Redis Cluster, and a pause one process learns
+//! from the upstream reaches every process. See the `fleet` module.
 //!
 //! # Metrics
 //!
@@ -126,7 +127,6 @@ mod builder;
 mod clock;
 mod error;
 #[cfg(feature = "redis")]
-#[path = "redis/mod.rs"]
 pub mod fleet;
 mod future;
 mod gcra;
@@ -142,6 +142,7 @@ mod quota;
 #[cfg(feature = "server")]
 pub mod server;
 mod service;
+pub mod store;
 mod sync;
 mod timer;
 

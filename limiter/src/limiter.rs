@@ -15,6 +15,7 @@ use crate::gcra::{Gcra, Grant};
 use crate::metrics;
 use crate::queue::{Acquire, WaitQueue};
 use crate::quota::{Quota, Rate};
+use crate::store::{MemoryStore, Store};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering::Relaxed};
 
 /// A rate limiter: one or more [`Quota`]s admitted all-or-nothing, a fair queue of waiters,
@@ -35,11 +36,14 @@ use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering::Relaxed};
 /// assert!(refused.retry_after().as_millis() > 80);
 /// assert!(limiter.peek().is_err(), "peeking consumes nothing, and says the same");
 /// ```
-pub struct RateLimiter<C: LimiterClock = QuantaClock> {
-    pub(crate) shared: Arc<Shared<C>>,
+///
+/// `St` is where the state lives: [`MemoryStore`] (this process) unless the limiter was built
+/// for a fleet (`RateLimiterBuilder::redis`, feature `redis`).
+pub struct RateLimiter<C: LimiterClock = QuantaClock, St: Store<C> = MemoryStore> {
+    pub(crate) shared: Arc<Shared<C, St>>,
 }
 
-impl<C: LimiterClock> Clone for RateLimiter<C> {
+impl<C: LimiterClock, St: Store<C>> Clone for RateLimiter<C, St> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
@@ -47,12 +51,13 @@ impl<C: LimiterClock> Clone for RateLimiter<C> {
     }
 }
 
-impl<C: LimiterClock + fmt::Debug> fmt::Debug for RateLimiter<C> {
+impl<C: LimiterClock + fmt::Debug, St: Store<C>> fmt::Debug for RateLimiter<C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimiter")
             .field("quotas", &self.quotas())
             .field("queued", &self.queued())
             .field("clock", &self.shared.clock)
+            .field("store", &self.shared.store)
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +68,7 @@ impl<C: LimiterClock + fmt::Debug> fmt::Debug for RateLimiter<C> {
 /// Lock order: `rates` before `queue`; neither is held while taking the other except in that
 /// order, and no lock is held while calling out.
 #[repr(C, align(64))]
-pub(crate) struct Shared<C> {
+pub(crate) struct Shared<C, St = MemoryStore> {
     /// Waiters in the queue; read without the lock so that the fast path stays lock-free.
     pub(crate) queued: AtomicUsize,
     pub(crate) gcra: Gcra,
@@ -76,15 +81,10 @@ pub(crate) struct Shared<C> {
     pub(crate) paused_until: AtomicU64,
     /// Serialises quota changes; holds the quotas as set and AIMD's state.
     pub(crate) rates: Mutex<Rates>,
-    /// Fleet mode: the Redis store that decides instead of `gcra`.
-    #[cfg(feature = "redis")]
-    pub(crate) remote: Option<crate::fleet::Remote<C>>,
+    /// Where admissions are decided: `gcra` itself (memory), or a shared store whose quotas
+    /// are the ones `gcra` holds.
+    pub(crate) store: St,
 }
-
-/// Set in `queued` for the life of a fleet limiter: the lock-free fast path, which admits only
-/// while `queued` is zero, then always falls through to the cold path that defers to Redis.
-/// The in-memory hot path thus pays nothing for fleet mode: not even a branch.
-pub(crate) const FLEET: usize = 1 << (usize::BITS - 1);
 
 /// The quotas as they were last set, and AIMD's state.
 #[derive(Debug)]
@@ -93,7 +93,7 @@ pub(crate) struct Rates {
     pub(crate) aimd: AimdState,
 }
 
-impl<C: LimiterClock> Shared<C> {
+impl<C: LimiterClock, St: Store<C>> Shared<C, St> {
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         self.clock.nanos_since(self.origin)
@@ -108,23 +108,7 @@ impl<C: LimiterClock> Shared<C> {
     /// [`try_acquire_fast`](Self::try_acquire_fast) at `now` (nanoseconds since the origin).
     #[inline]
     pub(crate) fn try_acquire_at(&self, now: u64, cost: u32) -> Result<Grant, u64> {
-        if self.queued.load(Relaxed) != 0 {
-            return self.behind_the_queue(now, cost);
-        }
-        self.gcra.try_acquire(now, cost)
-    }
-
-    #[cold]
-    fn behind_the_queue(&self, now: u64, cost: u32) -> Result<Grant, u64> {
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &self.remote {
-            let queue_empty = self.queued.load(Relaxed) & !FLEET == 0;
-            return remote
-                .try_now(cost, self.gcra.first_interval(), queue_empty)
-                .map(|()| Grant::NONE);
-        }
-        let queued_cost = self.queue.lock().queued_cost();
-        Err(self.gcra.wait(now, queued_cost + u64::from(cost)).max(1))
+        St::try_now(self, now, cost)
     }
 
     pub(crate) fn wake_head(&self) {
@@ -165,7 +149,7 @@ impl RateLimiter<QuantaClock> {
     }
 }
 
-impl<C: LimiterClock> RateLimiter<C> {
+impl<C: LimiterClock, St: Store<C>> RateLimiter<C, St> {
     /// Takes one permit now, or says how long until one is due. Fair to waiters: while any
     /// caller is queued in [`acquire`](Self::acquire), `check` refuses.
     #[inline]
@@ -204,19 +188,7 @@ impl<C: LimiterClock> RateLimiter<C> {
             return Err(RateLimited::new(Duration::MAX));
         }
         let shared = &*self.shared;
-        let queued = if shared.queued.load(Relaxed) == 0 {
-            0
-        } else {
-            #[cfg(feature = "redis")]
-            if let Some(remote) = &shared.remote {
-                return remote.peek(cost, shared.gcra.first_interval());
-            }
-            shared.queue.lock().queued_cost()
-        };
-        match shared
-            .gcra
-            .wait(shared.now(), queued + u64::from(cost.get()))
-        {
+        match St::peek(shared, shared.now(), cost.get()) {
             0 => Ok(()),
             wait => Err(RateLimited::new(Duration::from_nanos(wait))),
         }
@@ -226,11 +198,7 @@ impl<C: LimiterClock> RateLimiter<C> {
     /// On a fleet limiter: 0 (the count lives in Redis), or the local fallback's count while
     /// the store is down and the limiter fails open.
     pub fn available(&self) -> u64 {
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &self.shared.remote {
-            return remote.available();
-        }
-        self.shared.gcra.available(self.shared.now())
+        St::available(&self.shared, self.shared.now())
     }
 
     /// Gives back `n` permits that were taken but not used (the request was never sent): each
@@ -256,12 +224,12 @@ impl<C: LimiterClock> RateLimiter<C> {
     }
 
     /// Waits for one permit, first come first served. See [`Acquire`].
-    pub fn acquire(&self) -> Acquire<C> {
+    pub fn acquire(&self) -> Acquire<C, St> {
         Acquire::new(self.clone(), 1)
     }
 
     /// Waits for `cost` permits from every quota, first come first served.
-    pub fn acquire_n(&self, cost: NonZeroU32) -> Result<Acquire<C>, ExceedsBurst> {
+    pub fn acquire_n(&self, cost: NonZeroU32) -> Result<Acquire<C, St>, ExceedsBurst> {
         self.fits(cost.get())?;
         Ok(Acquire::new(self.clone(), cost.get()))
     }
@@ -273,7 +241,7 @@ impl<C: LimiterClock> RateLimiter<C> {
 
     /// How many callers are waiting in [`acquire`](Self::acquire).
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Relaxed) & !FLEET
+        self.shared.queued.load(Relaxed)
     }
 
     /// Replaces quota `index` (0 is the first) at runtime, keeping its debt: requests already
@@ -324,6 +292,8 @@ impl<C: LimiterClock> RateLimiter<C> {
         shared.paused_until.fetch_max(until, Relaxed);
         shared.gcra.pause_until(until);
         drop(rates);
+        // A shared store tells the fleet: the other processes pause too.
+        St::paused(shared, duration);
         // The head recomputes its wait now (and gives up at once if it would pass `max_wait`).
         shared.wake_head();
         metrics::paused();

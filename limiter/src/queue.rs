@@ -16,8 +16,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-#[cfg(feature = "redis")]
-use std::task::ready;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -27,6 +25,7 @@ use crate::clock::LimiterClock;
 use crate::gcra::Grant;
 use crate::limiter::RateLimiter;
 use crate::metrics;
+use crate::store::{Enqueue, MemoryStore, Store};
 use crate::sync::Ordering::Relaxed;
 use crate::timer::Timer;
 
@@ -87,7 +86,7 @@ impl WaitQueue {
     }
 
     /// Removes `ticket`; wakes the new head if the head left.
-    fn remove(&mut self, ticket: u64) {
+    pub(crate) fn remove(&mut self, ticket: u64) {
         let Some(index) = self.find(ticket) else {
             return;
         };
@@ -109,11 +108,11 @@ impl WaitQueue {
         }
     }
 
-    fn is_head(&self, ticket: u64) -> bool {
+    pub(crate) fn is_head(&self, ticket: u64) -> bool {
         self.waiters.front().is_some_and(|w| w.ticket == ticket)
     }
 
-    fn set_waker(&mut self, ticket: u64, waker: &Waker) {
+    pub(crate) fn set_waker(&mut self, ticket: u64, waker: &Waker) {
         if let Some(index) = self.find(ticket) {
             let w = &mut self.waiters[index];
             match &w.waker {
@@ -139,22 +138,21 @@ impl WaitQueue {
 /// # Panics
 ///
 /// Polling it again after it resolved panics.
-pub struct Acquire<C: LimiterClock> {
-    limiter: RateLimiter<C>,
-    cost: u32,
-    ticket: Option<u64>,
-    queued_at: u64,
-    max_wait: Option<Duration>,
-    timer: Timer,
+pub struct Acquire<C: LimiterClock, St: Store<C> = MemoryStore> {
+    pub(crate) limiter: RateLimiter<C, St>,
+    pub(crate) cost: u32,
+    pub(crate) ticket: Option<u64>,
+    pub(crate) queued_at: u64,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) timer: Timer,
     done: bool,
     /// What the permit took, to give it back exactly if it goes unused.
     grant: Grant,
-    /// Fleet mode: the head's round trips to Redis.
-    #[cfg(feature = "redis")]
-    remote: Option<crate::fleet::RemoteWait<C>>,
+    /// What the store keeps for the head of the queue (fleet mode: its round trips).
+    pub(crate) head: St::Head,
 }
 
-impl<C: LimiterClock> fmt::Debug for Acquire<C> {
+impl<C: LimiterClock, St: Store<C>> fmt::Debug for Acquire<C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Acquire")
             .field("cost", &self.cost)
@@ -164,8 +162,8 @@ impl<C: LimiterClock> fmt::Debug for Acquire<C> {
     }
 }
 
-impl<C: LimiterClock> Acquire<C> {
-    pub(crate) fn new(limiter: RateLimiter<C>, cost: u32) -> Self {
+impl<C: LimiterClock, St: Store<C>> Acquire<C, St> {
+    pub(crate) fn new(limiter: RateLimiter<C, St>, cost: u32) -> Self {
         let max_wait = limiter.shared.max_wait;
         Self {
             limiter,
@@ -176,8 +174,7 @@ impl<C: LimiterClock> Acquire<C> {
             timer: Timer::default(),
             done: false,
             grant: Grant::NONE,
-            #[cfg(feature = "redis")]
-            remote: None,
+            head: St::Head::default(),
         }
     }
 
@@ -195,44 +192,39 @@ impl<C: LimiterClock> Acquire<C> {
         self.grant
     }
 
-    /// Fleet mode: the store error behind an `Err` this future resolved to, if the limiter
-    /// failed closed because Redis was unavailable (the [`Limiter`](crate::Limiter) service
-    /// returns it instead of the `RateLimited`). Poll the future by reference to read it:
-    /// `(&mut acquire).await`.
-    #[cfg(feature = "redis")]
-    pub fn take_store_error(&mut self) -> Option<tollway_core::StoreUnavailable> {
-        self.remote.as_mut().and_then(|r| r.store_error.take())
-    }
-
     /// The error to report instead of the `RateLimited` this future resolved to, if any.
     pub(crate) fn take_failure(&mut self) -> Option<tollway_core::BoxError> {
-        #[cfg(feature = "redis")]
-        if let Some(error) = self.take_store_error() {
-            return Some(Box::new(error));
-        }
-        None
+        St::take_failure(&mut self.head)
     }
 
-    fn too_long(&self, wait: u64) -> bool {
+    pub(crate) fn too_long(&self, wait: u64) -> bool {
         self.max_wait
             .is_some_and(|max| Duration::from_nanos(wait) > max)
     }
 
-    fn reject(&mut self, wait: u64) -> Poll<Result<(), RateLimited>> {
+    pub(crate) fn reject(&mut self, wait: u64) -> Poll<Result<(), RateLimited>> {
         self.done = true;
         metrics::rejected();
         tracing::trace!(wait_ns = wait, "rate limiter refused a waiter");
         Poll::Ready(Err(RateLimited::new(Duration::from_nanos(wait.max(1)))))
     }
 
-    fn admit(&mut self, grant: Grant) -> Poll<Result<(), RateLimited>> {
+    /// Resolves to `refused` (a store's own refusal).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn refuse(&mut self, refused: RateLimited) -> Poll<Result<(), RateLimited>> {
+        self.done = true;
+        metrics::rejected();
+        Poll::Ready(Err(refused))
+    }
+
+    pub(crate) fn admit(&mut self, grant: Grant) -> Poll<Result<(), RateLimited>> {
         self.done = true;
         self.grant = grant;
         Poll::Ready(Ok(()))
     }
 
     /// Leaves the queue (the caller holds no queue lock).
-    fn leave(&mut self) {
+    pub(crate) fn leave(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             let shared = &*self.limiter.shared;
             shared.queue.lock().remove(ticket);
@@ -244,40 +236,30 @@ impl<C: LimiterClock> Acquire<C> {
     fn enqueue(&mut self) -> Option<Poll<Result<(), RateLimited>>> {
         let shared = Arc::clone(&self.limiter.shared);
         let cost = self.cost;
-        if shared.queued.load(Relaxed) == 0
-            && let Ok(grant) = shared.gcra.try_acquire(shared.now(), cost)
-        {
+        if let Ok(grant) = St::try_now(&shared, shared.now(), cost) {
             metrics::admitted();
             return Some(self.admit(grant));
         }
         let mut queue = shared.queue.lock();
         let now = shared.now();
-        #[cfg(feature = "redis")]
-        if shared.remote.is_some() {
-            // Only Redis knows the wait: the head asks it in `poll`.
-            if queue.len() >= shared.max_queue {
+        match St::enqueue(&shared, &queue, now, cost) {
+            Enqueue::Admit(grant) => {
                 drop(queue);
-                return Some(self.reject(shared.gcra.first_interval()));
+                metrics::admitted();
+                return Some(self.admit(grant));
             }
-            self.ticket = Some(queue.push(cost));
-            shared.queued.fetch_add(1, Relaxed);
-            self.queued_at = now;
-            return None;
-        }
-        if queue.len() == 0
-            && let Ok(grant) = shared.gcra.try_acquire(now, cost)
-        {
-            drop(queue);
-            metrics::admitted();
-            return Some(self.admit(grant));
-        }
-        let wait = shared
-            .gcra
-            .wait(now, queue.queued_cost + u64::from(cost))
-            .max(1);
-        if self.too_long(wait) || queue.len() >= shared.max_queue {
-            drop(queue);
-            return Some(self.reject(wait));
+            Enqueue::Wait(wait) => {
+                if self.too_long(wait) || queue.len() >= shared.max_queue {
+                    drop(queue);
+                    return Some(self.reject(wait));
+                }
+            }
+            Enqueue::Ask => {
+                if queue.len() >= shared.max_queue {
+                    drop(queue);
+                    return Some(self.reject(shared.gcra.first_interval()));
+                }
+            }
         }
         self.ticket = Some(queue.push(cost));
         shared.queued.fetch_add(1, Relaxed);
@@ -286,7 +268,7 @@ impl<C: LimiterClock> Acquire<C> {
     }
 }
 
-impl<C: LimiterClock> Future for Acquire<C> {
+impl<C: LimiterClock, St: Store<C>> Future for Acquire<C, St> {
     type Output = Result<(), RateLimited>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -302,68 +284,11 @@ impl<C: LimiterClock> Future for Acquire<C> {
                 },
             },
         };
-        let shared = Arc::clone(&this.limiter.shared);
-        loop {
-            let mut queue = shared.queue.lock();
-            queue.set_waker(ticket, cx.waker());
-            if !queue.is_head(ticket) {
-                return Poll::Pending;
-            }
-            #[cfg(feature = "redis")]
-            if let Some(remote) = &shared.remote {
-                drop(queue);
-                let wait = this.remote.get_or_insert_with(Default::default);
-                let outcome = ready!(wait.poll(
-                    cx,
-                    &this.limiter,
-                    remote,
-                    this.cost,
-                    this.queued_at,
-                    this.max_wait
-                ));
-                this.leave();
-                return match outcome {
-                    crate::fleet::Outcome::Admitted => {
-                        let waited = shared.now().saturating_sub(this.queued_at);
-                        metrics::waited(Duration::from_nanos(waited));
-                        this.admit(Grant::NONE)
-                    }
-                    crate::fleet::Outcome::Refused(refused) => {
-                        this.done = true;
-                        metrics::rejected();
-                        Poll::Ready(Err(refused))
-                    }
-                };
-            }
-            let now = shared.now();
-            match shared.gcra.try_acquire(now, this.cost) {
-                Ok(grant) => {
-                    // Leaves under the same lock: the next head is woken before anyone can
-                    // see this one gone.
-                    queue.remove(ticket);
-                    shared.queued.fetch_sub(1, Relaxed);
-                    this.ticket = None;
-                    drop(queue);
-                    metrics::waited(Duration::from_nanos(now.saturating_sub(this.queued_at)));
-                    return this.admit(grant);
-                }
-                Err(wait) => {
-                    drop(queue);
-                    let waited = now.saturating_sub(this.queued_at);
-                    if this.too_long(waited.saturating_add(wait)) {
-                        this.leave();
-                        return this.reject(wait);
-                    }
-                    if this.timer.sleep(cx, wait).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-            }
-        }
+        St::poll_queued(this, cx, ticket)
     }
 }
 
-impl<C: LimiterClock> Drop for Acquire<C> {
+impl<C: LimiterClock, St: Store<C>> Drop for Acquire<C, St> {
     fn drop(&mut self) {
         self.leave();
     }

@@ -15,6 +15,7 @@ use crate::gcra::Grant;
 use crate::limiter::RateLimiter;
 use crate::metrics;
 use crate::queue::Acquire;
+use crate::store::{MemoryStore, Store};
 
 /// Sends requests no faster than its [`RateLimiter`] allows. Works around any
 /// `tower::Service`: rate limiting needs nothing from the requests or the responses.
@@ -46,28 +47,28 @@ use crate::queue::Acquire;
 /// # Ok(())
 /// # }
 /// ```
-pub struct Limiter<S, C: LimiterClock = QuantaClock> {
+pub struct Limiter<S, C: LimiterClock = QuantaClock, St: Store<C> = MemoryStore> {
     inner: S,
-    gate: Gate<C>,
+    gate: Gate<C, St>,
 }
 
 /// The service's permit state, with a `Drop` that returns an unspent permit.
-struct Gate<C: LimiterClock> {
-    limiter: RateLimiter<C>,
+struct Gate<C: LimiterClock, St: Store<C>> {
+    limiter: RateLimiter<C, St>,
     max_wait: Option<Duration>,
-    state: State<C>,
+    state: State<C, St>,
 }
 
-enum State<C: LimiterClock> {
+enum State<C: LimiterClock, St: Store<C>> {
     Idle,
     /// Boxed: the waiting state is large and rare, and every other transition moves the state.
-    Waiting(Box<Acquire<C>>),
+    Waiting(Box<Acquire<C, St>>),
     Permit(Grant),
     /// A refusal (`RateLimited`), or in fleet mode the store's error.
     Rejected(BoxError),
 }
 
-impl<C: LimiterClock> Drop for Gate<C> {
+impl<C: LimiterClock, St: Store<C>> Drop for Gate<C, St> {
     fn drop(&mut self) {
         if let State::Permit(grant) = &self.state {
             self.limiter.shared.undo(grant);
@@ -75,9 +76,9 @@ impl<C: LimiterClock> Drop for Gate<C> {
     }
 }
 
-impl<S, C: LimiterClock> Limiter<S, C> {
+impl<S, C: LimiterClock, St: Store<C>> Limiter<S, C, St> {
     /// Wraps `inner` in `limiter` (shared with every clone of it).
-    pub fn new(inner: S, limiter: RateLimiter<C>) -> Self {
+    pub fn new(inner: S, limiter: RateLimiter<C, St>) -> Self {
         Self {
             inner,
             gate: Gate {
@@ -98,7 +99,7 @@ impl<S, C: LimiterClock> Limiter<S, C> {
     }
 
     /// The shared limiter.
-    pub fn limiter(&self) -> &RateLimiter<C> {
+    pub fn limiter(&self) -> &RateLimiter<C, St> {
         &self.gate.limiter
     }
 
@@ -118,7 +119,7 @@ impl<S, C: LimiterClock> Limiter<S, C> {
     }
 }
 
-impl<S: Clone, C: LimiterClock> Clone for Limiter<S, C> {
+impl<S: Clone, C: LimiterClock, St: Store<C>> Clone for Limiter<S, C, St> {
     /// A clone shares the limiter; it holds no permit of its own yet.
     fn clone(&self) -> Self {
         let mut clone = Self::new(self.inner.clone(), self.gate.limiter.clone());
@@ -127,7 +128,7 @@ impl<S: Clone, C: LimiterClock> Clone for Limiter<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C: LimiterClock + fmt::Debug> fmt::Debug for Limiter<S, C> {
+impl<S: fmt::Debug, C: LimiterClock + fmt::Debug, St: Store<C>> fmt::Debug for Limiter<S, C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.gate.state {
             State::Idle => "idle",
@@ -144,11 +145,12 @@ impl<S: fmt::Debug, C: LimiterClock + fmt::Debug> fmt::Debug for Limiter<S, C> {
     }
 }
 
-impl<S, Req, C> Service<Req> for Limiter<S, C>
+impl<S, Req, C, St> Service<Req> for Limiter<S, C, St>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: LimiterClock,
+    St: Store<C>,
 {
     type Response = S::Response;
     type Error = BoxError;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tollway_core::RateLimited;
+use tollway_limiter::fleet::FleetLimiter;
 use tollway_limiter::redis;
 use tollway_limiter::redis::aio::ConnectionManager;
 use tollway_limiter::{LimiterLayer, Quota, RateLimiter, RateLimiterBuilder, StoreUnavailable};
@@ -30,7 +31,7 @@ fn no_wait(
     builder.max_wait(Duration::ZERO)
 }
 
-async fn try_once(limiter: &RateLimiter) -> Result<(), RateLimited> {
+async fn try_once(limiter: &FleetLimiter) -> Result<(), RateLimited> {
     limiter.acquire().await
 }
 
@@ -360,7 +361,7 @@ async fn script_runs(raw: &mut ConnectionManager) -> u64 {
 /// `tasks` callers of one limiter take `permits` permits in all; returns when each was granted,
 /// in order, and how many scripts Redis ran meanwhile.
 async fn take_concurrently(
-    limiter: &RateLimiter,
+    limiter: &FleetLimiter,
     raw: &mut ConnectionManager,
     tasks: usize,
     permits: usize,
@@ -446,7 +447,93 @@ async fn a_pause_from_the_upstream_holds_this_process_before_it_asks_redis() {
 #[test]
 fn fleet_waiters_and_services_stay_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<tollway_limiter::Acquire<tollway_limiter::QuantaClock>>();
-    send_sync::<tollway_limiter::Limiter<tower::util::BoxCloneSyncService<(), (), Infallible>>>();
+    use tollway_limiter::fleet::RedisStore;
+    use tollway_limiter::{Acquire, Limiter, QuantaClock};
+    send_sync::<Acquire<QuantaClock, RedisStore>>();
+    send_sync::<
+        Limiter<tower::util::BoxCloneSyncService<(), (), Infallible>, QuantaClock, RedisStore>,
+    >();
     send_sync::<StoreUnavailable>();
+}
+
+/// A pause one process learns (a 429's `Retry-After`) holds every process of the fleet: the
+/// other one, which saw no 429, waits it out too instead of drawing its own.
+#[tokio::test]
+async fn a_pause_in_one_process_holds_the_whole_fleet() {
+    let Some(server) = TestRedis::shared_or_own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let quota = Quota::per_second(1_000).burst(1);
+    let a = RateLimiter::builder(quota).redis(server.connect().await, &prefix);
+    let b = RateLimiter::builder(quota).redis(server.connect().await, &prefix);
+    a.acquire().await.unwrap();
+    b.acquire().await.unwrap();
+    a.pause(Duration::from_millis(400));
+    // The pause reaches Redis in a task of its own: give it a moment (far less than the pause).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    b.acquire().await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "the other process went ahead after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    // After the pause, one at a time at the steady rate again.
+    let started = Instant::now();
+    b.acquire().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(200));
+}
+
+/// The limiter on a 3-node cluster: its keys share a slot, the script survives a flushed
+/// script cache (what a failover to a node that never ran it looks like), and two connections
+/// with one prefix share one limit.
+#[tokio::test]
+async fn a_cluster_shares_one_limit_and_survives_a_script_flush() {
+    let Some(cluster) = tollway_test_support::TestCluster::shared_or_own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let quota = Quota::per_minute(60).burst(4);
+    let a = no_wait(RateLimiter::builder(quota).quota(Quota::per_hour(1_000).burst(100)))
+        .redis(cluster.connect().await, &prefix);
+    let b = no_wait(RateLimiter::builder(quota).quota(Quota::per_hour(1_000).burst(100)))
+        .redis(cluster.connect().await, &prefix);
+    for i in 0..4 {
+        if i == 2 {
+            cluster.flush_scripts().await;
+        }
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        limiter.acquire().await.expect("within the shared burst");
+    }
+    assert!(a.acquire().await.is_err());
+    assert!(b.acquire().await.is_err());
+}
+
+/// A pause holds permits this process leased before it: they were granted before the upstream
+/// said stop, and spending them would send requests into the pause.
+#[tokio::test]
+async fn a_pause_holds_leased_permits_too() {
+    let Some(server) = TestRedis::shared_or_own().await else {
+        return;
+    };
+    let limiter = RateLimiter::builder(Quota::per_second(1_000).burst(1))
+        .lease(nz(8), Duration::from_millis(100))
+        .redis(server.connect().await, random_prefix());
+    // One round trip leases the next permits, due 1 ms apart.
+    limiter.acquire().await.unwrap();
+    limiter.pause(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert!(
+        limiter.check().is_err(),
+        "a leased permit went into the pause"
+    );
+    let started = Instant::now();
+    limiter.acquire().await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
 }

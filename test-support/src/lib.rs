@@ -3,6 +3,9 @@
 //! [`metrics::CapturingRecorder`] keeps what layers report through the `metrics` facade, for
 //! tests to read.
 //!
+//! [`TestCluster`] gives one a 3-node Redis Cluster (`TOLLWAY_REDIS_CLUSTER_URLS`, or three
+//! servers started here).
+//!
 //! [`TestRedis`] gives a fleet-mode test a real `redis-server`: the shared one named by
 //! `TOLLWAY_REDIS_URL` (which `.ci/run` starts), or one started here on a free loopback port and
 //! stopped on drop. Without either, the test prints a notice and passes, unless
@@ -30,7 +33,10 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+mod cluster;
 pub mod metrics;
+
+pub use cluster::{REDIS_CLUSTER_URLS_VAR, TestCluster, connect_cluster};
 
 /// The variable naming a shared Redis server (`redis://127.0.0.1:PORT/`).
 pub const REDIS_URL_VAR: &str = "TOLLWAY_REDIS_URL";
@@ -156,8 +162,12 @@ pub fn random_prefix() -> String {
     format!("tollway-test-{:016x}", hasher.finish())
 }
 
-#[allow(clippy::print_stderr)]
 fn skip(why: &str) -> Option<TestRedis> {
+    skip_with(why)
+}
+
+#[allow(clippy::print_stderr)]
+fn skip_with<T>(why: &str) -> Option<T> {
     assert!(!redis_required(), "{REQUIRE_REDIS_VAR}=1 but {why}");
     eprintln!("skipping Redis test: {why} (set {REDIS_URL_VAR} or install redis-server)");
     None

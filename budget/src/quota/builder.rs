@@ -99,6 +99,8 @@ pub struct KeyQuotaBuilder {
     refusal_status: StatusCode,
     content_type: String,
     body: Option<Arc<BodyFn>>,
+    /// Set by `redis` (feature `redis`).
+    pub(super) fleet: Option<Box<dyn super::FleetQuota>>,
 }
 
 impl fmt::Debug for KeyQuotaBuilder {
@@ -130,6 +132,7 @@ impl KeyQuotaBuilder {
             refusal_status: StatusCode::PAYMENT_REQUIRED,
             content_type: String::from("application/json"),
             body: None,
+            fleet: None,
         }
     }
 
@@ -261,6 +264,7 @@ impl KeyQuotaBuilder {
                     content_type,
                     body: self.body,
                 },
+                fleet: self.fleet,
             }),
         })
     }

@@ -130,6 +130,7 @@ mod tests {
             latched: false,
             latched_for: None,
             critical_reserve: 0,
+            epoch: None,
         }
     }
 

@@ -50,8 +50,12 @@ use crate::error::ReserveError;
 use crate::ledger::Ledger;
 use crate::policy::Cost;
 use crate::priority::Priority;
+use crate::store::DynStore;
+use tollway_core::StoreUnavailable;
 
 pub(crate) mod builder;
+#[cfg(feature = "redis")]
+mod fleet;
 pub(crate) mod future;
 mod headers;
 mod key;
@@ -71,6 +75,19 @@ use table::Table;
 
 type Factory = dyn Fn(&QuotaKey) -> Ledger + Send + Sync;
 
+/// Where a fleet keeps its keys' quotas (Redis, feature `redis`): this layer's ledger of a key
+/// is then only its template (its limits) and its local fallback.
+pub(crate) trait FleetQuota: Send + Sync + 'static {
+    /// The shared ledger of `key`, with `template`'s limits.
+    fn ledger(&self, key: &QuotaKey, template: &Ledger) -> Ledger<DynStore>;
+    /// Whether a key is charged on its local ledger while the store is unavailable.
+    fn fails_open(&self) -> bool;
+    /// The store just failed: for a while, requests are answered without a round trip.
+    fn failed(&self);
+    /// Whether the store is taken as down (it failed a moment ago).
+    fn is_down(&self) -> bool;
+}
+
 /// Applies [`KeyQuota`]: one [`Ledger`] per client key; see the [module docs](self).
 ///
 /// Cloning the layer shares its ledgers.
@@ -87,6 +104,7 @@ struct QuotaShared {
     charge: QuotaCharge,
     policy_name: String,
     refusal: Refusal,
+    fleet: Option<Box<dyn FleetQuota>>,
 }
 
 impl fmt::Debug for KeyQuotaLayer {
@@ -167,12 +185,13 @@ impl QuotaShared {
         response
     }
 
-    /// The answer to a refused request.
+    /// The answer to a refused request (with the quota headers from `ledger`, when it can
+    /// answer without a round trip).
     fn refusal<B: From<String>>(
         &self,
         key: &QuotaKey,
         refused: &ReserveError,
-        ledger: &Ledger,
+        ledger: Option<&Ledger>,
     ) -> http::Response<B> {
         let Some(exhausted) = refused.exhausted() else {
             let body =
@@ -196,7 +215,9 @@ impl QuotaShared {
         if let Some(wait) = exhausted.retry_after() {
             merge_retry_after(headers, wait);
         }
-        self.add_headers(headers, ledger);
+        if let Some(ledger) = ledger {
+            self.add_headers(headers, ledger);
+        }
         response
     }
 
@@ -258,12 +279,12 @@ impl<S: fmt::Debug> fmt::Debug for KeyQuota<S> {
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for KeyQuota<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
     ResBody: From<String>,
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = KeyQuotaFuture<S::Future, ResBody>;
+    type Future = KeyQuotaFuture<S, http::Request<ReqBody>, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -283,16 +304,59 @@ where
         };
         let ledger = shared.ledger(&key);
         let cost = shared.cost.of(&request);
-        match ledger.reserve(cost, Priority::of(&request)) {
+        let priority = Priority::of(&request);
+        if let Some(fleet) = shared.fleet.as_ref().filter(|f| f.is_down()) {
+            // The store failed a moment ago: answer at once, without a round trip.
+            if !fleet.fails_open() {
+                let error = StoreUnavailable::new(
+                    "key quota",
+                    "reserve (store down)",
+                    "Redis failed a moment ago",
+                );
+                return KeyQuotaFuture::refused(shared.refusal(
+                    &key,
+                    &ReserveError::Store(error),
+                    None,
+                ));
+            }
+            return match ledger.reserve(cost, priority) {
+                Ok(reservation) => KeyQuotaFuture::called(
+                    self.inner.call(request),
+                    future::Held::Local(reservation),
+                    std::sync::Arc::clone(shared),
+                ),
+                Err(refused) => {
+                    KeyQuotaFuture::refused(shared.refusal(&key, &refused, Some(&ledger)))
+                }
+            };
+        }
+        if let Some(fleet) = &shared.fleet {
+            // The key's quota is in the fleet's store: wait for its answer with the service
+            // made ready (a clone stays in its place).
+            let reserve = fleet.ledger(&key, &ledger).reserve_async(cost, priority);
+            let clone = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, clone);
+            return KeyQuotaFuture::reserving(future::Pending {
+                reserve,
+                local: ledger,
+                key,
+                cost,
+                priority,
+                service: ready,
+                request,
+                shared: std::sync::Arc::clone(shared),
+            });
+        }
+        match ledger.reserve(cost, priority) {
             Ok(reservation) => KeyQuotaFuture::called(
                 self.inner.call(request),
-                reservation,
+                future::Held::Local(reservation),
                 std::sync::Arc::clone(shared),
             ),
             Err(refused) => {
                 // `key` prints as a fingerprint: API keys never reach the logs.
                 tracing::debug!(%key, %refused, "quota refused a request");
-                KeyQuotaFuture::refused(shared.refusal(&key, &refused, &ledger))
+                KeyQuotaFuture::refused(shared.refusal(&key, &refused, Some(&ledger)))
             }
         }
     }

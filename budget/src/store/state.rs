@@ -201,6 +201,7 @@ impl State {
                 .map(|u| millis_to_duration(u - now)),
             remaining,
             critical_reserve: 0,
+            epoch: None,
         }
     }
 

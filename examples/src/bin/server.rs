@@ -5,6 +5,12 @@
 //! Run with `cargo run -p tollway-examples --bin server -- --rate 5 --burst 10`, then
 //! `curl -i http://127.0.0.1:3000/hello` (add `-H 'x-api-key: k1'` for the per-key quota).
 //! It prints `server listening on http://ADDR` and serves until Ctrl-C.
+//!
+//! With `--redis URL[,URL...]` (one Redis server, or a Redis Cluster's nodes) the limits live in
+//! Redis: every instance started with the same URL (and `--redis-prefix`) shares one limit per
+//! client, as the instances of an API behind a load balancer must. While Redis is unavailable
+//! the per-key quota refuses with 503 (fail closed) and the per-IP limit falls back to a local
+//! limit at the same rate (fail open).
 
 #![allow(
     clippy::print_stdout,
@@ -18,6 +24,7 @@ use axum::Router;
 use axum::routing::get;
 use clap::Parser;
 use http::HeaderName;
+use tollway_examples::pipeline::RedisConnection;
 use tollway_limiter::Quota;
 use tollway_limiter::server::{Cidr, HeaderKey, HeaderOptions, Limit, PeerIp, ServerLimiterLayer};
 
@@ -43,6 +50,13 @@ struct Args {
     /// Most client keys remembered per limit.
     #[arg(long, default_value_t = NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN))]
     max_keys: NonZeroUsize,
+    /// Keep the limits in Redis (one URL, or a Redis Cluster's node URLs, comma-separated),
+    /// shared by every instance started with the same URL and prefix.
+    #[arg(long, value_name = "URL[,URL...]")]
+    redis: Option<String>,
+    /// The key prefix of the limits in Redis.
+    #[arg(long, default_value = "tollway-server")]
+    redis_prefix: String,
 }
 
 #[tokio::main]
@@ -54,16 +68,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .fold(PeerIp::new(), |peer, cidr| peer.trust_proxy(*cidr));
     let per_ip = Quota::per_second(args.rate.get()).burst(args.burst.get());
     let per_key = Quota::per_hour(args.key_quota.get()).burst(args.key_quota.get());
-    let limits = ServerLimiterLayer::builder()
-        .limit(Limit::new("per-ip", peer, per_ip))
+    let builder = ServerLimiterLayer::builder()
+        .limit(Limit::new("per-ip", peer, per_ip).fail_open_to_local(per_ip))
         .limit(Limit::new(
             "per-key",
             HeaderKey::new(HeaderName::from_static("x-api-key")),
             per_key,
         ))
         .max_keys(args.max_keys)
-        .headers(HeaderOptions::all())
-        .build()?;
+        .headers(HeaderOptions::all());
+    let builder = match &args.redis {
+        Some(urls) => {
+            let connection = RedisConnection::connect(urls).await?;
+            builder.redis(connection, &args.redis_prefix)
+        }
+        None => builder,
+    };
+    let limits = builder.build()?;
     let app = Router::new()
         .route("/hello", get(|| async { "hello\n" }))
         .layer(limits);

@@ -73,7 +73,8 @@ pub use config::{
     DEFAULT_MAX_WAIT,
 };
 pub use fleet::{
-    CONNECT_TIMEOUT, FLEET_SPREAD, Fleet, check_redis_url, fleet_pacing_interval, fleet_prefix,
+    CONNECT_TIMEOUT, EPOCH_FILE, FLEET_SPREAD, Fleet, RedisConnection, StackLayer, check_redis_url,
+    fleet_pacing_interval, fleet_prefix,
 };
 pub use guard::{
     BodyTooLarge, ExchangeGuard, ExchangeGuardLayer, ExchangeTimeout, GuardFuture, GuardedBody,

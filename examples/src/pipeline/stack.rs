@@ -14,14 +14,14 @@ use tollway::budget::store::DynStore;
 use tollway::budget::{BudgetLayer, Ledger, Window};
 use tollway::cache::{CacheBody, CacheLayer};
 use tollway::core::{BoxError, StoreUnavailable};
-use tollway::limiter::{Adaptive, QuantaClock, Quota, RateLimiter};
+use tollway::limiter::{Adaptive, Quota, RateLimiter};
 use tollway::retry::backoff::{Backoff, Jitter};
 use tollway::retry::{ReplayBody, RetryBudget, RetryPolicy};
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 use super::config::Config;
-use super::fleet::{Fleet, fleet_pacing_interval};
+use super::fleet::{Fleet, StackLayer, fleet_pacing_interval};
 use super::http::{ApiRequest, BaseBody, base_client_with};
 use super::report::Report;
 use super::run::run;
@@ -49,8 +49,8 @@ pub const MAX_PERMIT_WAIT: Duration = Duration::from_secs(2);
 pub struct PipelineStack {
     /// The service to pass to [`run`](super::run).
     pub service: PipelineService,
-    /// The layer: `layer.breaker()`, `layer.ledger()`, `layer.limiter()`.
-    pub layer: ClientStackLayer<QuantaClock, DynStore>,
+    /// The layer: `layer.breaker()`, `layer.ledger()`, `layer.cache()`.
+    pub layer: StackLayer,
 }
 
 /// The tollway stack for `config`, in front of [`base_client_with`] (`config.request_timeout`
@@ -81,7 +81,7 @@ pub struct PipelineStack {
 /// one rate limit, paced at [`fleet_pacing_interval`] (a little slower, for the spread of
 /// delivery times), and one budget of `config.budget` credits (a lifetime counter, and the
 /// fleet's `402` latch). A Redis failure refuses the request (`StoreUnavailable`, fail
-/// closed). Adaptive pauses stay in each process.
+/// closed). An adaptive pause (a `429`'s `Retry-After`) reaches every process of the fleet.
 ///
 /// # Errors
 ///
@@ -101,10 +101,6 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         // long pause is waited out by the run loop, which a deadline can stop, rather than
         // inside a request.
         .max_wait(MAX_PERMIT_WAIT);
-    let limiter = match &config.fleet {
-        Some(fleet) => limiter.redis(fleet.connection(), fleet.limiter_prefix()),
-        None => limiter.build(),
-    };
     let retry = RetryPolicy::builder()
         .max_attempts(STACK_ATTEMPTS)
         .backoff(
@@ -131,9 +127,7 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
             if let Some(budget) = config.budget {
                 ledger = ledger.limit(budget, Window::lifetime());
             }
-            ledger
-                .redis(fleet.connection(), fleet.budget_prefix())
-                .to_dyn()
+            fleet.budget_ledger(ledger, &config.cache_dir)
         }
         None => {
             if let Some(budget) = config.budget_per_run {
@@ -150,18 +144,40 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
         // the retry, and the next run, ask the upstream again.
         .validate(|head, body| super::accept_response(head.status, body))
         .build()?;
-    let layer = ClientStackLayer::builder(limiter)
-        .retry(retry)
-        .breaker(BreakerLayer::new(breaker))
-        .budget(BudgetLayer::new(ledger))
-        .cache(cache)
-        .build();
     let client = WireLogLayer.layer(base_client_with::<ReplayBody<Full<Bytes>>>(
         config.request_timeout,
         config.max_body,
     ));
-    let service = layer.layer(client).boxed();
-    Ok(PipelineStack { service, layer })
+    let (breaker, budget) = (BreakerLayer::new(breaker), BudgetLayer::new(ledger));
+    Ok(match &config.fleet {
+        Some(fleet) => {
+            let limiter = limiter.redis(fleet.connection(), fleet.limiter_prefix());
+            let layer = ClientStackLayer::builder(limiter)
+                .retry(retry)
+                .breaker(breaker)
+                .budget(budget)
+                .cache(cache)
+                .build();
+            let service = layer.layer(client).boxed();
+            PipelineStack {
+                service,
+                layer: StackLayer::Fleet(layer),
+            }
+        }
+        None => {
+            let layer = ClientStackLayer::builder(limiter.build())
+                .retry(retry)
+                .breaker(breaker)
+                .budget(budget)
+                .cache(cache)
+                .build();
+            let service = layer.layer(client).boxed();
+            PipelineStack {
+                service,
+                layer: StackLayer::Local(layer),
+            }
+        }
+    })
 }
 
 /// The limiter's interval for an account allowed `rate` requests per second.
@@ -200,7 +216,7 @@ pub async fn crawl(config: Config) -> Result<Report, Stopped> {
         }
     };
     if let (Some(fleet), Some(ledger)) = (&config.fleet, stack.layer.ledger()) {
-        join_fleet(fleet, ledger)
+        join_fleet(fleet, ledger, &config.cache_dir)
             .await
             .map_err(|error| stopped(StopReason::Store(one_line(&error))))?;
     }
@@ -236,8 +252,16 @@ async fn crawl_with(config: Config, stack: &PipelineStack) -> Result<Report, Sto
 /// lifts a `402` latch left by an earlier run: a latch of a ledger with no window never expires
 /// by itself, and the account may have been topped up since. If it has not, the first `402`
 /// latches it again.
-async fn join_fleet(fleet: &Fleet, ledger: &Ledger<DynStore>) -> Result<(), StoreUnavailable> {
+async fn join_fleet(
+    fleet: &Fleet,
+    ledger: &Ledger<DynStore>,
+    dir: &std::path::Path,
+) -> Result<(), StoreUnavailable> {
     let snapshot = ledger.snapshot_async().await?;
+    // A later run of this crawl refuses a fleet whose state vanished from Redis.
+    if let Err(error) = Fleet::remember_epoch(dir, snapshot.epoch) {
+        tracing::warn!(%error, "the fleet's epoch could not be recorded in the crawl folder");
+    }
     if snapshot.latched {
         tracing::warn!(
             prefix = fleet.prefix(),

@@ -192,7 +192,6 @@ impl Gcra {
     }
 
     /// The first quota's interval (a nominal retry-after).
-    #[cfg(feature = "redis")]
     pub(crate) fn first_interval(&self) -> u64 {
         self.first.snapshot().1.interval
     }

@@ -27,6 +27,8 @@ pub struct ServerLimiterBuilder<C> {
     concurrency: Option<ConcurrencyLimit>,
     priority: Option<PriorityAdmission>,
     shadow: bool,
+    /// How to reach a fleet's store (feature `redis`: set by `redis`).
+    pub(crate) remote: Option<super::remote::Connect>,
 }
 
 impl<C> fmt::Debug for ServerLimiterBuilder<C> {
@@ -51,6 +53,7 @@ impl ServerLimiterBuilder<QuantaClock> {
             concurrency: None,
             priority: None,
             shadow: false,
+            remote: None,
         }
     }
 }
@@ -86,6 +89,7 @@ impl<C: LimiterClock + Default> ServerLimiterBuilder<C> {
             concurrency: self.concurrency,
             priority: self.priority,
             shadow: self.shadow,
+            remote: self.remote,
         }
     }
 
@@ -128,6 +132,19 @@ impl<C: LimiterClock + Default> ServerLimiterBuilder<C> {
     /// The layer; fails if a policy name cannot be written in a `RateLimit` header (it must
     /// be visible ASCII) or two policies share a name.
     pub fn build(self) -> Result<ServerLimiterLayer<C>, InvalidPolicy> {
+        let remote = match self.remote {
+            Some(connect) => {
+                // Limits that fail open are checked here at their local quota while the
+                // store is down.
+                let local = Limits::build(
+                    super::remote::local_limits(&self.limits),
+                    self.max_keys,
+                    &self.clock,
+                )?;
+                Some(connect(super::remote::specs(&self.limits), Box::new(local)))
+            }
+            None => None,
+        };
         let limits = Limits::build(self.limits, self.max_keys, &self.clock)?;
         Ok(ServerLimiterLayer {
             shared: Arc::new(Shared {
@@ -141,6 +158,7 @@ impl<C: LimiterClock + Default> ServerLimiterBuilder<C> {
                 }),
                 shadow: self.shadow,
                 clock: self.clock,
+                remote,
             }),
         })
     }

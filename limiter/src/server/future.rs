@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use axum::body::{Body, Bytes, HttpBody};
-use http::Response;
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tollway_core::BoxError;
 use tower::Service;
@@ -16,7 +16,10 @@ use tower::Service;
 use super::concurrency::InFlightGuard;
 use super::headers::{self, HeaderOptions, PolicyInfo};
 use super::priority::{Permit, Waiting};
+use super::remote::{Deciding, RemoteDecision};
+use super::shared::Shared;
 use super::states::States;
+use crate::clock::{LimiterClock, QuantaClock};
 
 /// Rate-limit headers to add to an admitted response when it is ready.
 pub(crate) struct PendingHeaders {
@@ -42,15 +45,17 @@ impl PendingHeaders {
 
 pin_project! {
     /// The response of a [`ServerLimiter`](super::ServerLimiter): a refusal at once, or the
-    /// inner service's response (after waiting for a priority slot, if need be) with the
-    /// rate-limit headers added. The request's concurrency place and admission slot are held
-    /// until the inner response is ready, and given back if this future is dropped.
-    pub struct ResponseFuture<S, Req>
+    /// inner service's response (after a fleet's store decided, and after waiting for a
+    /// priority slot, if need be) with the rate-limit headers added. The request's concurrency
+    /// place and admission slot are held until the inner response is ready, and given back if
+    /// this future is dropped.
+    pub struct ResponseFuture<S, Req, C = QuantaClock>
     where
         S: Service<Req>,
+        C: LimiterClock,
     {
         #[pin]
-        state: State<S, Req>,
+        state: State<S, Req, C>,
         // Boxed, and only when there is something: the plain path's future stays small.
         held: Option<Box<Held>>,
     }
@@ -74,13 +79,17 @@ impl Held {
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, Req>
+    enum State<S, Req, C>
     where
         S: Service<Req>,
+        C: LimiterClock,
     {
         // Boxed: the rare states stay off the size of the common one.
         Ready {
             response: Option<Box<Response<Body>>>,
+        },
+        Deciding {
+            parked: Box<Undecided<S, Req, C>>,
         },
         Waiting {
             parked: Box<Parked<S, Req>>,
@@ -92,6 +101,15 @@ pin_project! {
     }
 }
 
+/// A request waiting for a fleet's store to decide its rate limits, with the service made
+/// ready for it.
+struct Undecided<S, Req, C: LimiterClock> {
+    deciding: Deciding,
+    shared: Arc<Shared<C>>,
+    service: Option<S>,
+    request: Option<Req>,
+}
+
 /// A request waiting for a priority slot, with the service made ready for it.
 struct Parked<S, Req> {
     waiting: Waiting,
@@ -101,7 +119,26 @@ struct Parked<S, Req> {
     evicted: Option<Response<Body>>,
 }
 
-impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
+impl<S: Service<Req>, Req, C: LimiterClock> ResponseFuture<S, Req, C> {
+    pub(crate) fn deciding(
+        deciding: Deciding,
+        shared: Arc<Shared<C>>,
+        service: S,
+        request: Req,
+    ) -> Self {
+        Self {
+            state: State::Deciding {
+                parked: Box::new(Undecided {
+                    deciding,
+                    shared,
+                    service: Some(service),
+                    request: Some(request),
+                }),
+            },
+            held: None,
+        }
+    }
+
     pub(crate) fn ready(response: Response<Body>) -> Self {
         Self {
             state: State::Ready {
@@ -140,22 +177,23 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     }
 }
 
-impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
+impl<S: Service<Req>, Req, C: LimiterClock> fmt::Debug for ResponseFuture<S, Req, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<S, Req, ResBody> Future for ResponseFuture<S, Req>
+impl<S, ReqBody, ResBody, C> Future for ResponseFuture<S, Request<ReqBody>, C>
 where
-    S: Service<Req, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
+    C: LimiterClock,
 {
     type Output = Result<Response<Body>, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.as_mut().project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Ready { response } => {
@@ -163,6 +201,35 @@ where
                         .take()
                         .expect("ResponseFuture polled after completion");
                     return Poll::Ready(Ok(*response));
+                }
+                StateProj::Deciding { parked } => {
+                    let decision = ready!(parked.deciding.as_mut().poll(cx));
+                    let (Some(mut service), Some(request)) =
+                        (parked.service.take(), parked.request.take())
+                    else {
+                        unreachable!("a deciding ResponseFuture holds its service and request");
+                    };
+                    let shared = Arc::clone(&parked.shared);
+                    let next = match decision {
+                        RemoteDecision::Decided(refused, states) => {
+                            super::service::proceed(&shared, &mut service, request, refused, states)
+                        }
+                        RemoteDecision::Unavailable(error) => {
+                            match super::service::unavailable(&shared, error) {
+                                Some(response) => Self::ready(response),
+                                // Shadow mode: the request goes ahead.
+                                None => super::service::proceed(
+                                    &shared,
+                                    &mut service,
+                                    request,
+                                    None,
+                                    States::default(),
+                                ),
+                            }
+                        }
+                    };
+                    self.set(next);
+                    this = self.as_mut().project();
                 }
                 StateProj::Waiting { parked } => {
                     let permit = ready!(Pin::new(&mut parked.waiting).poll(cx));

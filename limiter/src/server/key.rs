@@ -3,9 +3,8 @@
 //! `peer.rs`).
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::OnceLock;
 
 use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderName, Method, Request, Uri};
@@ -36,23 +35,36 @@ impl Hash for Key {
     }
 }
 
-/// The digest a [`Key::Text`] holds: SipHash-1-3 twice, under two keys drawn at random once
-/// per process, so nobody outside the process can craft two texts that collide. Two equal
-/// texts give equal digests within a process.
+/// The digest a [`Key::Text`] holds: 128 bits of SipHash-2-4 (two runs under two fixed keys),
+/// the same in every process, so that the instances of a server fleet agree on a client's key
+/// in Redis. The text cannot be read back from it, and the key map hashes it again under a
+/// key drawn at random per process, so a client cannot choose which bucket it lands in.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TextDigest([u64; 2]);
 
 impl TextDigest {
     /// The digest of `text`.
     pub fn of(text: &str) -> Self {
-        static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
-        let (a, b) = KEYS.get_or_init(|| (RandomState::new(), RandomState::new()));
-        let half = |state: &RandomState| {
-            let mut hasher = state.build_hasher();
+        // Fixed keys (the first 32 bytes of pi's fraction): the digest must be the same in
+        // every process of a fleet.
+        const KEYS: [(u64, u64); 2] = [
+            (0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344),
+            (0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89),
+        ];
+        let half = |(k0, k1): (u64, u64)| {
+            // The standard library's keyed SipHash-2-4: deprecated as a `Hasher` for maps,
+            // still exactly SipHash-2-4, which is what a stable digest needs.
+            #[allow(deprecated)]
+            let mut hasher = std::hash::SipHasher::new_with_keys(k0, k1);
             hasher.write(text.as_bytes());
             hasher.finish()
         };
-        Self([half(a), half(b)])
+        Self([half(KEYS[0]), half(KEYS[1])])
+    }
+
+    /// The digest in hexadecimal (32 digits): how Redis names a fleet's text keys.
+    pub fn hex(&self) -> String {
+        format!("{:016x}{:016x}", self.0[0], self.0[1])
     }
 }
 

@@ -3,7 +3,7 @@
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
 //! | `tollway_limiter_tracked_keys` | gauge | | keys remembered by the rate limits |
-//! | `tollway_limiter_server_rejected_total` | counter | `reason` | requests refused (`rate`, `concurrency`, `queue`) |
+//! | `tollway_limiter_server_rejected_total` | counter | `reason` | requests refused (`rate`, `concurrency`, `queue`, `store`) |
 //! | `tollway_limiter_shadow_would_reject_total` | counter | `reason` | refusals shadow mode let through |
 //! | `tollway_limiter_near_limit_total` | counter | `policy` | admitted requests that left a policy at or below 10% |
 
@@ -19,6 +19,7 @@ fn reason(kind: RejectionKind) -> &'static str {
         RejectionKind::RateLimited => "rate",
         RejectionKind::Concurrency => "concurrency",
         RejectionKind::QueueFull => "queue",
+        RejectionKind::StoreUnavailable => "store",
     }
 }
 

@@ -83,6 +83,8 @@
 mod builder;
 mod concurrency;
 mod error;
+#[cfg(feature = "redis")]
+pub mod fleet;
 mod future;
 mod headers;
 mod key;
@@ -92,6 +94,7 @@ mod metrics;
 mod peer;
 mod priority;
 mod rejection;
+mod remote;
 mod service;
 mod shared;
 mod states;

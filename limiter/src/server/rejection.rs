@@ -19,6 +19,9 @@ pub enum RejectionKind {
     Concurrency,
     /// The priority queue is full (or a higher-priority request took this one's place).
     QueueFull,
+    /// A fleet's rate limits could not be checked (Redis unavailable) and a limit that applies
+    /// fails closed: `503`.
+    StoreUnavailable,
 }
 
 /// What a rejection body is built from.
@@ -144,6 +147,9 @@ fn problem_body(info: &RejectionInfo<'_>) -> (HeaderValue, Bytes) {
             "Too many requests in progress for this client",
         ),
         RejectionKind::QueueFull => ("about:blank", "The server is busy"),
+        RejectionKind::StoreUnavailable => {
+            ("about:blank", "The rate limits cannot be checked right now")
+        }
     };
     let mut detail = String::new();
     if let Some(policy) = info.policy {

@@ -87,7 +87,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, Request<ReqBody>>;
+    type Future = ResponseFuture<S, Request<ReqBody>, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -95,11 +95,45 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared: &Shared<C> = &self.shared;
+        let want_state = shared.headers.wants_state() || shared.shadow;
+        if let Some(remote) = &shared.remote {
+            // A fleet's store decides; the request waits for it with the service made ready
+            // (a clone stays in its place).
+            let keys = shared
+                .limits
+                .extract(&RequestHead::of(&request))
+                .as_slice()
+                .to_vec();
+            let deciding = Arc::clone(remote).decide(keys, want_state);
+            let clone = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::deciding(deciding, Arc::clone(&self.shared), ready, request);
+        }
+        let mut states = States::default();
+        let refused = shared
+            .limits
+            .check(&RequestHead::of(&request), want_state, &mut states);
+        proceed(&self.shared, &mut self.inner, request, refused, states)
+    }
+}
+
+/// Admits or refuses a request once its rate limits are decided: the refusal, or the
+/// concurrency limit and priority admission, then the inner service.
+pub(crate) fn proceed<S, C, ReqBody, ResBody>(
+    shared: &Arc<Shared<C>>,
+    inner: &mut S,
+    request: Request<ReqBody>,
+    refused: Option<Refusal>,
+    states: States,
+) -> ResponseFuture<S, Request<ReqBody>, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    C: LimiterClock,
+{
+    {
+        let shared: &Shared<C> = shared;
         let head = RequestHead::of(&request);
         let options = shared.headers;
-        let want_state = options.wants_state() || shared.shadow;
-        let mut states = States::default();
-        let refused = shared.limits.check(&head, want_state, &mut states);
 
         if let Some(refusal) = refused {
             shared.limits.would_reject.fetch_add(1, Relaxed);
@@ -141,12 +175,12 @@ where
         }
 
         let Some((config, admission)) = &shared.priority else {
-            return ResponseFuture::called(self.inner.call(request), held);
+            return ResponseFuture::called(inner.call(request), held);
         };
         match admission.arrive((config.tier)(&head)) {
             Admit::Now(permit) => {
                 held.permit = Some(permit);
-                ResponseFuture::called(self.inner.call(request), held)
+                ResponseFuture::called(inner.call(request), held)
             }
             Admit::Rejected => {
                 match refuse(
@@ -155,13 +189,13 @@ where
                     StatusCode::SERVICE_UNAVAILABLE,
                 ) {
                     Some(response) => ResponseFuture::ready(response),
-                    None => ResponseFuture::called(self.inner.call(request), held),
+                    None => ResponseFuture::called(inner.call(request), held),
                 }
             }
             Admit::Wait(waiting) => {
                 // Wait with the service that was made ready; leave a clone in its place.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
+                let clone = inner.clone();
+                let ready = std::mem::replace(inner, clone);
                 let evicted = (!shared.shadow).then(|| {
                     shared.rejection.response(
                         RejectionKind::QueueFull,
@@ -174,6 +208,24 @@ where
             }
         }
     }
+}
+
+/// The answer when a fleet's store cannot decide and a limit that applies fails closed: `503`
+/// with the [`StoreUnavailable`](tollway_core::StoreUnavailable) in the response's extensions
+/// (as an `Arc<StoreUnavailable>`)
+/// (in shadow mode, `None`: the request goes ahead).
+pub(crate) fn unavailable<C: LimiterClock>(
+    shared: &Shared<C>,
+    error: tollway_core::StoreUnavailable,
+) -> Option<Response<Body>> {
+    tracing::debug!(%error, "rate limits unavailable: refused (fail closed)");
+    let mut response = refuse(
+        shared,
+        RejectionKind::StoreUnavailable,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )?;
+    response.extensions_mut().insert(Arc::new(error));
+    Some(response)
 }
 
 /// The response to a request a rate limit refused.

@@ -7,6 +7,7 @@ use super::headers::HeaderOptions;
 use super::limits::Limits;
 use super::priority::{Admission, PriorityAdmission};
 use super::rejection::Rejection;
+use super::remote::RemoteLimits;
 use crate::clock::LimiterClock;
 
 /// The layer's configuration and state; services hold it in an `Arc`.
@@ -18,6 +19,9 @@ pub(crate) struct Shared<C: LimiterClock> {
     pub(crate) priority: Option<(PriorityAdmission, Arc<Admission>)>,
     pub(crate) shadow: bool,
     pub(crate) clock: C,
+    /// A fleet's store, which decides the rate limits instead of `limits` (their key maps then
+    /// stay empty).
+    pub(crate) remote: Option<Arc<dyn RemoteLimits>>,
 }
 
 /// What shadow mode saw: refusals it let through, and admissions that left a policy nearly

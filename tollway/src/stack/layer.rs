@@ -7,6 +7,7 @@ use tollway_breaker::{BreakerHandle, BreakerLayer};
 use tollway_budget::store::{MemoryStore, Store};
 use tollway_budget::{BudgetLayer, Ledger};
 use tollway_cache::CacheLayer;
+use tollway_limiter::store::{MemoryStore as LocalLimits, Store as LimiterStore};
 use tollway_limiter::{AdaptiveLimiter, LimiterClock, QuantaClock, RateLimiter};
 use tollway_retry::{RetryLayer, RetryPolicy};
 use tower::Layer;
@@ -32,9 +33,14 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 /// pause the upstream orders (`Retry-After: 120`); it gets a
 /// [`RateLimited`](tollway_core::RateLimited) carrying the time left instead.
 /// `St` is the budget's [store](tollway_budget::store) (in memory unless a journal or Redis
-/// ledger is given).
-pub struct ClientStackLayer<C: LimiterClock = QuantaClock, St: Store = MemoryStore> {
-    limiter: RateLimiter<C>,
+/// ledger is given); `L` is the limiter's [store](tollway_limiter::store) (in memory unless
+/// a fleet limiter is given).
+pub struct ClientStackLayer<
+    C: LimiterClock = QuantaClock,
+    St: Store = MemoryStore,
+    L: LimiterStore<C> = LocalLimits,
+> {
+    limiter: RateLimiter<C, L>,
     max_wait: Duration,
     retry: RetryLayer,
     breaker: Option<BreakerLayer>,
@@ -42,9 +48,9 @@ pub struct ClientStackLayer<C: LimiterClock = QuantaClock, St: Store = MemorySto
     cache: Option<CacheLayer>,
 }
 
-impl<C: LimiterClock> ClientStackLayer<C> {
+impl<C: LimiterClock, L: LimiterStore<C>> ClientStackLayer<C, MemoryStore, L> {
     /// A builder over `limiter`, with [`RetryPolicy::default`] and no cache, breaker or budget.
-    pub fn builder(limiter: RateLimiter<C>) -> ClientStackBuilder<C> {
+    pub fn builder(limiter: RateLimiter<C, L>) -> ClientStackBuilder<C, MemoryStore, L> {
         ClientStackBuilder {
             layer: Self {
                 limiter,
@@ -58,9 +64,9 @@ impl<C: LimiterClock> ClientStackLayer<C> {
     }
 }
 
-impl<C: LimiterClock, St: Store> ClientStackLayer<C, St> {
+impl<C: LimiterClock, St: Store, L: LimiterStore<C>> ClientStackLayer<C, St, L> {
     /// The shared rate limiter (read it, or change its rate at runtime).
-    pub const fn limiter(&self) -> &RateLimiter<C> {
+    pub const fn limiter(&self) -> &RateLimiter<C, L> {
         &self.limiter
     }
 
@@ -90,7 +96,7 @@ impl<C: LimiterClock, St: Store> ClientStackLayer<C, St> {
     }
 }
 
-impl<C: LimiterClock, St: Store> Clone for ClientStackLayer<C, St> {
+impl<C: LimiterClock, St: Store, L: LimiterStore<C>> Clone for ClientStackLayer<C, St, L> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -103,7 +109,9 @@ impl<C: LimiterClock, St: Store> Clone for ClientStackLayer<C, St> {
     }
 }
 
-impl<C: LimiterClock + fmt::Debug, St: Store> fmt::Debug for ClientStackLayer<C, St> {
+impl<C: LimiterClock + fmt::Debug, St: Store, L: LimiterStore<C>> fmt::Debug
+    for ClientStackLayer<C, St, L>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientStackLayer")
             .field("cache", &self.cache)
@@ -116,8 +124,8 @@ impl<C: LimiterClock + fmt::Debug, St: Store> fmt::Debug for ClientStackLayer<C,
     }
 }
 
-impl<S, C: LimiterClock, St: Store> Layer<S> for ClientStackLayer<C, St> {
-    type Service = ClientStack<S, C, St>;
+impl<S, C: LimiterClock, St: Store, L: LimiterStore<C>> Layer<S> for ClientStackLayer<C, St, L> {
+    type Service = ClientStack<S, C, St, L>;
 
     fn layer(&self, inner: S) -> Self::Service {
         // Innermost, fed every response (429s and rate-limit headers pause every caller), and
@@ -142,11 +150,17 @@ impl<S, C: LimiterClock, St: Store> Layer<S> for ClientStackLayer<C, St> {
 
 /// Builds a [`ClientStackLayer`]; see [`ClientStackLayer::builder`]. The order of the calls
 /// does not matter: the layers always go in the documented order.
-pub struct ClientStackBuilder<C: LimiterClock = QuantaClock, St: Store = MemoryStore> {
-    layer: ClientStackLayer<C, St>,
+pub struct ClientStackBuilder<
+    C: LimiterClock = QuantaClock,
+    St: Store = MemoryStore,
+    L: LimiterStore<C> = LocalLimits,
+> {
+    layer: ClientStackLayer<C, St, L>,
 }
 
-impl<C: LimiterClock + fmt::Debug, St: Store> fmt::Debug for ClientStackBuilder<C, St> {
+impl<C: LimiterClock + fmt::Debug, St: Store, L: LimiterStore<C>> fmt::Debug
+    for ClientStackBuilder<C, St, L>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ClientStackBuilder")
             .field(&self.layer)
@@ -154,7 +168,7 @@ impl<C: LimiterClock + fmt::Debug, St: Store> fmt::Debug for ClientStackBuilder<
     }
 }
 
-impl<C: LimiterClock, St: Store> ClientStackBuilder<C, St> {
+impl<C: LimiterClock, St: Store, L: LimiterStore<C>> ClientStackBuilder<C, St, L> {
     /// The longest a caller waits for a rate permit (default [`DEFAULT_MAX_WAIT`]), on top of
     /// any bound the limiter itself was built with. A longer wait, such as a pause the
     /// upstream ordered with `Retry-After: 120`, fails at once with
@@ -181,7 +195,7 @@ impl<C: LimiterClock, St: Store> ClientStackBuilder<C, St> {
     /// A credit budget between the breaker and the limiter: every attempt reserves its cost
     /// before it waits for a rate permit, and is settled when its response arrives. Its ledger
     /// may live in any store (memory, a journal, Redis).
-    pub fn budget<T: Store>(self, budget: BudgetLayer<T>) -> ClientStackBuilder<C, T> {
+    pub fn budget<T: Store>(self, budget: BudgetLayer<T>) -> ClientStackBuilder<C, T, L> {
         let ClientStackLayer {
             limiter,
             max_wait,
@@ -209,7 +223,7 @@ impl<C: LimiterClock, St: Store> ClientStackBuilder<C, St> {
     }
 
     /// The layer.
-    pub fn build(self) -> ClientStackLayer<C, St> {
+    pub fn build(self) -> ClientStackLayer<C, St, L> {
         self.layer
     }
 }

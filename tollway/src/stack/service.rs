@@ -9,6 +9,7 @@ use tollway_budget::Budget;
 use tollway_budget::store::{MemoryStore, Store};
 use tollway_cache::{Cache, CacheBody};
 use tollway_core::BoxError;
+use tollway_limiter::store::{MemoryStore as LocalLimits, Store as LimiterStore};
 use tollway_limiter::{AdaptiveLimiter, LimiterClock, QuantaClock};
 use tollway_retry::Retry;
 use tower::Service;
@@ -17,11 +18,12 @@ use tower::util::{BoxCloneSyncService, Either};
 use super::uncached::Uncached;
 
 /// Budget (when configured) over the limiter.
-type Billed<S, C, St> = Either<Budget<AdaptiveLimiter<S, C>, St>, AdaptiveLimiter<S, C>>;
+type Billed<S, C, St, L> = Either<Budget<AdaptiveLimiter<S, C, L>, St>, AdaptiveLimiter<S, C, L>>;
 /// Breaker (when configured) over [`Billed`].
-type Guarded<S, C, St> = Either<Breaker<Billed<S, C, St>>, Billed<S, C, St>>;
+type Guarded<S, C, St, L> = Either<Breaker<Billed<S, C, St, L>>, Billed<S, C, St, L>>;
 /// Cache (or its pass-through) over retry over [`Guarded`].
-type Layers<S, C, St> = Either<Cache<Retry<Guarded<S, C, St>>>, Uncached<Retry<Guarded<S, C, St>>>>;
+type Layers<S, C, St, L> =
+    Either<Cache<Retry<Guarded<S, C, St, L>>>, Uncached<Retry<Guarded<S, C, St, L>>>>;
 
 /// The client stack over `S`: cache → retry → breaker → budget → limiter → `S`. One concrete,
 /// unboxed type whichever optional layers are configured.
@@ -35,12 +37,17 @@ type Layers<S, C, St> = Either<Cache<Retry<Guarded<S, C, St>>>, Uncached<Retry<G
 ///
 /// When `S`'s own error is a [`BoxError`], box the stack with [`boxed`](Self::boxed) before
 /// awaiting it in `tokio::spawn` (see the [module docs](crate::stack#spawning)).
-pub struct ClientStack<S, C: LimiterClock = QuantaClock, St: Store = MemoryStore> {
-    inner: Layers<S, C, St>,
+pub struct ClientStack<
+    S,
+    C: LimiterClock = QuantaClock,
+    St: Store = MemoryStore,
+    L: LimiterStore<C> = LocalLimits,
+> {
+    inner: Layers<S, C, St, L>,
 }
 
-impl<S, C: LimiterClock, St: Store> ClientStack<S, C, St> {
-    pub(super) fn from_parts(inner: Layers<S, C, St>) -> Self {
+impl<S, C: LimiterClock, St: Store, L: LimiterStore<C>> ClientStack<S, C, St, L> {
+    pub(super) fn from_parts(inner: Layers<S, C, St, L>) -> Self {
         Self { inner }
     }
 
@@ -108,7 +115,7 @@ impl<S, C: LimiterClock, St: Store> ClientStack<S, C, St> {
     }
 }
 
-impl<S: Clone, C: LimiterClock, St: Store> Clone for ClientStack<S, C, St> {
+impl<S: Clone, C: LimiterClock, St: Store, L: LimiterStore<C>> Clone for ClientStack<S, C, St, L> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -116,7 +123,7 @@ impl<S: Clone, C: LimiterClock, St: Store> Clone for ClientStack<S, C, St> {
     }
 }
 
-impl<S, C: LimiterClock, St: Store> fmt::Debug for ClientStack<S, C, St> {
+impl<S, C: LimiterClock, St: Store, L: LimiterStore<C>> fmt::Debug for ClientStack<S, C, St, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cache = matches!(self.inner, Either::Left(_));
         f.debug_struct("ClientStack")
@@ -125,15 +132,16 @@ impl<S, C: LimiterClock, St: Store> fmt::Debug for ClientStack<S, C, St> {
     }
 }
 
-impl<S, C, St, Req> Service<Req> for ClientStack<S, C, St>
+impl<S, C, St, L, Req> Service<Req> for ClientStack<S, C, St, L>
 where
     C: LimiterClock,
     St: Store,
-    Layers<S, C, St>: Service<Req>,
+    L: LimiterStore<C>,
+    Layers<S, C, St, L>: Service<Req>,
 {
-    type Response = <Layers<S, C, St> as Service<Req>>::Response;
-    type Error = <Layers<S, C, St> as Service<Req>>::Error;
-    type Future = <Layers<S, C, St> as Service<Req>>::Future;
+    type Response = <Layers<S, C, St, L> as Service<Req>>::Response;
+    type Error = <Layers<S, C, St, L> as Service<Req>>::Error;
+    type Future = <Layers<S, C, St, L> as Service<Req>>::Future;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

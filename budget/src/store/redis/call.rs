@@ -1,7 +1,7 @@
 //! One call of the budget script: keys, arguments, Redis's clock, retries when a calendar
 //! period was misjudged.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Script;
@@ -81,7 +81,57 @@ pub(super) struct Keys {
     leases: String,
     latch: String,
     balance: String,
+    pub(super) epoch: String,
     script: Script,
+}
+
+/// What this process knows of the fleet's epoch: the value Redis holds for as long as the
+/// fleet's state exists.
+#[derive(Debug)]
+pub(super) struct Epoch {
+    /// The epoch last seen (0: none yet).
+    pub(super) seen: AtomicU64,
+    /// When it was last seen, local milliseconds.
+    pub(super) seen_at: AtomicI64,
+    /// The one this process creates if the fleet has none yet.
+    pub(super) candidate: u64,
+    /// How long Redis keeps the epoch after the last call, in milliseconds (-1: forever): as
+    /// long as any of the ledger's own keys can live.
+    pub(super) ttl_ms: i64,
+}
+
+impl Epoch {
+    /// The epoch a call must find: the one last seen, unless it may have expired with the rest
+    /// of the state since (an idle windowed ledger forgets everything, rightly).
+    fn expected(&self, local_now: i64) -> u64 {
+        let seen = self.seen.load(Ordering::Relaxed);
+        let fresh = self.ttl_ms < 0
+            || local_now.saturating_sub(self.seen_at.load(Ordering::Relaxed)) < self.ttl_ms / 2;
+        if fresh { seen } else { 0 }
+    }
+}
+
+/// The error a fleet whose state vanished gets, for every operation, until it is rebuilt.
+pub(super) fn vanished(
+    op: &'static str,
+    prefix: &str,
+    expected: u64,
+    found: i64,
+) -> StoreUnavailable {
+    let what = if found == 0 {
+        String::from("is gone")
+    } else {
+        format!("is now {found}")
+    };
+    StoreUnavailable::new(
+        "budget",
+        op,
+        format!(
+            "the fleet's state in Redis vanished (its epoch {expected} under {prefix} {what}): \
+             Redis lost its data (restarted without persistence?) or the keys were deleted; \
+             refusing rather than counting the budget from zero again"
+        ),
+    )
 }
 
 impl Keys {
@@ -93,6 +143,7 @@ impl Keys {
             leases: format!("{prefix}:leases"),
             latch: format!("{prefix}:latch"),
             balance: format!("{prefix}:balance"),
+            epoch: format!("{prefix}:epoch"),
             prefix,
             script: Script::new(SCRIPT),
         }
@@ -108,6 +159,7 @@ pub(super) async fn run<C: ConnectionLike + Clone + Send + Sync + 'static>(
     keys: &Keys,
     limits: &[(u64, Window)],
     skew: &AtomicI64,
+    epoch: &Epoch,
     timeout: Duration,
     local_now: impl Fn() -> i64,
     op: &'static str,
@@ -115,6 +167,7 @@ pub(super) async fn run<C: ConnectionLike + Clone + Send + Sync + 'static>(
 ) -> Result<Vec<i64>, StoreUnavailable> {
     let failed = |why: String| StoreUnavailable::new("budget", op, why);
     let mut now = local_now() + skew.load(Ordering::Relaxed);
+    let expected = epoch.expected(local_now());
     for _ in 0..=MAX_RETIMES {
         let mut invocation = keys.script.prepare_invoke();
         invocation
@@ -122,8 +175,12 @@ pub(super) async fn run<C: ConnectionLike + Clone + Send + Sync + 'static>(
             .key(&keys.leases)
             .key(&keys.latch)
             .key(&keys.balance)
+            .key(&keys.epoch)
             .arg(op)
-            .arg(limits.len());
+            .arg(limits.len())
+            .arg(expected)
+            .arg(epoch.candidate)
+            .arg(epoch.ttl_ms);
         for (i, (limit, window)) in limits.iter().enumerate() {
             let limit = (*limit).min(MAX_EXACT);
             match spec(window, now) {
@@ -160,17 +217,30 @@ pub(super) async fn run<C: ConnectionLike + Clone + Send + Sync + 'static>(
                 Ok(Err(e)) => return Err(failed(e.to_string())),
                 Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
             };
-        let (Some(&status), Some(&redis_now)) = (reply.first(), reply.get(1)) else {
+        let (Some(&status), Some(&redis_now), Some(&found)) =
+            (reply.first(), reply.get(1), reply.get(2))
+        else {
             return Err(failed(String::from(
                 "malformed reply from the budget script",
             )));
         };
         let local = sent_at + (local_now() - sent_at) / 2;
         skew.store(redis_now - local, Ordering::Relaxed);
+        if status == -2 {
+            tracing::error!(prefix = %keys.prefix, expected, found, "fleet budget state vanished");
+            return Err(vanished(op, &keys.prefix, expected, found));
+        }
+        epoch
+            .seen
+            .store(u64::try_from(found).unwrap_or(0), Ordering::Relaxed);
+        epoch.seen_at.store(local_now(), Ordering::Relaxed);
         if status == -1 {
             now = redis_now;
             continue;
         }
+        // The epoch is this module's business: callers see `status, now, values...`.
+        let mut reply = reply;
+        reply.remove(2);
         return Ok(reply);
     }
     Err(failed(String::from(

@@ -10,7 +10,7 @@ use redis::aio::ConnectionLike;
 use tokio::sync::Notify;
 use tollway_core::{ExhaustedReason, SharedClock, StoreUnavailable};
 
-use super::call::{self, Keys, MAX_EXACT, latch_until};
+use super::call::{self, Epoch, Keys, MAX_EXACT, latch_until};
 use crate::ledger::system_millis;
 use crate::snapshot::{Snapshot, WindowUsage};
 use crate::store::backend::{Decision, Finish, Grant};
@@ -29,6 +29,7 @@ pub(super) struct Inner<C> {
     pub(super) next_id: AtomicU64,
     /// Redis's clock minus ours, in milliseconds, from the last reply.
     pub(super) skew: AtomicI64,
+    pub(super) epoch: Epoch,
     /// A 402 seen here that Redis may not know yet: refuse at once until this local time
     /// (`i64::MAX`: until lifted), tagged so that only its own script clears it.
     pub(super) local_latch: Mutex<Option<(u64, i64)>>,
@@ -59,6 +60,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Inner<C> {
             &self.keys,
             &self.limits,
             &self.skew,
+            &self.epoch,
             self.timeout,
             || self.local_now(),
             op,
@@ -215,6 +217,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Inner<C> {
             latched_for: (latch_ttl >= 0).then(|| millis_to_duration(latch_ttl)),
             remaining: if latched { 0 } else { headroom },
             critical_reserve: 0,
+            epoch: Some(self.epoch.seen.load(Ordering::Relaxed)).filter(|&e| e != 0),
         })
     }
 }

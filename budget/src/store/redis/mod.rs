@@ -19,11 +19,11 @@ use redis::aio::ConnectionLike;
 use tokio::sync::Notify;
 use tollway_core::{ExhaustedReason, StoreUnavailable};
 
-use self::call::{Keys, MAX_EXACT, grace_ms};
+use self::call::{Epoch, Keys, MAX_EXACT, grace_ms};
 use self::inner::Inner;
 use super::backend::{Backend, Decision, Finish, Grant};
 use super::{Store, StoreConfig};
-use crate::ledger::{Ledger, LedgerBuilder};
+use crate::ledger::{Ledger, LedgerBuilder, system_millis};
 use crate::snapshot::Snapshot;
 use crate::window::Window;
 
@@ -73,6 +73,13 @@ impl LedgerBuilder {
     /// process sees (and, the moment a 402 is seen, a local latch refuses this process's next
     /// request without a round trip). Needs Redis 5.0 or later and a tokio runtime.
     ///
+    /// **A fleet whose state vanished is refused.** The ledger's keys include an epoch, written
+    /// when the fleet's state is created. A process that saw it and then finds it gone (Redis
+    /// restarted without persistence: a lifetime budget would start again from zero) or
+    /// replaced fails every operation with [`StoreUnavailable`]; see
+    /// [`redis_rejoin`](Self::redis_rejoin) for processes that restart. Run Redis with AOF
+    /// (`appendonly yes`, `appendfsync everysec` or `always`) for fleet budgets.
+    ///
     /// When Redis cannot be reached the ledger **fails closed**: nothing is reserved and the
     /// service returns [`StoreUnavailable`] within [`store_timeout`](Self::store_timeout). A
     /// [`balance`](Self::balance) given to the builder is sent to Redis in the background.
@@ -102,8 +109,39 @@ impl LedgerBuilder {
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
+        self.redis_store(connection, prefix.as_ref(), None)
+    }
+
+    /// [`redis`](Self::redis), for a process that rejoins a fleet it knows exists: the fleet
+    /// whose epoch was `epoch` ([`Snapshot::epoch`] as an earlier run read it). If Redis no
+    /// longer holds that epoch (its data was lost) every operation fails with
+    /// [`StoreUnavailable`] instead of counting the budget from zero again.
+    ///
+    /// A process that stays up needs no such help: it checks the epoch it first saw on every
+    /// call. This is for a process that restarts (keep the epoch beside its other state).
+    pub fn redis_rejoin<C>(
+        self,
+        connection: C,
+        prefix: impl AsRef<str>,
+        epoch: u64,
+    ) -> Ledger<RedisStore<C>>
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        self.redis_store(connection, prefix.as_ref(), Some(epoch))
+    }
+
+    fn redis_store<C>(
+        self,
+        connection: C,
+        prefix: &str,
+        epoch: Option<u64>,
+    ) -> Ledger<RedisStore<C>>
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
         let config = self.store_config();
-        let store = RedisStore::new(connection, prefix.as_ref(), &config);
+        let store = RedisStore::new(connection, prefix, &config, epoch);
         if let Some(balance) = config.balance {
             let now = self.now();
             drop(store.sync_balance(balance, now));
@@ -113,7 +151,7 @@ impl LedgerBuilder {
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisStore<C> {
-    fn new(connection: C, prefix: &str, config: &StoreConfig) -> Self {
+    fn new(connection: C, prefix: &str, config: &StoreConfig, epoch: Option<u64>) -> Self {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_u128(
             SystemTime::now()
@@ -126,18 +164,34 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisStore<C> {
             .iter()
             .map(|&(limit, window)| (limit.min(MAX_EXACT), window))
             .collect();
+        let grace = grace_ms(&limits);
+        let lease_ms = u64::try_from(config.lease.as_millis())
+            .unwrap_or(MAX_EXACT)
+            .clamp(1, MAX_EXACT);
+        let instance = hasher.finish();
+        let epoch = Epoch {
+            seen: AtomicU64::new(epoch.unwrap_or(0)),
+            // A given epoch is expected from the first call on.
+            seen_at: AtomicI64::new(system_millis(config.clock.system_now())),
+            // Lua numbers are doubles: an epoch stays an exact integer below 2^53.
+            candidate: (instance & MAX_EXACT).max(1),
+            ttl_ms: if grace < 0 {
+                -1
+            } else {
+                grace.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX / 4))
+            },
+        };
         Self {
             inner: Arc::new(Inner {
                 connection,
                 keys: Keys::new(prefix),
-                grace_ms: grace_ms(&limits),
+                epoch,
+                grace_ms: grace,
                 limits,
-                lease_ms: u64::try_from(config.lease.as_millis())
-                    .unwrap_or(MAX_EXACT)
-                    .clamp(1, MAX_EXACT),
+                lease_ms,
                 timeout: config.timeout,
                 clock: config.clock.clone(),
-                instance: hasher.finish(),
+                instance,
                 next_id: AtomicU64::new(1),
                 skew: AtomicI64::new(0),
                 local_latch: Mutex::new(None),

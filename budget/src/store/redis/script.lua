@@ -3,13 +3,17 @@
 --
 -- KEYS: 1 reserved (credits held by live leases), 2 leases (sorted set: "instance-id:cost" scored
 -- by expiry), 3 latch (its value: when it was set, in microseconds of Redis time), 4 balance,
--- then one key per limit.
--- ARGV: 1 operation, 2 number of limits n, then four per limit: kind ('c' calendar, 'r' rolling,
+-- 5 epoch, then one key per limit.
+-- ARGV: 1 operation, 2 number of limits n, 3 the epoch the client expects ('0': none, adopt or
+-- create one), 4 a new epoch to create if there is none, 5 how long the epoch outlives the last
+-- call in milliseconds (-1: forever), then four per limit: kind ('c' calendar, 'r' rolling,
 -- 'l' lifetime), limit, a, b (calendar: period start and end; rolling: length and bucket width;
 -- in milliseconds since the epoch), then the operation's own arguments.
--- Every reply is a list of integers: a status, Redis's time in milliseconds, then the operation's
--- values. Status -1 means a calendar period sent by the client does not hold Redis's time: the
--- client recomputes it from the time returned and calls again.
+-- Every reply is a list of integers: a status, Redis's time in milliseconds, the epoch, then the
+-- operation's values. Status -1 means a calendar period sent by the client does not hold Redis's
+-- time: the client recomputes it from the time returned and calls again. Status -2 means the
+-- fleet's state vanished: the epoch the client expects is gone (Redis restarted without
+-- persistence, or the keys were deleted) or was replaced; nothing was read or written.
 
 local BUCKETS = 60
 local t = redis.call('TIME')
@@ -18,7 +22,26 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local op = ARGV[1]
 local n = tonumber(ARGV[2])
-local base = 3 + 4 * n
+local base = 6 + 4 * n
+
+-- The epoch: written when the fleet's state is created, so that a fleet whose state vanished is
+-- refused instead of silently counting from zero again.
+local epoch = redis.call('GET', KEYS[5])
+local expected = ARGV[3]
+if not epoch then
+  if expected ~= '0' then
+    return { -2, now, 0 }
+  end
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[5], epoch)
+elseif expected ~= '0' and epoch ~= expected then
+  return { -2, now, tonumber(epoch) }
+end
+local epoch_ttl = tonumber(ARGV[5])
+if epoch_ttl >= 0 then
+  redis.call('PEXPIRE', KEYS[5], math.max(1, epoch_ttl))
+end
+epoch = tonumber(epoch)
 
 -- Numbers leave Lua as exact decimal integers, never in exponent notation.
 local function int(x)
@@ -27,16 +50,16 @@ end
 
 local limits = {}
 for i = 1, n do
-  local o = 3 + 4 * (i - 1)
+  local o = 6 + 4 * (i - 1)
   limits[i] = {
     kind = ARGV[o],
     limit = tonumber(ARGV[o + 1]),
     a = tonumber(ARGV[o + 2]),
     b = tonumber(ARGV[o + 3]),
-    key = KEYS[4 + i],
+    key = KEYS[5 + i],
   }
   if limits[i].kind == 'c' and (now < limits[i].a or now >= limits[i].b) then
-    return { -1, now }
+    return { -1, now, epoch }
   end
 end
 
@@ -171,7 +194,7 @@ if op == 'reserve' then
   local member = ARGV[base + 3]
   local latch = redis.call('PTTL', KEYS[3])
   if latch ~= -2 then
-    return { 1, now, latch }
+    return { 1, now, epoch, latch }
   end
   local reserved = tonumber(redis.call('GET', KEYS[1]) or '0')
   local best, reason, binding = nil, 1, 0
@@ -196,7 +219,7 @@ if op == 'reserve' then
     if binding > 0 then
       wait = free_in(limits[binding], cost + floor - best)
     end
-    return { 2, now, reason, wait }
+    return { 2, now, epoch, reason, wait }
   end
   redis.call('ZADD', KEYS[2], int(now + lease_ms), member)
   redis.call('INCRBY', KEYS[1], int(cost))
@@ -212,7 +235,7 @@ if op == 'reserve' then
       end
     end
   end
-  return { 0, now, now_us }
+  return { 0, now, epoch, now_us }
 elseif op == 'finish' then
   -- Settle or refund a lease, sync the balance the response reported and latch on a 402, in
   -- one step: no reservation can slip in between the refund and the latch.
@@ -242,20 +265,20 @@ elseif op == 'finish' then
   if latching then
     until_ms = latch()
   end
-  return { status, now, until_ms }
+  return { status, now, epoch, until_ms }
 elseif op == 'latch' then
-  return { 0, now, latch() }
+  return { 0, now, epoch, latch() }
 elseif op == 'reset' then
   redis.call('DEL', KEYS[3])
-  return { 0, now }
+  return { 0, now, epoch }
 elseif op == 'sync' then
   sync(tonumber(ARGV[base]))
-  return { 0, now }
+  return { 0, now, epoch }
 elseif op == 'snapshot' then
-  local reply = { 0, now }
-  reply[3] = tonumber(redis.call('GET', KEYS[1]) or '0')
-  reply[4] = tonumber(redis.call('GET', KEYS[4]) or '-1')
-  reply[5] = redis.call('PTTL', KEYS[3])
+  local reply = { 0, now, epoch }
+  reply[4] = tonumber(redis.call('GET', KEYS[1]) or '0')
+  reply[5] = tonumber(redis.call('GET', KEYS[4]) or '-1')
+  reply[6] = redis.call('PTTL', KEYS[3])
   for i = 1, n do
     local w = limits[i]
     reply[#reply + 1] = spent(w)

@@ -54,10 +54,11 @@ pub struct Args {
     /// Write the report as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
-    /// Fleet mode: keep the rate limit and the budget in Redis (e.g. redis://127.0.0.1:6379/),
-    /// shared by every pipeline process that crawls the same --upstream with the same key;
-    /// --budget is then the fleet's. Needs --upstream.
-    #[arg(long, value_name = "URL")]
+    /// Fleet mode: keep the rate limit and the budget in Redis (e.g. redis://127.0.0.1:6379/,
+    /// or a Redis Cluster's node URLs, comma-separated), shared by every pipeline process that
+    /// crawls the same --upstream with the same key; --budget is then the fleet's. Needs
+    /// --upstream.
+    #[arg(long, value_name = "URL[,URL...]")]
     pub redis: Option<String>,
     /// Run the API document's example client instead, for comparison.
     #[arg(long)]

@@ -40,7 +40,10 @@ const SWEEP_BUDGET: usize = 32;
 #[derive(Clone)]
 pub struct Limit {
     key: Arc<dyn KeyExtractor>,
-    quotas: Vec<(String, Quota)>,
+    pub(crate) quotas: Vec<(String, Quota)>,
+    /// In a fleet (Redis), what this limit admits through while Redis is unavailable: a local
+    /// quota (fail open), or nothing (`None`, fail closed: 503).
+    pub(crate) fail_open: Option<Quota>,
 }
 
 impl fmt::Debug for Limit {
@@ -57,6 +60,7 @@ impl Limit {
         Self {
             key: Arc::new(key),
             quotas: vec![(name.into(), quota)],
+            fail_open: None,
         }
     }
 
@@ -65,6 +69,17 @@ impl Limit {
     #[must_use]
     pub fn and(mut self, name: impl Into<String>, quota: Quota) -> Self {
         self.quotas.push((name.into(), quota));
+        self
+    }
+
+    /// In a fleet (a layer kept in Redis with `ServerLimiterBuilder::redis`): while Redis is
+    /// unavailable, check this limit in this process alone, each of its policies at `local`
+    /// (pick this instance's share of the fleet's limit), instead of refusing. The default is
+    /// to fail closed: a request this limit applies to is refused with `503` while Redis is
+    /// down. Ignored by a layer kept in memory.
+    #[must_use]
+    pub fn fail_open_to_local(mut self, local: Quota) -> Self {
+        self.fail_open = Some(local);
         self
     }
 }
@@ -101,13 +116,13 @@ pub(crate) struct Refusal {
 }
 
 /// Each limit's key for one request, extracted once.
-enum Keys {
+pub(crate) enum Keys {
     Inline([Option<Key>; 4]),
     Heap(Vec<Option<Key>>),
 }
 
 impl Keys {
-    fn as_slice(&self) -> &[Option<Key>] {
+    pub(crate) fn as_slice(&self) -> &[Option<Key>] {
         match self {
             Self::Inline(keys) => keys,
             Self::Heap(keys) => keys,
@@ -191,7 +206,16 @@ impl<C: LimiterClock> Limits<C> {
             return self.take_one(entry, key, want_state, states);
         }
         let keys = self.extract(head);
-        let keys = keys.as_slice();
+        self.check_keys(keys.as_slice(), want_state, states)
+    }
+
+    /// [`check`](Self::check) with each limit's key already extracted.
+    pub(crate) fn check_keys(
+        &self,
+        keys: &[Option<Key>],
+        want_state: bool,
+        states: &mut States,
+    ) -> Option<Refusal> {
         let mut applicable = keys.iter().zip(&self.entries).filter(|(k, _)| k.is_some());
         let (Some((key, entry)), rest) = (applicable.next(), applicable.next()) else {
             return None;
@@ -202,7 +226,8 @@ impl<C: LimiterClock> Limits<C> {
         }
     }
 
-    fn extract(&self, head: &RequestHead<'_>) -> Keys {
+    /// Each limit's key for `head` (`None` where the limit does not apply).
+    pub(crate) fn extract(&self, head: &RequestHead<'_>) -> Keys {
         let mut keys = if self.entries.len() <= 4 {
             Keys::Inline([None; 4])
         } else {

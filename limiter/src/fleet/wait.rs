@@ -2,9 +2,7 @@
 //! for the retry-after Redis returned (plus a little jitter, so that the processes of a fleet do
 //! not ask again all at once), and asks again.
 
-use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
-use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
@@ -14,27 +12,15 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tollway_core::RateLimited;
 
+use super::RedisStore;
+use super::client::Decision;
 use super::error::StoreUnavailable;
-use super::store::{Decision, Store};
 use crate::clock::LimiterClock;
-use crate::limiter::{RateLimiter, Shared};
+use crate::limiter::RateLimiter;
 use crate::queue::Acquire;
-
-/// A fleet limiter's Redis store and its optional local fallback.
-pub(crate) struct Remote<C> {
-    pub(crate) store: Arc<Store>,
-    /// Leasing: up to this many requests per round trip, due within this horizon.
-    pub(crate) lease: Option<(NonZeroU32, Duration)>,
-    /// Requests leased and not yet spent, in due order.
-    pub(crate) leased: Mutex<VecDeque<Leased>>,
-    /// Admits while the store is down, if the limiter fails open (a limiter's shared state:
-    /// `Shared` carries no bounds).
-    pub(crate) fallback: Option<Arc<Shared<C>>>,
-}
 
 /// One request leased from Redis: it may be sent from `due` until `due + LEASE_GRACE`.
 #[derive(Debug, Clone, Copy)]
@@ -55,21 +41,9 @@ enum FromLease {
     Nothing,
 }
 
-impl<C> fmt::Debug for Remote<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Remote")
-            .field("store", &self.store)
-            .field("lease", &self.lease)
-            .field("fails_open", &self.fallback.is_some())
-            .finish()
-    }
-}
-
-impl<C: LimiterClock> Remote<C> {
+impl<C: LimiterClock> RedisStore<C> {
     fn fallback(&self) -> Option<RateLimiter<C>> {
-        self.fallback.as_ref().map(|shared| RateLimiter {
-            shared: Arc::clone(shared),
-        })
+        self.fallback.clone()
     }
 
     /// A permit without a round trip: a leased request due now (if no caller is queued), or
@@ -80,18 +54,24 @@ impl<C: LimiterClock> Remote<C> {
             return Ok(());
         }
         if let Some(fallback) = &self.fallback
-            && self.store.known_down().is_some()
+            && self.client.known_down().is_some()
         {
-            return fallback.try_acquire_fast(cost).map(drop);
+            return fallback.shared.try_acquire_fast(cost).map(drop);
         }
         Err(retry.max(1))
     }
 
-    /// What [`try_now`](Self::try_now) would answer, taking nothing.
-    pub(crate) fn peek(&self, cost: NonZeroU32, retry: u64) -> Result<(), RateLimited> {
+    /// What [`try_now`](Self::try_now) would answer, taking nothing (0: a permit now).
+    pub(crate) fn peek(&self, cost: u32, retry: u64) -> u64 {
         match self.fallback() {
-            Some(fallback) if self.store.known_down().is_some() => fallback.peek_n(cost),
-            _ => Err(RateLimited::new(Duration::from_nanos(retry.max(1)))),
+            Some(fallback) if self.client.known_down().is_some() => {
+                let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+                fallback.peek_n(cost).map_or_else(
+                    |refused| u64::try_from(refused.retry_after().as_nanos()).unwrap_or(u64::MAX),
+                    |()| 0,
+                )
+            }
+            _ => retry.max(1),
         }
     }
 
@@ -134,7 +114,7 @@ impl<C: LimiterClock> Remote<C> {
     /// The local fallback's count while it is in use, else 0.
     pub(crate) fn available(&self) -> u64 {
         match self.fallback() {
-            Some(fallback) if self.store.known_down().is_some() => fallback.available(),
+            Some(fallback) if self.client.known_down().is_some() => fallback.available(),
             _ => 0,
         }
     }
@@ -147,14 +127,27 @@ pub(crate) enum Outcome {
 }
 
 /// The state of one waiter of a fleet limiter, once it is the head of the local queue.
-pub(crate) struct RemoteWait<C: LimiterClock> {
+// Public in a private module: the sealed store trait names it.
+#[allow(unreachable_pub)]
+pub struct RemoteWait<C: LimiterClock> {
     sleep: Option<Pin<Box<Sleep>>>,
-    in_flight: Option<JoinHandle<Result<Decision, StoreUnavailable>>>,
+    /// The round trip in flight, polled in place (no task of its own: one scheduler hop less
+    /// per permit). Behind a mutex only to be `Sync`: it is never contended.
+    in_flight: Option<Mutex<RoundTrip>>,
     /// When the round trip in flight was sent.
     sent_at: Option<Instant>,
     fallback: Option<Box<Acquire<C>>>,
     /// The store error a fail-closed refusal came from.
     pub(crate) store_error: Option<StoreUnavailable>,
+}
+
+impl<C: LimiterClock> std::fmt::Debug for RemoteWait<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWait")
+            .field("in_flight", &self.in_flight.is_some())
+            .field("on_fallback", &self.fallback.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: LimiterClock> Default for RemoteWait<C> {
@@ -169,15 +162,10 @@ impl<C: LimiterClock> Default for RemoteWait<C> {
     }
 }
 
-impl<C: LimiterClock> Drop for RemoteWait<C> {
-    fn drop(&mut self) {
-        // A round trip cut short may still have taken the permit in Redis: it is lost, which
-        // never lets the fleet go faster than its quotas.
-        if let Some(handle) = self.in_flight.take() {
-            handle.abort();
-        }
-    }
-}
+type RoundTrip = Pin<Box<dyn Future<Output = Result<Decision, StoreUnavailable>> + Send>>;
+
+// Dropping a round trip cut short (a cancelled waiter) may still have taken the permit in
+// Redis: it is lost, which never lets the fleet go faster than its quotas.
 
 impl<C: LimiterClock> RemoteWait<C> {
     /// Drives the head of the queue until Redis (or the fallback) admits it or it is refused.
@@ -185,12 +173,12 @@ impl<C: LimiterClock> RemoteWait<C> {
     pub(crate) fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        limiter: &RateLimiter<C>,
-        remote: &Remote<C>,
+        limiter: &RateLimiter<C, RedisStore<C>>,
         cost: u32,
         queued_at: u64,
         max_wait: Option<Duration>,
     ) -> Poll<Outcome> {
+        let remote = &limiter.shared.store;
         loop {
             if let Some(fallback) = &mut self.fallback {
                 let result = ready!(Pin::new(&mut **fallback).poll(cx));
@@ -200,16 +188,9 @@ impl<C: LimiterClock> RemoteWait<C> {
                     Err(refused) => Outcome::Refused(refused),
                 });
             }
-            if let Some(handle) = &mut self.in_flight {
-                let result = ready!(Pin::new(handle).poll(cx));
+            if let Some(round_trip) = &mut self.in_flight {
+                let decision = ready!(round_trip.get_mut().as_mut().poll(cx));
                 self.in_flight = None;
-                let decision = result.unwrap_or_else(|e| {
-                    Err(StoreUnavailable::new(
-                        super::error::LAYER,
-                        "acquire",
-                        format!("round trip task: {e}"),
-                    ))
-                });
                 match decision {
                     Ok(Decision::Admitted(leased)) => {
                         remote.keep_leased(cost, Instant::now(), &leased);
@@ -254,34 +235,34 @@ impl<C: LimiterClock> RemoteWait<C> {
                 }
                 FromLease::Nothing => {}
             }
-            if let Some(error) = remote.store.known_down() {
+            if let Some(error) = remote.client.known_down() {
                 if let Some(ready) = self.store_failed(remote, cost, error) {
                     return Poll::Ready(ready);
                 }
                 continue;
             }
-            let store = Arc::clone(&remote.store);
+            let client = Arc::clone(&remote.client);
             let quotas = limiter.quotas();
             let (requests, horizon) = remote
                 .lease
                 .map_or((1, Duration::ZERO), |(n, within)| (n.get(), within));
             self.sent_at = Some(Instant::now());
-            self.in_flight = Some(tokio::spawn(async move {
-                store.acquire(cost, &quotas, requests, horizon).await
-            }));
+            self.in_flight = Some(Mutex::new(Box::pin(async move {
+                client.acquire(cost, &quotas, requests, horizon).await
+            })));
         }
     }
 
     /// Fails closed (a refusal carrying `error`), or starts waiting on the local fallback.
     fn store_failed(
         &mut self,
-        remote: &Remote<C>,
+        remote: &RedisStore<C>,
         cost: u32,
         error: StoreUnavailable,
     ) -> Option<Outcome> {
         let Some(fallback) = remote.fallback() else {
             self.store_error = Some(error);
-            return Some(Outcome::Refused(RateLimited::new(remote.store.down_for())));
+            return Some(Outcome::Refused(RateLimited::new(remote.client.down_for())));
         };
         let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         match fallback.acquire_n(cost) {
