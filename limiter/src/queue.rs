@@ -336,7 +336,12 @@ impl<C: LimiterClock> Future for Acquire<C> {
                 };
             }
             let now = shared.now();
-            match shared.gcra.try_acquire(now, this.cost) {
+            let at = this.timer.admit_at(now);
+            let admitted = match shared.gcra.try_acquire(at, this.cost) {
+                Err(_) if at < now => shared.gcra.try_acquire(now, this.cost),
+                admitted => admitted,
+            };
+            match admitted {
                 Ok(grant) => {
                     // Leaves under the same lock: the next head is woken before anyone can
                     // see this one gone.
@@ -354,7 +359,7 @@ impl<C: LimiterClock> Future for Acquire<C> {
                         this.leave();
                         return this.reject(wait);
                     }
-                    if this.timer.sleep(cx, wait).is_pending() {
+                    if this.timer.sleep(cx, now, wait).is_pending() {
                         return Poll::Pending;
                     }
                 }

@@ -157,6 +157,30 @@ async fn waiters_are_served_in_order_exactly_when_due() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn late_timer_wakes_do_not_slow_the_pace() {
+    // 1/11 s is no whole number of milliseconds: each wake-up comes up to a tick late. The
+    // schedule must not carry that lateness forward (it once did: 111 permits took 10.01 s).
+    let limiter = tokio_limiter(11, 1).build();
+    let (log, handles) = spawn_waiters(&limiter, 111).await;
+    for h in handles {
+        h.await.unwrap();
+    }
+    let log = log.lock().clone();
+    let interval = Quota::per_second(11).burst(1).interval();
+    for (k, &(_, at)) in log.iter().enumerate() {
+        let due = interval * k as u32;
+        assert!(
+            at >= due && at <= due + MS,
+            "waiter {k} at {at:?}, due {due:?}"
+        );
+    }
+    // And never closer together than the interval less the timer's slack.
+    for pair in log.windows(2) {
+        assert!(pair[1].1 - pair[0].1 >= interval - 2 * MS, "{pair:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dropped_waiter_gives_its_turn_to_the_next() {
     let limiter = tokio_limiter(10, 1).build();
     limiter.check().unwrap();
