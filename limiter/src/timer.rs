@@ -67,7 +67,9 @@ impl Timer {
                 sleep.as_mut().reset(deadline);
                 sleep
             }
-            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         sleep.as_mut().poll(cx)
     }
@@ -107,7 +109,11 @@ mod tests {
         assert_eq!(due.admit_at(1_089_000_000), 1_089_000_000, "early: now");
         assert_eq!(due.admit_at(1_090_000_000), 1_090_000_000);
         assert_eq!(due.admit_at(1_091_500_000), 1_090_000_000, "late: when due");
-        assert_eq!(due.admit_at(1_095_000_000), 1_093_000_000, "at most the slack");
+        assert_eq!(
+            due.admit_at(1_095_000_000),
+            1_093_000_000,
+            "at most the slack"
+        );
         // A short sleep is forgiven at most half of it.
         let short = Due::new(0, 1_000_000);
         assert_eq!(short.admit_at(3_000_000), 2_500_000);
