@@ -32,11 +32,17 @@ pub(crate) struct Window {
     pub(crate) reset: Option<Duration>,
 }
 
+/// The most windows and policies read from one response: a hostile upstream's thousands cost
+/// no more than these.
+const MOST_READ: usize = 16;
+
 /// What the limiter learned of its upstream over many responses.
 #[derive(Debug, Default)]
 pub(crate) struct Learned {
-    /// The longest legacy reset given in seconds from now, in whole seconds: a legacy window
-    /// lasts at least that long. Zero until one was seen.
+    /// The legacy limit the window below belongs to.
+    legacy_limit: u64,
+    /// The longest legacy reset given in seconds from now for that limit, in whole seconds: a
+    /// legacy window lasts at least that long. Zero until one was seen.
     legacy_window_secs: u64,
     /// The policy applied last: applied again only when the upstream states another.
     pub(crate) applied: Option<Policy>,
@@ -76,9 +82,11 @@ impl Said {
     /// Reads `headers` at wall-clock time `now`. Malformed fields count as absent; nothing
     /// here panics or overflows on any value.
     pub(crate) fn read(headers: &HeaderMap, now: SystemTime) -> Self {
-        let policies = RateLimitPolicy::from_headers(headers);
+        let mut policies = RateLimitPolicy::from_headers(headers);
+        policies.truncate(MOST_READ);
         let ietf_windows = RateLimitStatus::from_headers(headers)
             .iter()
+            .take(MOST_READ)
             .map(|status| Window {
                 policy: policies
                     .iter()
@@ -114,6 +122,14 @@ impl Said {
         let mut windows = self.ietf_windows;
         let mut legacy_policy = None;
         if let Some(legacy) = self.legacy {
+            // A new limit (a new plan) may come with a new window: learn it afresh, so that one
+            // odd reset does not slow the limiter for good either.
+            if let Some(limit) = legacy.limit
+                && limit != learned.legacy_limit
+            {
+                learned.legacy_limit = limit;
+                learned.legacy_window_secs = 0;
+            }
             if legacy.limit.is_some()
                 && let Some(after) = legacy.reset_after.filter(|&a| a <= longest)
             {
@@ -238,6 +254,12 @@ mod tests {
             Duration::from_secs(20),
             "never shorter than a reset seen"
         );
+        // Another limit is learned afresh: its window too.
+        let reading = read(
+            &[("x-ratelimit-limit", "100"), ("x-ratelimit-reset", "3")],
+            &mut learned,
+        );
+        assert_eq!(reading.policy.unwrap().window, Duration::from_secs(3));
         // A timestamp (clocks may disagree) and a reset beyond the longest pause teach nothing.
         for reset in ["1999999999", "86400"] {
             let mut fresh = Learned::default();
@@ -245,6 +267,18 @@ mod tests {
             let reading = Said::read(&headers(&pairs), SystemTime::now()).against(&mut fresh, HOUR);
             assert_eq!(reading.policy, None, "{reset}");
         }
+    }
+
+    #[test]
+    fn a_flood_of_policies_reads_a_few() {
+        let policies: Vec<String> = (1..=5_000).map(|i| format!("\"p{i}\";q={i};w=1")).collect();
+        let statuses: Vec<String> = (1..=5_000).map(|i| format!("\"p{i}\";r=0;t=1")).collect();
+        let mut map = HeaderMap::new();
+        map.insert("ratelimit-policy", policies.join(", ").parse().unwrap());
+        map.insert("ratelimit", statuses.join(", ").parse().unwrap());
+        let reading = Said::read(&map, SystemTime::now()).against(&mut Learned::default(), HOUR);
+        assert_eq!(reading.windows.len(), MOST_READ);
+        assert_eq!(reading.policy.unwrap().quota, 1);
     }
 
     #[test]
