@@ -544,10 +544,14 @@ async fn rate_limit_fields_come_in_the_family_asked_for() {
         .rate(1)
         .rate_headers(RateHeaders::None)
         .into_router();
-    assert_eq!(
-        call(&none).await.headers().len(),
-        2,
-        "content-type and content-length"
+    let admitted = call(&none).await;
+    assert!(
+        admitted
+            .headers()
+            .keys()
+            .all(|name| !name.as_str().contains("ratelimit")),
+        "{:?}",
+        admitted.headers()
     );
     let refused = call(&none).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
