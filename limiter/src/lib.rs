@@ -84,8 +84,10 @@
 //!
 //! Waiters queue in arrival order; only the first waits on tokio's timer, until exactly the
 //! moment its permit is due, then wakes the next. The timer fires on whole milliseconds and a
-//! little late: a head it wakes late is admitted as of its due time (2 ms back at most), so the
-//! lateness does not push every later permit back. Nothing is taken from the bucket before a
+//! little late: a plain limiter lets that lateness push the later permits back (never two
+//! closer than the interval); an adaptive one, which paces a margin under the upstream's limit,
+//! admits a head woken late as of its due time (at most the margin of its wait, and 2 ms), so
+//! its pace holds. Nothing is taken from the bucket before a
 //! waiter's turn, so a dropped waiter (a cancelled future, a dropped service) leaves no debt.
 //! A permit taken by `poll_ready` and never spent by `call` is given back when the service is
 //! dropped (exactly: only if nothing was admitted on top of it). `call` without `poll_ready`

@@ -359,7 +359,8 @@ impl<C: LimiterClock> Future for Acquire<C> {
                         this.leave();
                         return this.reject(wait);
                     }
-                    if this.timer.sleep(cx, now, wait).is_pending() {
+                    let margin = shared.adaptive.as_ref().map_or(0.0, |a| a.margin);
+                    if this.timer.sleep(cx, now, wait, margin).is_pending() {
                         return Poll::Pending;
                     }
                 }
