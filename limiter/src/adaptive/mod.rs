@@ -260,11 +260,18 @@ impl<C: LimiterClock> RateLimiter<C> {
 
 /// Whether a used-up `window` is what pacing at `first` leads to: the schedule never sends
 /// more than the window allows, yet can fill it (with `margin` of the window's length to spare
-/// for jitter, and one request more).
+/// for jitter, and one request more), and the window resets within its own length (a second
+/// more for rounding): a reset further away says the window is not what its policy states.
 fn steady_state(first: Quota, margin: f64, window: &Window) -> bool {
     let Some(policy) = window.policy else {
         return false;
     };
+    let within_its_length = window
+        .reset
+        .is_some_and(|reset| reset <= policy.window.saturating_add(Duration::from_secs(1)));
+    if !within_its_length {
+        return false;
+    }
     let interval = first.interval().as_secs_f64();
     let length = policy.window.as_secs_f64();
     // The most requests the schedule admits in any span of `span` seconds.
@@ -309,6 +316,12 @@ mod tests {
         assert!(!steady_state(paced(5.0), 0.02, &window(11, 1)));
         // A daily quota is not what the per-second schedule paces within.
         assert!(!steady_state(paced(11.0), 0.02, &window(1000, 86_400)));
+        // A reset far beyond the window's length: the policy does not describe this window.
+        let far = Window {
+            reset: Some(Duration::from_secs(3600)),
+            ..window(11, 1)
+        };
+        assert!(!steady_state(paced(11.0), 0.02, &far));
         // No stated limit: nothing to compare with.
         let unknown = Window {
             policy: None,
