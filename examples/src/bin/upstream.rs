@@ -30,8 +30,9 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     rate: u32,
     /// How the rate is counted: sliding (any one-second window), fixed (each wall-clock
-    /// second), token-bucket[:BURST] (default burst: two seconds' worth), or
-    /// leaky-bucket[:TOLERANCE_MS] (no burst, refused requests count too; default 20 ms).
+    /// second), token-bucket or token-bucket:BURST (default burst: two seconds' worth), or
+    /// leaky-bucket or leaky-bucket:TOLERANCE_MS (no burst, refused requests count too;
+    /// default tolerance 20 ms).
     #[arg(long, default_value = "sliding", value_name = "KIND")]
     window: WindowKind,
     /// The rate-limit fields on followers answers: legacy (X-RateLimit-*), ietf
