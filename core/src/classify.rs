@@ -257,11 +257,15 @@ impl Classify for Classifier {
                     .map(|&(_, kind)| kind)
             })
             .unwrap_or_else(|| default_kind(status, headers, rules));
+        let hint = || RateLimitHint::from_headers(headers).map(|h| h.wait());
         let retry_after = match kind {
-            OutcomeKind::RateLimited
-            | OutcomeKind::ServerError
-            | OutcomeKind::CreditsExhausted
-            | OutcomeKind::Timeout => RateLimitHint::from_headers(headers).map(|h| h.wait()),
+            OutcomeKind::RateLimited | OutcomeKind::CreditsExhausted => hint(),
+            // A 503 may be a throttle in disguise: a used-up window's reset counts.
+            OutcomeKind::ServerError if status == StatusCode::SERVICE_UNAVAILABLE => hint(),
+            // Other failures say when to try again with `Retry-After` alone. The window fields a
+            // server adds to every answer describe its rate window, not the failure: a client
+            // pacing at the limit sees `Remaining: 0` on most answers, 500s included.
+            OutcomeKind::ServerError | OutcomeKind::Timeout => RetryAfter::from_headers(headers),
             _ => None,
         };
         Outcome::new(kind)
@@ -425,6 +429,29 @@ mod tests {
             None
         );
         assert_eq!(classify(200, &[("retry-after", "7")]).retry_after(), None);
+    }
+
+    /// Finding (goodput): a 500 from an upstream that adds `X-RateLimit-Remaining: 0` and a
+    /// reset to every answer was retried only after the reset, a whole second; the last page of
+    /// a run waited for it.
+    #[test]
+    fn a_failure_says_when_to_retry_with_retry_after_alone() {
+        let window = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "4")];
+        assert_eq!(classify(500, &window).retry_after(), None);
+        assert_eq!(classify(408, &window).retry_after(), None);
+        let told = classify(500, &[("retry-after", "2"), window[0], window[1]]);
+        assert_eq!(
+            told.retry_delay(SystemTime::now()),
+            Some(Duration::from_secs(2))
+        );
+        // A 503 may be a rate limit by another name; a 402's reset says when credit returns.
+        for status in [503, 402] {
+            assert_eq!(
+                classify(status, &window).retry_delay(SystemTime::now()),
+                Some(Duration::from_secs(4)),
+                "{status}"
+            );
+        }
     }
 
     #[test]

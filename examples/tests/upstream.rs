@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tollway_examples::upstream::{
-    DEFAULT_KEY, SEED_USER_IDS, Stats, Upstream, follower_count, pages_for,
+    DEFAULT_KEY, RateHeaders, SEED_USER_IDS, Stats, Upstream, WindowKind, follower_count, pages_for,
 };
 use tower::ServiceExt;
 
@@ -504,4 +504,139 @@ async fn router_on_paused_time_is_exact() {
     assert_eq!(stats.status(429), 2);
     assert_eq!(stats.max_in_any_1s_window, 2);
     assert_eq!(stats.duplicate_page_fetches, 2);
+}
+
+/// One followers request through `router`, in process.
+async fn call(router: &axum::Router) -> axum::response::Response {
+    let request = Request::get(format!("/v2/user/followers?user_id={USER}"))
+        .header("x-access-key", DEFAULT_KEY)
+        .body(Body::empty())
+        .unwrap();
+    router.clone().oneshot(request).await.unwrap()
+}
+
+fn header<'a>(response: &'a axum::response::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Each family of rate-limit fields, as asked; the IETF pair names one policy.
+#[tokio::test(start_paused = true)]
+async fn rate_limit_fields_come_in_the_family_asked_for() {
+    let (ietf, _) = Upstream::builder()
+        .rate(3)
+        .rate_headers(RateHeaders::Ietf)
+        .into_router();
+    let first = call(&ietf).await;
+    assert_eq!(
+        header(&first, "ratelimit-policy"),
+        Some("\"default\";q=3;w=1")
+    );
+    assert_eq!(header(&first, "ratelimit"), Some("\"default\";r=2;t=1"));
+    assert_eq!(header(&first, "x-ratelimit-limit"), None);
+    let (both, _) = Upstream::builder()
+        .rate(3)
+        .rate_headers(RateHeaders::Both)
+        .into_router();
+    let first = call(&both).await;
+    assert!(header(&first, "ratelimit").is_some() && header(&first, "x-ratelimit-limit").is_some());
+    // Without fields, a 429 says only when to come back.
+    let (none, _) = Upstream::builder()
+        .rate(1)
+        .rate_headers(RateHeaders::None)
+        .into_router();
+    let admitted = call(&none).await;
+    assert!(
+        admitted
+            .headers()
+            .keys()
+            .all(|name| !name.as_str().contains("ratelimit")),
+        "{:?}",
+        admitted.headers()
+    );
+    let refused = call(&none).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "retry-after"), Some("1"));
+    assert_eq!(header(&refused, "x-ratelimit-remaining"), None);
+}
+
+/// A fixed window counts each wall-clock second afresh and says when it ends as a unix time; a
+/// leaky bucket lets no two through together and counts the refused one.
+#[tokio::test(start_paused = true)]
+async fn window_kinds_count_as_their_limiters_do() {
+    let (fixed, _) = Upstream::builder()
+        .rate(2)
+        .window(WindowKind::FixedWindow)
+        .into_router();
+    let first = call(&fixed).await;
+    let reset: u64 = header(&first, "x-ratelimit-reset")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(reset == now + 1 || reset == now + 2, "{reset} vs {now}");
+    assert_eq!(call(&fixed).await.status(), StatusCode::OK);
+    assert_eq!(call(&fixed).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(call(&fixed).await.status(), StatusCode::OK, "a new second");
+
+    let (leaky, handle) = Upstream::builder()
+        .rate(10)
+        .window(WindowKind::LeakyBucket {
+            tolerance: Duration::from_millis(10),
+        })
+        .into_router();
+    assert_eq!(call(&leaky).await.status(), StatusCode::OK);
+    assert_eq!(call(&leaky).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The refusal counted: 100 ms later is still too early, 200 ms is not.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert_eq!(call(&leaky).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::advance(Duration::from_millis(290)).await;
+    assert_eq!(call(&leaky).await.status(), StatusCode::OK);
+    assert_eq!(
+        handle.window(),
+        WindowKind::LeakyBucket {
+            tolerance: Duration::from_millis(10)
+        }
+    );
+
+    let (token, handle) = Upstream::builder()
+        .rate(2)
+        .window("token-bucket".parse().unwrap())
+        .into_router();
+    assert_eq!(
+        handle.window(),
+        WindowKind::TokenBucket { burst: 4 },
+        "twice the rate"
+    );
+    for _ in 0..4 {
+        assert_eq!(call(&token).await.status(), StatusCode::OK);
+    }
+    assert_eq!(call(&token).await.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A change of plan: the next answer states the new limit, the balance reports it, and the
+/// window admits by it.
+#[tokio::test(start_paused = true)]
+async fn the_rate_changes_at_runtime() {
+    let (router, handle) = Upstream::builder().rate(1).into_router();
+    assert_eq!(call(&router).await.status(), StatusCode::OK);
+    assert_eq!(call(&router).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    handle.set_rate(3);
+    let upgraded = call(&router).await;
+    assert_eq!(upgraded.status(), StatusCode::OK);
+    assert_eq!(header(&upgraded, "x-ratelimit-limit"), Some("3"));
+    assert_eq!(handle.rate(), 3);
+    let balance = Request::get("/sys/balance")
+        .header("x-access-key", DEFAULT_KEY)
+        .body(Body::empty())
+        .unwrap();
+    let balance = router.clone().oneshot(balance).await.unwrap();
+    let body = balance.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["rate"], 3);
+    handle.set_rate(0);
+    assert_eq!(handle.rate(), 1, "at least one a second");
 }

@@ -14,8 +14,8 @@ use crate::service::Limiter;
 use crate::store::{MemoryStore, Store};
 
 /// A [`Limiter`] around an HTTP client that also feeds every response to the limiter's
-/// [`Adaptive`](crate::Adaptive) settings: a 429 with `Retry-After` (or an exhausted
-/// `X-RateLimit-Remaining` / IETF `RateLimit` window) pauses every caller, and
+/// [`Adaptive`](crate::Adaptive) settings: the upstream's stated limit paces it, a 429 with
+/// `Retry-After` (or a used-up window that contradicts the schedule) pauses every caller, and
 /// [`Aimd`](crate::Aimd) lowers the rate until successes bring it back.
 ///
 /// It needs responses that are `http::Response`s; everything else about waiting is the

@@ -15,9 +15,11 @@
 //! - [`Limiter`] / [`LimiterLayer`]: the tower middleware, around **any** `tower::Service`.
 //!   `poll_ready` waits for a permit.
 //! - [`AdaptiveLimiter`] / [`AdaptiveLimiterLayer`]: the same around an HTTP client, fed every
-//!   response, so that a 429 with `Retry-After` (or an exhausted `X-RateLimit-Remaining` / IETF
-//!   `RateLimit` window) pauses every caller ([`Adaptive`]), and optionally lowers the rate until
-//!   successes bring it back ([`Aimd`]).
+//!   response ([`Adaptive`]): it paces 2% under the limit the upstream states
+//!   (`RateLimit-Policy`, `X-RateLimit-Limit`) and follows its changes, a 429 with
+//!   `Retry-After` pauses every caller, and a used-up window pauses them only when it
+//!   contradicts the schedule (a client pacing at the limit sees `Remaining: 0` on most
+//!   answers); [`Aimd`] finds the limit of an upstream that states nothing.
 //! - [`KeyedRateLimiter`] / [`KeyedLimiterLayer`]: one limiter per host or per a key you
 //!   compute, with a bound on the number of keys and on their memory.
 //! - Errors: a refusal is a [`RateLimited`] (with the time until a permit), a fleet limiter
@@ -81,7 +83,11 @@
 //! # Waiting, fairness and cancellation
 //!
 //! Waiters queue in arrival order; only the first waits on tokio's timer, until exactly the
-//! moment its permit is due, then wakes the next. Nothing is taken from the bucket before a
+//! moment its permit is due, then wakes the next. The timer fires on whole milliseconds and a
+//! little late: a plain limiter lets that lateness push the later permits back (never two
+//! closer than the interval); an adaptive one, which paces a margin under the upstream's limit,
+//! admits a head woken late as of its due time (at most the margin of its wait, and 2 ms), so
+//! its pace holds. Nothing is taken from the bucket before a
 //! waiter's turn, so a dropped waiter (a cancelled future, a dropped service) leaves no debt.
 //! A permit taken by `poll_ready` and never spent by `call` is given back when the service is
 //! dropped (exactly: only if nothing was admitted on top of it). `call` without `poll_ready`

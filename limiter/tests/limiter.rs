@@ -8,7 +8,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tollway_core::{FakeClock, TokioClock};
-use tollway_limiter::{Quota, RateLimiter};
+use tollway_limiter::{Adaptive, Quota, RateLimiter};
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
@@ -154,6 +154,47 @@ async fn waiters_are_served_in_order_exactly_when_due() {
         );
     }
     assert_eq!(limiter.queued(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_timer_wakes_do_not_slow_an_adaptive_pace() {
+    // 1/11 s is no whole number of milliseconds: each wake-up comes up to a tick late. An
+    // adaptive limiter (which paces a margin under the upstream's limit) must not carry that
+    // lateness forward (it once did: 111 permits took 10.01 s).
+    let limiter = tokio_limiter(11, 1).adaptive(Adaptive::new()).build();
+    let (log, handles) = spawn_waiters(&limiter, 111).await;
+    for h in handles {
+        h.await.unwrap();
+    }
+    let log = log.lock().clone();
+    let interval = Quota::per_second(11).burst(1).interval();
+    for (k, &(_, at)) in log.iter().enumerate() {
+        let due = interval * k as u32;
+        assert!(
+            at >= due && at <= due + MS,
+            "waiter {k} at {at:?}, due {due:?}"
+        );
+    }
+    // And never closer together than the interval less its 2% margin.
+    for pair in log.windows(2) {
+        assert!(pair[1].1 - pair[0].1 >= interval.mul_f64(0.98), "{pair:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_limiter_never_admits_two_closer_than_its_interval() {
+    // Configured at exactly an upstream's rate, a plain limiter must not go faster than it in
+    // any window: late wake-ups push the rest back rather than catch up.
+    let limiter = tokio_limiter(11, 1).build();
+    let (log, handles) = spawn_waiters(&limiter, 30).await;
+    for h in handles {
+        h.await.unwrap();
+    }
+    let log = log.lock().clone();
+    let interval = Quota::per_second(11).burst(1).interval();
+    for pair in log.windows(2) {
+        assert!(pair[1].1 - pair[0].1 >= interval, "{pair:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,7 +15,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use clap::Parser;
 use tollway_examples::upstream::{
-    DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, Hostile, MAX_PAGE_SIZE, Upstream,
+    DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, Hostile, MAX_PAGE_SIZE,
+    RateHeaders, Upstream, WindowKind,
 };
 
 /// A simulator of the rate-limited, credit-billed followers API.
@@ -25,9 +26,19 @@ struct Args {
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     addr: String,
-    /// Followers requests admitted per key in any one-second window.
+    /// Followers requests admitted per key per second, as --window counts them.
     #[arg(long, default_value_t = DEFAULT_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     rate: u32,
+    /// How the rate is counted: sliding (any one-second window), fixed (each wall-clock
+    /// second), token-bucket or token-bucket:BURST (default burst: two seconds' worth), or
+    /// leaky-bucket or leaky-bucket:TOLERANCE_MS (no burst, refused requests count too;
+    /// default tolerance 20 ms).
+    #[arg(long, default_value = "sliding", value_name = "KIND")]
+    window: WindowKind,
+    /// The rate-limit fields on followers answers: legacy (X-RateLimit-*), ietf
+    /// (RateLimit-Policy and RateLimit), both, or none (a 429 carries only Retry-After).
+    #[arg(long, default_value = "legacy", value_name = "FIELDS")]
+    rate_headers: RateHeaders,
     /// Starting credit balance; each 200 from the followers endpoint costs one.
     #[arg(long, default_value_t = DEFAULT_CREDITS)]
     credits: u64,
@@ -88,6 +99,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("--concurrency-status: {e}"))?;
     let mut builder = Upstream::builder()
         .rate(args.rate)
+        .window(args.window)
+        .rate_headers(args.rate_headers)
         .credits(args.credits)
         .key(args.key)
         .fault_every(args.fault_every)

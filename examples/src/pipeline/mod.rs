@@ -88,8 +88,8 @@ pub use progress::{LogWriter, Progress, ProgressLine, Snapshot};
 pub use report::{DeadLetter, Mode, Report, Table, UserFailure};
 pub use run::{LOCK_WAIT, NOT_FOUND, run};
 pub use stack::{
-    CACHE_SUBDIR, MAX_PERMIT_WAIT, PipelineBody, PipelineService, PipelineStack, STACK_ATTEMPTS,
-    crawl, pacing_interval, tollway_stack,
+    CACHE_SUBDIR, MAX_PERMIT_WAIT, PACING_MARGIN, PipelineBody, PipelineService, PipelineStack,
+    STACK_ATTEMPTS, crawl, pacing_interval, tollway_stack,
 };
 pub use stop::{StopReason, Stopped};
 pub use validate::{InvalidPage, MAX_CURSOR_BYTES, accept_response, validate_page};

@@ -21,6 +21,29 @@ use super::stop::StopReason;
 use super::validate::validate_page;
 use super::wait::{backoff, later};
 
+/// What became of a page in the journal.
+enum Journaled {
+    /// Nothing to write (or nothing to read: the answer was no page).
+    NotNeeded { loops: bool },
+    /// Written, or not, with the reason.
+    Appended {
+        loops: bool,
+        result: Result<(), JournalError>,
+    },
+}
+
+/// Runs `write` (a journal write and its fsync) without holding up the runtime's other tasks:
+/// on a multi-thread runtime this worker hands them to another first. A current-thread runtime
+/// has no other worker to hand them to.
+fn off_the_runtime<T>(write: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(write)
+        }
+        _ => write(),
+    }
+}
+
 /// How a failed try ends.
 struct Failure {
     outcome: Outcome,
@@ -61,6 +84,21 @@ impl Run {
             }
             attempt => attempt,
         };
+        // A page that came back whole goes to the journal first, before the state is locked:
+        // its fsync takes milliseconds (tens of them on a busy disk), and the other workers,
+        // and the requests they are sending, must not wait for it.
+        let fetched = match &attempt {
+            Attempt::Answered {
+                outcome,
+                body: Ok(body),
+                ..
+            } if outcome.is_success() => Some(validate_page(body)),
+            _ => None,
+        };
+        let journaled = match &fetched {
+            Some(Ok(page)) => self.journal_page(&task, page),
+            _ => Journaled::NotNeeded { loops: false },
+        };
         let mut state = self.state.lock();
         state.in_flight -= 1;
         // The reservation turns into spending under the same lock, so that no worker sees the
@@ -75,14 +113,15 @@ impl Run {
                 self.account(&mut state, &traffic, hold);
                 let status = outcome.status().unwrap_or(StatusCode::OK);
                 match body {
-                    Ok(body) if outcome.is_success() => match validate_page(&body) {
-                        Ok(page) => {
-                            self.page_fetched(&mut state, task, page);
+                    Ok(_) if outcome.is_success() => match fetched {
+                        Some(Ok(page)) => {
+                            self.page_fetched(&mut state, task, page, journaled);
                             drop(state);
                             self.changed.notify_waiters();
                             return;
                         }
-                        Err(invalid) => Failure {
+                        None => unreachable!("a successful answer with a body is validated"),
+                        Some(Err(invalid)) => Failure {
                             outcome: Outcome::new(OutcomeKind::ServerError).with_status(status),
                             message: format!("{status}: {invalid}"),
                             last: false,
@@ -225,7 +264,34 @@ impl Run {
     }
 
     fn append(&self, records: &[Record]) -> Result<(), JournalError> {
-        self.journal.lock().append(records)
+        off_the_runtime(|| self.journal.lock().append(records))
+    }
+
+    /// Journals a page that came back whole, unless it is a held page whose cursor still
+    /// loops (it is in the journal as it is). Locks the state only to read the user's chain.
+    fn journal_page(&self, task: &Task, page: &FollowersPage) -> Journaled {
+        let loops = page.next_page_id.as_ref().is_some_and(|next| {
+            *next == task.page_id
+                || self
+                    .state
+                    .lock()
+                    .chains
+                    .get(&task.user_id)
+                    .is_some_and(|chain| chain.contains(next))
+        });
+        if task.held && loops {
+            return Journaled::NotNeeded { loops };
+        }
+        let record = Record::Page(PageRecord {
+            user_id: task.user_id.clone(),
+            page_id: task.page_id.clone(),
+            next_page_id: page.next_page_id.clone(),
+            followers: page.response.users.clone(),
+        });
+        Journaled::Appended {
+            loops,
+            result: self.append(&[record]),
+        }
     }
 
     /// Counts what a try put on the wire, and settles its credit.
@@ -253,39 +319,41 @@ impl Run {
         }
     }
 
-    /// A page came back whole: journal it, then queue the next one, or finish the user, or
+    /// A page came back whole and was `journaled`: queue the next one, or finish the user, or
     /// (its cursor points back into the user's chain) give it up with the reason.
-    fn page_fetched(&self, state: &mut State, task: Task, page: FollowersPage) {
+    fn page_fetched(
+        &self,
+        state: &mut State,
+        task: Task,
+        page: FollowersPage,
+        journaled: Journaled,
+    ) {
         let followers = page.response.users.len() as u64;
         let next = page.next_page_id;
-        let chain = state.chains.entry(task.user_id.clone()).or_default();
-        let loops = next
-            .as_ref()
-            .is_some_and(|next| *next == task.page_id || chain.contains(next));
-        // A held page that still loops is in the journal as it is: nothing new to keep.
-        if !(task.held && loops) {
-            let record = Record::Page(PageRecord {
-                user_id: task.user_id.clone(),
-                page_id: task.page_id.clone(),
-                next_page_id: next.clone(),
-                followers: page.response.users,
-            });
-            match self.append(&[record]) {
-                Ok(()) => {}
-                Err(JournalError::TooLarge { len, max }) => {
-                    let message = format!(
-                        "200 OK: the page is {len} bytes as a journal line, over the {max} allowed (--max-body)"
-                    );
-                    if let Some(error) = self.dead_letter(state, task, message) {
-                        self.stop_locked(state, StopReason::Journal(error.to_string()));
-                    }
-                    return;
+        let loops = match journaled {
+            Journaled::NotNeeded { loops }
+            | Journaled::Appended {
+                loops,
+                result: Ok(()),
+            } => loops,
+            Journaled::Appended {
+                result: Err(JournalError::TooLarge { len, max }),
+                ..
+            } => {
+                let message = format!(
+                    "200 OK: the page is {len} bytes as a journal line, over the {max} allowed (--max-body)"
+                );
+                if let Some(error) = self.dead_letter(state, task, message) {
+                    self.stop_locked(state, StopReason::Journal(error.to_string()));
                 }
-                Err(error) => {
-                    return self.stop_locked(state, StopReason::Journal(error.to_string()));
-                }
+                return;
             }
-        }
+            Journaled::Appended {
+                result: Err(error), ..
+            } => {
+                return self.stop_locked(state, StopReason::Journal(error.to_string()));
+            }
+        };
         if !task.held {
             state.report.pages_fetched += 1;
             state.report.followers_fetched += followers;

@@ -21,7 +21,7 @@ use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 use super::config::Config;
-use super::fleet::{Fleet, StackLayer, fleet_pacing_interval};
+use super::fleet::{FLEET_SPREAD, Fleet, StackLayer, fleet_pacing_interval};
 use super::http::{ApiRequest, BaseBody, base_client_with};
 use super::report::Report;
 use super::run::run;
@@ -67,10 +67,12 @@ pub struct PipelineStack {
 /// - **budget**: a ledger of `config.budget_per_run` credits for this run (no limit without
 ///   one), which latches on a `402` (the crawl's `config.budget` is kept by the run loop in the
 ///   crawl's own ledger on disk: see [`run`](super::run));
-/// - **limiter**: a little under `config.rate` requests per second ([`pacing_interval`]),
-///   adaptive to `429`s, `503`s with `Retry-After`
-///   and rate-limit headers (pausing 30 s at most); a permit more than [`MAX_PERMIT_WAIT`] away
-///   is refused with `RateLimited`, which the run loop waits out without using a try.
+/// - **limiter**: [`PACING_MARGIN`] under `config.rate` requests per second
+///   ([`pacing_interval`]) until the upstream states its limit, then that under the limit it
+///   states (and under every change of it); pauses on `429`s and `503`s with `Retry-After`, and
+///   on a used-up window only when it contradicts the schedule (30 s at most); a permit more
+///   than [`MAX_PERMIT_WAIT`] away is refused with `RateLimited`, which the run loop waits out
+///   without using a try.
 ///
 /// No layer waits longer than `config.max_wait`: the retry's, the breaker's and the limiter's
 /// longest waits are cut to it.
@@ -79,7 +81,7 @@ pub struct PipelineStack {
 /// ([`Fleet::limiter_prefix`](super::Fleet::limiter_prefix),
 /// [`Fleet::budget_prefix`](super::Fleet::budget_prefix)): every process of the fleet shares
 /// one rate limit, paced at [`fleet_pacing_interval`] (a little slower, for the spread of
-/// delivery times), and one budget of `config.budget` credits (a lifetime counter, and the
+/// delivery times; the stated limit is followed with the same room), and one budget of `config.budget` credits (a lifetime counter, and the
 /// fleet's `402` latch). A Redis failure refuses the request (`StoreUnavailable`, fail
 /// closed). An adaptive pause (a `429`'s `Retry-After`) reaches every process of the fleet.
 ///
@@ -95,8 +97,16 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
     let quota = rate.burst(1);
     // No layer waits longer than the run loop would (`--max-wait`).
     let cap = |most: Duration| most.min(config.max_wait);
+    let margin = match &config.fleet {
+        Some(_) => 1.0 - (1.0 - PACING_MARGIN) / (1.0 + FLEET_SPREAD.as_secs_f64()),
+        None => PACING_MARGIN,
+    };
     let limiter = RateLimiter::builder(quota)
-        .adaptive(Adaptive::new().max_pause(cap(Duration::from_secs(30))))
+        .adaptive(
+            Adaptive::new()
+                .margin(margin)
+                .max_pause(cap(Duration::from_secs(30))),
+        )
         // A permit further away than this is refused (`RateLimited` with the wait), so that a
         // long pause is waited out by the run loop, which a deadline can stop, rather than
         // inside a request.
@@ -180,19 +190,19 @@ pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
     })
 }
 
-/// The limiter's interval for an account allowed `rate` requests per second.
+/// The share of an upstream's rate the pipeline leaves unused: room for jitter in delivery
+/// (requests leave evenly spaced, and reach the upstream a little unevenly).
+pub const PACING_MARGIN: f64 = 0.02;
+
+/// The limiter's interval for an account allowed `rate` requests per second: [`PACING_MARGIN`]
+/// under the rate, evenly spaced.
 ///
-/// The upstream counts arrivals in a sliding second and says `X-RateLimit-Remaining: 0` once it
-/// holds `rate` of them, which (rightly) pauses the adaptive limiter until the reset, a whole
-/// second. Pacing so that no sliding second ever holds more than `rate - 1` arrivals, with 2%
-/// to spare for network jitter, never meets that pause and is faster than pacing at the rate.
+/// An upstream that counts a sliding second answers such a client `X-RateLimit-Remaining: 0`
+/// most of the time: the window is full because the client uses all of it. That is the
+/// steady state, not an order to stop: the adaptive limiter pauses only when the upstream
+/// contradicts its schedule, and once the upstream states its limit it paces by that.
 pub fn pacing_interval(rate: NonZeroU32) -> Duration {
-    let rate = f64::from(rate.get());
-    if rate >= 2.0 {
-        Duration::from_secs_f64(1.02 / (rate - 1.0))
-    } else {
-        Duration::from_secs_f64(1.05 / rate)
-    }
+    Duration::from_secs_f64(1.0 / (f64::from(rate.get()) * (1.0 - PACING_MARGIN)))
 }
 
 /// Crawls `config` through [`tollway_stack`]: [`run`](super::run) with the stack, and the
@@ -292,20 +302,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_sliding_second_holds_the_whole_rate() {
-        for rate in [2_u32, 10, 11, 20, 50, 1000] {
+    fn the_pace_never_exceeds_the_rate_and_uses_nearly_all_of_it() {
+        for rate in [1_u32, 2, 10, 11, 20, 50, 1000] {
             let interval = pacing_interval(NonZeroU32::new(rate).unwrap());
             // Arrivals at 0, I, 2I, ...: a closed one-second window holds floor(1/I) + 1.
             let most = (1.0 / interval.as_secs_f64()).floor() as u32 + 1;
-            assert!(most < rate, "rate {rate}: {interval:?}");
-            // And not much slower than that: within the 2% margin.
-            assert!(
-                f64::from(most) >= f64::from(rate - 1) * 0.97,
-                "rate {rate}: {most}"
-            );
+            assert!(most <= rate, "rate {rate}: {interval:?}");
+            let per_second = 1.0 / interval.as_secs_f64();
+            let share = per_second / f64::from(rate);
+            assert!((share - 0.98).abs() < 1e-6, "rate {rate}: {share}");
         }
-        let one = pacing_interval(NonZeroU32::MIN);
-        assert!(one > Duration::from_secs(1));
     }
 
     #[tokio::test]

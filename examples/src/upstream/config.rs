@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 
 use super::data::{MISSING_SEED_USER_ID, SEED_USER_IDS};
 use super::hostile::Hostile;
+use super::limits::WindowKind;
 
 /// The access key the simulator accepts unless told otherwise.
 pub const DEFAULT_KEY: &str = "sim-key";
@@ -22,6 +23,60 @@ pub const DEFAULT_PAGE_SIZE: usize = 25;
 
 /// The largest page size the simulator supports.
 pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Which rate-limit fields the followers answers carry (the upstream binary's `--rate-headers`:
+/// `legacy`, `ietf`, `both` or `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RateHeaders {
+    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (the default).
+    #[default]
+    Legacy,
+    /// The IETF `RateLimit-Policy` (`"default";q=LIMIT;w=SECONDS`) and `RateLimit`
+    /// (`"default";r=REMAINING;t=SECONDS`).
+    Ietf,
+    /// Both families.
+    Both,
+    /// Neither: a 429 carries only `Retry-After`, and the client must find the limit itself.
+    None,
+}
+
+impl RateHeaders {
+    pub(crate) fn legacy(self) -> bool {
+        matches!(self, Self::Legacy | Self::Both)
+    }
+
+    pub(crate) fn ietf(self) -> bool {
+        matches!(self, Self::Ietf | Self::Both)
+    }
+}
+
+impl std::fmt::Display for RateHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Legacy => "legacy",
+            Self::Ietf => "ietf",
+            Self::Both => "both",
+            Self::None => "none",
+        })
+    }
+}
+
+impl std::str::FromStr for RateHeaders {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "legacy" => Ok(Self::Legacy),
+            "ietf" => Ok(Self::Ietf),
+            "both" => Ok(Self::Both),
+            "none" => Ok(Self::None),
+            _ => Err(format!(
+                "unknown rate headers {value:?}: legacy, ietf, both or none"
+            )),
+        }
+    }
+}
 
 /// A period during which every request is answered 503.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +98,14 @@ impl Outage {
 /// Configures and starts an upstream simulator; see the [module docs](super) for an example.
 ///
 /// Every setter is optional; [`UpstreamBuilder::default`] is the simulator of the API document:
-/// 11 requests per second, a million credits, the key [`DEFAULT_KEY`], no faults, no outages, no
+/// 11 requests per second in a sliding window with `X-RateLimit-*` fields, a million credits, the key [`DEFAULT_KEY`], no faults, no outages, no
 /// added latency, no concurrency limit, 25 followers per page, and only the example users (less
 /// `12345`) exist.
 #[derive(Debug, Clone)]
 pub struct UpstreamBuilder {
     pub(crate) rate: u32,
+    pub(crate) window: WindowKind,
+    pub(crate) rate_headers: RateHeaders,
     pub(crate) credits: u64,
     pub(crate) key: String,
     pub(crate) extra_keys: Vec<String>,
@@ -68,6 +125,8 @@ impl Default for UpstreamBuilder {
     fn default() -> Self {
         Self {
             rate: DEFAULT_RATE,
+            window: WindowKind::SlidingLog,
+            rate_headers: RateHeaders::Legacy,
             credits: DEFAULT_CREDITS,
             key: DEFAULT_KEY.to_owned(),
             extra_keys: Vec::new(),
@@ -91,8 +150,9 @@ impl UpstreamBuilder {
         Self::default()
     }
 
-    /// How many followers requests each key may have admitted in any one-second window
-    /// (default 11). `/sys/balance` reports it as `rate`.
+    /// How many followers requests each key may have admitted per second (default 11), as the
+    /// [`window`](Self::window) counts them. `/sys/balance` reports it as `rate`; it can change
+    /// at runtime ([`UpstreamHandle::set_rate`](super::UpstreamHandle::set_rate)).
     ///
     /// # Panics
     ///
@@ -101,6 +161,27 @@ impl UpstreamBuilder {
         assert!(rate > 0, "rate must be at least 1 request per second");
         self.rate = rate;
         self
+    }
+
+    /// How the rate is counted (default [`WindowKind::SlidingLog`]). A token bucket built with a
+    /// burst of 0 (what `token-bucket` alone reads as) gets twice the rate.
+    pub fn window(mut self, window: WindowKind) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Which rate-limit fields the followers answers carry (default [`RateHeaders::Legacy`]).
+    pub fn rate_headers(mut self, fields: RateHeaders) -> Self {
+        self.rate_headers = fields;
+        self
+    }
+
+    /// The window with its defaults filled in for the configured rate.
+    pub(crate) fn resolved_window(&self) -> WindowKind {
+        match self.window {
+            WindowKind::TokenBucket { burst: 0 } => WindowKind::token_bucket(self.rate),
+            window => window,
+        }
     }
 
     /// The starting credit balance (default 1,000,000). Every 200 from the followers endpoint

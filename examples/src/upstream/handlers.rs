@@ -12,10 +12,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::config::RateHeaders;
 use super::data::{self, Follower};
 use super::hostile::Hostile;
+use super::limits::{Admission, Policy, Rejection};
 use super::state::{Refused, Shared};
-use super::window::{Admission, Rejection, ceil_secs};
+use super::window::ceil_secs;
 
 /// The header that carries the access key.
 const ACCESS_KEY: &str = "x-access-key";
@@ -23,6 +25,8 @@ const ACCESS_KEY: &str = "x-access-key";
 const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The simulator's routes over `shared`.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -93,7 +97,7 @@ async fn balance(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     shared.count_request();
     let response = match gate(&shared, &headers) {
         Ok(_) => Json(Balance {
-            rate: shared.config.rate,
+            rate: shared.rate(),
             amount: shared.credits_left(),
         })
         .into_response(),
@@ -150,23 +154,23 @@ async fn serve_followers(
     {
         return mode.refusal(nth);
     }
-    let rate = shared.config.rate;
+    let fields = shared.config.rate_headers;
     let admitted = match shared.admit(&key) {
         Ok(admitted) => admitted,
-        Err(Refused::RateLimited(rejection)) => return rate_limited(rate, rejection),
+        Err(Refused::RateLimited(rejection)) => return rate_limited(fields, rejection),
         Err(Refused::Concurrency(admission)) => {
             let response = detail(
                 shared.config.concurrency_status,
                 "Too many concurrent requests",
             );
-            return with_rate_headers(response, rate, admission);
+            return with_rate_headers(response, fields, &admission.into());
         }
     };
     if !shared.config.latency.is_zero() {
         tokio::time::sleep(shared.config.latency).await;
     }
     let response = answer(shared, query, admitted.seq);
-    with_rate_headers(response, rate, admitted.admission)
+    with_rate_headers(response, fields, &admitted.admission.into())
 }
 
 /// Answers an admitted followers request.
@@ -225,33 +229,74 @@ fn answer(
     }
 }
 
-/// Adds `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds from now, rounded up).
-fn with_rate_headers(mut response: Response, rate: u32, admission: Admission) -> Response {
+/// What the rate-limit fields of one answer say.
+struct RateState {
+    policy: Policy,
+    remaining: u64,
+    reset: Duration,
+    reset_unix: Option<u64>,
+}
+
+impl From<Admission> for RateState {
+    fn from(a: Admission) -> Self {
+        Self {
+            policy: a.policy,
+            remaining: a.remaining,
+            reset: a.reset,
+            reset_unix: a.reset_unix,
+        }
+    }
+}
+
+impl From<Rejection> for RateState {
+    fn from(r: Rejection) -> Self {
+        Self {
+            policy: r.policy,
+            remaining: 0,
+            reset: r.reset,
+            reset_unix: r.reset_unix,
+        }
+    }
+}
+
+/// Adds the rate-limit fields `fields` asks for: `X-RateLimit-Limit`, `-Remaining` and
+/// `-Reset` (seconds from now rounded up, or the unix time of a window aligned to the clock),
+/// and the IETF `RateLimit-Policy` and `RateLimit` (seconds from now, rounded up).
+fn with_rate_headers(mut response: Response, fields: RateHeaders, state: &RateState) -> Response {
     let headers = response.headers_mut();
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(rate));
-    headers.insert(
-        X_RATELIMIT_REMAINING,
-        HeaderValue::from(admission.remaining),
-    );
-    headers.insert(X_RATELIMIT_RESET, secs_header(ceil_secs(admission.reset)));
+    let reset = ceil_secs(state.reset);
+    if fields.legacy() {
+        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(state.policy.limit));
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(state.remaining));
+        let value = state.reset_unix.unwrap_or(reset);
+        headers.insert(X_RATELIMIT_RESET, secs_header(value));
+    }
+    if fields.ietf() {
+        let policy = format!(
+            "\"default\";q={};w={}",
+            state.policy.limit, state.policy.window_secs
+        );
+        let now = format!("\"default\";r={};t={reset}", state.remaining);
+        // Digits and a fixed name: always a valid header value.
+        if let (Ok(policy), Ok(now)) = (HeaderValue::try_from(policy), HeaderValue::try_from(now)) {
+            headers.insert(RATELIMIT_POLICY, policy);
+            headers.insert(RATELIMIT, now);
+        }
+    }
     response
 }
 
-/// The 429 for a full rate window, with `Retry-After` (whole seconds, rounded up, at least 1).
-fn rate_limited(rate: u32, rejection: Rejection) -> Response {
+/// The 429 for a full rate window, with `Retry-After` (whole seconds, rounded up, at least 1)
+/// and the rate-limit fields (a reset of at least 1 s).
+fn rate_limited(fields: RateHeaders, rejection: Rejection) -> Response {
     let mut response = detail(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-    let headers = response.headers_mut();
-    headers.insert(
+    response.headers_mut().insert(
         RETRY_AFTER,
         secs_header(ceil_secs(rejection.retry_after).max(1)),
     );
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(rate));
-    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(0_u32));
-    headers.insert(
-        X_RATELIMIT_RESET,
-        secs_header(ceil_secs(rejection.reset).max(1)),
-    );
-    response
+    let mut state = RateState::from(rejection);
+    state.reset = state.reset.max(Duration::from_secs(1));
+    with_rate_headers(response, fields, &state)
 }
 
 /// `GET /__stats`: the simulator's record. Needs no key and is not counted.

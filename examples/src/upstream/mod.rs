@@ -13,12 +13,16 @@
 //!
 //! - **503** with `Retry-After` during a configured [outage](UpstreamBuilder::outage);
 //! - **401** `{"detail": ..}` without the right `x-access-key` (default [`DEFAULT_KEY`]);
-//! - **429** (followers only) when the key already had R requests admitted in the last second:
-//!   an exact sliding window over admission times, so no one-second window, however placed,
-//!   holds more than R. It carries `Retry-After` (whole seconds until the oldest admission leaves
-//!   the window, rounded up, at least 1). Every admitted answer carries `X-RateLimit-Limit`,
-//!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds, rounded up); a 429 does not enter
-//!   the window;
+//! - **429** (followers only) when the key's rate limit turns the request away. By default that
+//!   is an exact sliding window over admission times, so no one-second window, however placed,
+//!   holds more than R; [`WindowKind`] selects the other kinds real limiters use (a fixed window
+//!   on the wall-clock second, a token bucket with a burst, a leaky bucket with no burst that
+//!   counts refusals too). It carries `Retry-After` (whole seconds until a request would be let
+//!   in, rounded up, at least 1). Every answer past the key check carries the rate-limit fields
+//!   [`RateHeaders`] selects: `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds, rounded
+//!   up; a unix time for a fixed window) by default, or the IETF `RateLimit-Policy` and
+//!   `RateLimit`, both, or none. The rate can change at runtime, as a plan does
+//!   ([`UpstreamHandle::set_rate`]);
 //! - the [concurrency status](UpstreamBuilder::concurrency_status) beyond the optional
 //!   per-key [concurrency limit](UpstreamBuilder::concurrency_limit);
 //! - then, after the optional [latency](UpstreamBuilder::latency): **500** for every Nth
@@ -98,17 +102,20 @@ mod config;
 mod data;
 mod handlers;
 mod hostile;
+mod limits;
 mod server;
 mod state;
 mod stats;
 mod window;
 
 pub use config::{
-    DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, MAX_PAGE_SIZE, UpstreamBuilder,
+    DEFAULT_CREDITS, DEFAULT_KEY, DEFAULT_PAGE_SIZE, DEFAULT_RATE, MAX_PAGE_SIZE, RateHeaders,
+    UpstreamBuilder,
 };
 pub use data::{MAX_PAGES, MISSING_SEED_USER_ID, SEED_USER_IDS, follower_count, pages_for};
 pub use hostile::{
     DAY_RETRY_AFTER, FAR_RESET, Hostile, MAX_OVERSIZED, OVERFLOWING_RETRY_AFTER, YEAR_9999,
 };
+pub use limits::{ParseWindowKindError, WindowKind};
 pub use server::{Upstream, UpstreamHandle};
 pub use stats::Stats;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::config::UpstreamBuilder;
 use super::handlers;
+use super::limits::WindowKind;
 use super::state::Shared;
 use super::stats::Stats;
 
@@ -39,9 +40,20 @@ impl UpstreamHandle {
         self.shared.credits_left()
     }
 
-    /// The configured rate, in followers requests per second per key.
+    /// The rate now, in followers requests per second per key.
     pub fn rate(&self) -> u32 {
-        self.shared.config.rate
+        self.shared.rate()
+    }
+
+    /// Changes the rate from now on, as a change of plan does (at least 1): every answer
+    /// states the new limit, `/sys/balance` reports it, and the windows keep what they counted.
+    pub fn set_rate(&self, rate: u32) {
+        self.shared.set_rate(rate);
+    }
+
+    /// How the rate is counted.
+    pub fn window(&self) -> WindowKind {
+        self.shared.window()
     }
 
     /// The simulator's routes, sharing this handle's state: serve them, nest them, or call them

@@ -2,40 +2,51 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::config::UpstreamBuilder;
+use super::limits::{Admission, KeyLimit, Rejection, WindowKind};
 use super::stats::Stats;
-use super::window::{Admission, Rejection, SlidingWindow};
+use super::window::SlidingWindow;
 
-/// The length of the rate window.
+/// The length of the window the record measures in.
 const WINDOW: Duration = Duration::from_secs(1);
 
 /// Everything the handlers share: the fixed configuration and the mutable record.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: UpstreamBuilder,
+    /// The window kind, its defaults filled in.
+    window: WindowKind,
+    /// Requests per second per key now (the plan can change at runtime).
+    rate: AtomicU32,
     started: Instant,
+    /// The wall-clock time at `started`, since the unix epoch (fixed windows align to it).
+    started_unix: Duration,
     inner: Mutex<Inner>,
     /// Answers spoilt by the hostile mode so far.
     spoilt: std::sync::atomic::AtomicU64,
 }
 
-/// One access key's rate window and requests in progress.
+/// One access key's rate limit, its record, and its requests in progress.
 #[derive(Debug)]
 struct KeyState {
-    window: SlidingWindow,
+    limit: KeyLimit,
+    /// Every admitted request, for the record (whatever the window kind).
+    measured: SlidingWindow,
     in_progress: u32,
 }
 
 impl KeyState {
-    fn new() -> Self {
+    fn new(window: WindowKind, now: Instant) -> Self {
         Self {
-            window: SlidingWindow::new(WINDOW),
+            limit: KeyLimit::new(window, now),
+            measured: SlidingWindow::new(WINDOW),
             in_progress: 0,
         }
     }
@@ -82,9 +93,11 @@ pub(crate) struct InsufficientBalance;
 
 impl Shared {
     pub(crate) fn new(config: UpstreamBuilder) -> Self {
+        let started = Instant::now();
+        let window = config.resolved_window();
         let keys = config
             .keys()
-            .map(|key| (key.to_owned(), KeyState::new()))
+            .map(|key| (key.to_owned(), KeyState::new(window, started)))
             .collect();
         let inner = Inner {
             credits_left: config.credits,
@@ -100,11 +113,31 @@ impl Shared {
             duplicate_page_fetches: 0,
         };
         Self {
+            rate: AtomicU32::new(config.rate),
+            window,
             config,
-            started: Instant::now(),
+            started,
+            started_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
             inner: Mutex::new(inner),
             spoilt: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Requests per second per key now.
+    pub(crate) fn rate(&self) -> u32 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Changes the rate from now on (a new plan); windows keep what they counted.
+    pub(crate) fn set_rate(&self, rate: u32) {
+        self.rate.store(rate.max(1), Ordering::Relaxed);
+    }
+
+    /// The window kind, its defaults filled in.
+    pub(crate) fn window(&self) -> WindowKind {
+        self.window
     }
 
     /// If an outage is under way, how long until it ends.
@@ -160,14 +193,16 @@ impl Shared {
         // Read the clock under the lock so that arrivals are recorded in order.
         let now = Instant::now();
         let inner = &mut *inner;
+        let unix = self.started_unix + now.saturating_duration_since(self.started);
         let state = inner
             .keys
             .entry(key.to_owned())
-            .or_insert_with(KeyState::new);
+            .or_insert_with(|| KeyState::new(self.window, now));
         let admission = state
-            .window
-            .try_admit(now, self.config.rate)
+            .limit
+            .try_admit(self.window, now, unix, self.rate())
             .map_err(Refused::RateLimited)?;
+        state.measured.record(now);
         inner.all_keys.record(now);
         inner.admitted += 1;
         if let Some(limit) = self.config.concurrency_limit
@@ -218,7 +253,7 @@ impl Shared {
             max_in_any_1s_window: inner
                 .keys
                 .values()
-                .map(|state| state.window.max_len())
+                .map(|state| state.measured.max_len())
                 .max()
                 .unwrap_or(0),
             max_in_any_1s_window_all_keys: inner.all_keys.max_len(),

@@ -72,7 +72,14 @@ impl<C: LimiterClock> Backend<C> for MemoryStore {
                 return Poll::Pending;
             }
             let now = shared.now();
-            match shared.gcra.try_acquire(now, acquire.cost) {
+            // An adaptive limiter forgives the timer's own lateness (see `timer`): a head woken
+            // late is admitted as of its due time, within the margin.
+            let at = acquire.timer.admit_at(now);
+            let admitted = match shared.gcra.try_acquire(at, acquire.cost) {
+                Err(_) if at < now => shared.gcra.try_acquire(now, acquire.cost),
+                admitted => admitted,
+            };
+            match admitted {
                 Ok(grant) => {
                     // Leaves under the same lock: the next head is woken before anyone can
                     // see this one gone.
@@ -90,7 +97,8 @@ impl<C: LimiterClock> Backend<C> for MemoryStore {
                         acquire.leave();
                         return acquire.reject(wait);
                     }
-                    if acquire.timer.sleep(cx, wait).is_pending() {
+                    let margin = shared.adaptive.as_ref().map_or(0.0, |a| a.margin);
+                    if acquire.timer.sleep(cx, now, wait, margin).is_pending() {
                         return Poll::Pending;
                     }
                 }
