@@ -565,3 +565,101 @@ async fn aimd_run(url: &str) -> Result<(), String> {
         Ok(())
     }
 }
+
+/// Three `pipeline` processes on one API key share one rate through Redis (`--redis`): 200
+/// one-page users split in thirds finish within 5% of the floor the rate allows, counted from
+/// the processes' start to the last one's exit, with zero 429s and no page paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_through_redis_share_the_rate_within_five_percent() {
+    let Some(redis) = tollway_test_support::TestRedis::shared_or_own().await else {
+        return;
+    };
+    let _one_at_a_time = serial().await;
+    let users = one_page_users(USERS);
+    judged(
+        "three processes through Redis",
+        sliding_tolerance(),
+        || async {
+            let client = Lag::start();
+            let sim = Simulator::start(simulator(WindowKind::SlidingLog, RateHeaders::Legacy));
+            let dirs = [
+                TempDir::new("fleet-a"),
+                TempDir::new("fleet-b"),
+                TempDir::new("fleet-c"),
+            ];
+            let runs: Vec<Vec<String>> = users
+                .chunks(USERS.div_ceil(3))
+                .zip(&dirs)
+                .map(|(part, dir)| {
+                    [
+                        "--upstream",
+                        &sim.url,
+                        "--key",
+                        DEFAULT_KEY,
+                        "--redis",
+                        redis.url(),
+                        "--users",
+                        &part.join(","),
+                        "--rate",
+                        &RATE.to_string(),
+                        "--concurrency",
+                        "4",
+                        "--cache-dir",
+                        &dir.0.display().to_string(),
+                        "--deadline",
+                        "60",
+                    ]
+                    .map(str::to_owned)
+                    .into()
+                })
+                .collect();
+            let started = Instant::now();
+            let outputs = tokio::task::spawn_blocking(move || {
+                let children: Vec<_> = runs
+                    .into_iter()
+                    .map(|args| {
+                        std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+                            .args(args)
+                            .env_remove("TOLLWAY_API_KEY")
+                            .stdout(std::process::Stdio::piped())
+                            .stderr(std::process::Stdio::piped())
+                            .spawn()
+                            .expect("the pipeline binary starts")
+                    })
+                    .collect();
+                children
+                    .into_iter()
+                    .map(|child| child.wait_with_output().expect("the pipeline binary runs"))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+            let elapsed = started.elapsed().as_secs_f64();
+            let stats = sim.stats();
+            let floor = USERS as f64 / f64::from(RATE);
+            eprintln!(
+                "goodput, three processes through Redis: {elapsed:.2} s = {:.3} x the floor of \
+             {floor:.2} s; 429s: {}; pages paid twice: {}; busiest second: {}",
+                elapsed / floor,
+                stats.status(429),
+                stats.duplicate_page_fetches,
+                stats.max_in_any_1s_window,
+            );
+            for output in &outputs {
+                assert!(output.status.success(), "{output:?}");
+            }
+            // Every page, paid once: whatever the machine.
+            assert_eq!(stats.credits_charged, USERS as u64, "{stats:?}");
+            assert_eq!(stats.duplicate_page_fetches, 0, "{stats:?}");
+            let met = if stats.status(429) > 0 {
+                Err(format!("{} 429s", stats.status(429)))
+            } else if elapsed > 1.05 * floor {
+                Err(format!("{elapsed:.2} s, more than 1.05 x {floor:.2} s"))
+            } else {
+                Ok(())
+            };
+            Verdict::new(met, &client, &sim, USERS as u64)
+        },
+    )
+    .await;
+}

@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::io;
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,8 +17,6 @@ use tollway::limiter::redis::cluster_async::ClusterConnection;
 use tollway::limiter::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 use tollway::{ClientStackLayer, breaker::BreakerHandle, budget::Ledger, cache::CacheLayer};
 use tollway_core::StoreUnavailable;
-
-use super::stack::pacing_interval;
 
 /// The pipeline's layer: its limiter in this process, or in Redis (fleet mode). The two are
 /// different types (the in-memory limiter is compiled without fleet mode); this names either,
@@ -68,12 +65,6 @@ impl StackLayer {
 
 /// The longest the pipeline waits for Redis to accept its first connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Room left in each second for the spread of delivery times across a fleet: Redis admits
-/// requests on its own clock, exactly, but a request admitted first may reach the upstream a
-/// little after one admitted later, in another process. The limiter's README recommends 40 ms
-/// per second (its fleet test runs 20 requests per 1.04 s against a 20/s upstream).
-pub const FLEET_SPREAD: Duration = Duration::from_millis(40);
 
 /// Where a fleet's limiter and ledger live: a connection to Redis and the key prefix the
 /// pipeline processes of one fleet share.
@@ -332,14 +323,6 @@ pub fn fleet_prefix(base_url: &str, key: &str) -> String {
     format!("tollway-pipeline:{host}:{:016x}", fnv1a(key.as_bytes()))
 }
 
-/// The limiter's interval for a fleet sharing an account allowed `rate` requests per second:
-/// [`pacing_interval`] stretched so that each second also leaves [`FLEET_SPREAD`] for the
-/// spread of delivery times across processes.
-pub fn fleet_pacing_interval(rate: NonZeroU32) -> Duration {
-    let local = pacing_interval(rate);
-    local.mul_f64(1.0 + FLEET_SPREAD.as_secs_f64())
-}
-
 fn fnv1a(bytes: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -365,19 +348,6 @@ mod tests {
         // Stable across builds: the digest is FNV-1a, not std's hasher.
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-    }
-
-    #[test]
-    fn a_fleet_paces_a_little_slower_than_one_process() {
-        for rate in [2_u32, 11, 20, 50] {
-            let rate = NonZeroU32::new(rate).unwrap();
-            let (local, fleet) = (pacing_interval(rate), fleet_pacing_interval(rate));
-            // Admissions in any 1 s + FLEET_SPREAD still stay under the rate.
-            let most =
-                ((1.0 + FLEET_SPREAD.as_secs_f64()) / fleet.as_secs_f64()).floor() as u32 + 1;
-            assert!(most <= rate.get(), "rate {rate}: {fleet:?}");
-            assert!(fleet > local && fleet < local.mul_f64(1.05), "{fleet:?}");
-        }
     }
 
     #[test]

@@ -73,8 +73,7 @@ pub use config::{
     DEFAULT_MAX_WAIT,
 };
 pub use fleet::{
-    CONNECT_TIMEOUT, EPOCH_FILE, FLEET_SPREAD, Fleet, RedisConnection, StackLayer, check_redis_url,
-    fleet_pacing_interval, fleet_prefix,
+    CONNECT_TIMEOUT, EPOCH_FILE, Fleet, RedisConnection, StackLayer, check_redis_url, fleet_prefix,
 };
 pub use guard::{
     BodyTooLarge, ExchangeGuard, ExchangeGuardLayer, ExchangeTimeout, GuardFuture, GuardedBody,

@@ -21,7 +21,7 @@ use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 use super::config::Config;
-use super::fleet::{FLEET_SPREAD, Fleet, StackLayer, fleet_pacing_interval};
+use super::fleet::{Fleet, StackLayer};
 use super::http::{ApiRequest, BaseBody, base_client_with};
 use super::report::Report;
 use super::run::run;
@@ -80,27 +80,24 @@ pub struct PipelineStack {
 /// With [`Config::fleet`], the limiter and the ledger live in Redis under the fleet's prefix
 /// ([`Fleet::limiter_prefix`](super::Fleet::limiter_prefix),
 /// [`Fleet::budget_prefix`](super::Fleet::budget_prefix)): every process of the fleet shares
-/// one rate limit, paced at [`fleet_pacing_interval`] (a little slower, for the spread of
-/// delivery times; the stated limit is followed with the same room), and one budget of `config.budget` credits (a lifetime counter, and the
-/// fleet's `402` latch). A Redis failure refuses the request (`StoreUnavailable`, fail
+/// one rate limit, paced as one process is (the [`PACING_MARGIN`] under the rate also covers
+/// the spread of delivery times across processes), and one budget of `config.budget` credits
+/// (a lifetime counter, and the fleet's `402` latch). A Redis failure refuses the request (`StoreUnavailable`, fail
 /// closed). An adaptive pause (a `429`'s `Retry-After`) reaches every process of the fleet.
 ///
 /// # Errors
 ///
 /// The cache folder cannot be created or opened.
 pub fn tollway_stack(config: &Config) -> io::Result<PipelineStack> {
-    let interval = match &config.fleet {
-        Some(_) => fleet_pacing_interval(config.rate),
-        None => pacing_interval(config.rate),
-    };
+    // A fleet paces as one process does: Redis admits on its own clock, exactly, and the
+    // margin under the rate (20 ms a second at 2%) also covers a request admitted first in
+    // one process reaching the upstream after one admitted later in another.
+    let interval = pacing_interval(config.rate);
     let rate = Quota::try_per(1, interval).unwrap_or(Quota::per_second(config.rate.get()));
     let quota = rate.burst(1);
     // No layer waits longer than the run loop would (`--max-wait`).
     let cap = |most: Duration| most.min(config.max_wait);
-    let margin = match &config.fleet {
-        Some(_) => 1.0 - (1.0 - PACING_MARGIN) / (1.0 + FLEET_SPREAD.as_secs_f64()),
-        None => PACING_MARGIN,
-    };
+    let margin = PACING_MARGIN;
     let limiter = RateLimiter::builder(quota)
         .adaptive(
             Adaptive::new()
