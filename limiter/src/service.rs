@@ -188,6 +188,12 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let gate = &mut self.gate;
+        // The common case, settled in place: moving the whole state out and dropping it costs
+        // the hot path a copy and a drop it does not need.
+        if let State::Permit(_) = gate.state {
+            gate.state = State::Idle;
+            return ResponseFuture::called(self.inner.call(request));
+        }
         match std::mem::replace(&mut gate.state, State::Idle) {
             State::Permit(_) => ResponseFuture::called(self.inner.call(request)),
             State::Rejected(refused) => ResponseFuture::rejected(refused),
