@@ -132,13 +132,14 @@ impl ClientIp {
         // The right-most entry came from the nearest proxy; stop at the first untrusted one.
         let mut client = peer;
         match self.header {
+            // Entry by entry from the right, as bytes: a proxy may append its entry to the
+            // client's own line, and what the client wrote there (unreadable bytes included)
+            // is never read.
             ProxyHeader::XForwardedFor => {
                 for value in headers.get_all("x-forwarded-for").iter().rev() {
-                    let Ok(text) = value.to_str() else {
-                        return client;
-                    };
-                    for entry in text.rsplit(',') {
-                        match self.step(parse_node(entry.trim())) {
+                    for entry in value.as_bytes().rsplit(|&b| b == b',') {
+                        let node = std::str::from_utf8(entry).ok();
+                        match self.step(node.and_then(|n| parse_node(n.trim()))) {
                             Step::Next(ip) => client = ip,
                             Step::Stop(ip) => return ip.unwrap_or(client),
                         }
@@ -147,11 +148,10 @@ impl ClientIp {
             }
             ProxyHeader::Forwarded => {
                 for value in headers.get_all(http::header::FORWARDED).iter().rev() {
-                    let Ok(text) = value.to_str() else {
-                        return client;
-                    };
-                    for element in text.rsplit(',') {
-                        let Some(node) = forwarded_for(element) else {
+                    for element in value.as_bytes().rsplit(|&b| b == b',') {
+                        // An element that is not text at all: unreadable, like `for=` garbage.
+                        let node = std::str::from_utf8(element).map_or(Some(None), forwarded_for);
+                        let Some(node) = node else {
                             continue;
                         };
                         match self.step(node) {
@@ -436,6 +436,38 @@ mod tests {
             http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
         );
         assert_eq!(r.resolve(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    /// Finding: a proxy that appends to the client's own line (nginx's
+    /// `$proxy_add_x_forwarded_for`) makes one header value of the client's bytes and its own
+    /// entry. A byte that is not visible ASCII in the client's part made the whole value
+    /// unreadable, so the request counted against the proxy: any client could move itself into
+    /// the proxy's bucket with a spoofed left-most entry. Only the entries the walk reaches
+    /// are read now.
+    #[test]
+    fn unreadable_bytes_left_of_the_nearest_entries_are_never_read() {
+        let r = ClientIp::new().trust_proxy("10.0.0.0/8".parse().unwrap());
+        let value = |bytes: &[u8]| http::HeaderValue::from_bytes(bytes).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", value(b"\xff\xfe, 203.0.113.9"));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        h.insert(
+            "x-forwarded-for",
+            value(b"caf\xc3\xa9, 203.0.113.9, 10.0.0.5"),
+        );
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        // An earlier line the client sent is never read either.
+        h.insert("x-forwarded-for", value(b"\xff"));
+        h.append("x-forwarded-for", value(b"203.0.113.9"));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        // The same through `Forwarded`.
+        let r = r.proxy_header(ProxyHeader::Forwarded);
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", value(b"for=\"\xff\", for=203.0.113.9"));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        // Where the unreadable entry is the one the walk reaches, the proxy it came through.
+        h.insert("forwarded", value(b"for=203.0.113.9, for=\"\xff\""));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("10.0.0.2"));
     }
 
     #[test]
