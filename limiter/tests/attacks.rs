@@ -254,3 +254,40 @@ fn absurd_durations_and_costs_never_panic() {
     assert!(limiter.check().is_err(), "the endless pause holds");
     assert_eq!(limiter.available(), 0);
 }
+
+/// Finding: a waiter's cost was checked against the burst only when it queued. A quota change
+/// that lowered the burst under the cost of the queue's head left it asking for a permit no
+/// bucket can ever hold: without `max_wait` it slept and retried for good, and everyone queued
+/// behind it (and every `check`, which never jumps the queue) waited with it. The head is
+/// refused as soon as its cost exceeds the burst, and the queue moves on.
+#[tokio::test(start_paused = true)]
+async fn a_burst_lowered_under_a_queued_cost_refuses_it_and_frees_the_queue() {
+    let limiter = RateLimiter::builder(Quota::per_second(1).burst(5))
+        .clock(TokioClock)
+        .build();
+    let five = std::num::NonZeroU32::new(5).unwrap();
+    assert!(limiter.check_n(five).unwrap().is_ok());
+    let big = tokio::spawn(limiter.acquire_n(five).unwrap());
+    tokio::task::yield_now().await;
+    let small = tokio::spawn({
+        let limiter = limiter.clone();
+        async move { limiter.acquire().await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.queued(), 2);
+    limiter.set_quota(0, Quota::per_second(1).burst(2)).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), big)
+        .await
+        .expect("the head never resolved: the queue is stuck")
+        .unwrap();
+    let refused = outcome.unwrap_err();
+    assert_eq!(refused.retry_after(), Duration::MAX, "never, like peek_n");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), small)
+        .await
+        .expect("the waiter behind it was never served")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() <= Duration::from_secs(5));
+    assert_eq!(limiter.queued(), 0);
+}
