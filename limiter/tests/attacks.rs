@@ -291,3 +291,36 @@ async fn a_burst_lowered_under_a_queued_cost_refuses_it_and_frees_the_queue() {
     assert!(started.elapsed() <= Duration::from_secs(5));
     assert_eq!(limiter.queued(), 0);
 }
+
+/// Finding: when every key the eviction hand looked at was held (a caller waiting on it, a
+/// response on its way back), the map still made room by forgetting one of them. The caller
+/// kept the forgotten limiter while the next request for that key started a new, full one:
+/// two buckets for one key, and the key admitted past its quota. A held key is in use and is
+/// never forgotten; the map holds it beyond its bound until it is let go.
+#[tokio::test(start_paused = true)]
+async fn a_held_key_is_never_forgotten_to_make_room() {
+    let limiters = RateLimiter::builder(Quota::per_second(1).burst(1))
+        .clock(TokioClock)
+        .build_keyed::<u32>(NonZeroUsize::new(1).unwrap());
+    let start = Instant::now();
+    limiters.check(&0).unwrap();
+    // A caller waits on key 0 (its permit is due in a second).
+    let waiter = tokio::spawn({
+        let limiters = limiters.clone();
+        async move {
+            limiters.acquire(&0).await.unwrap();
+            Instant::now()
+        }
+    });
+    tokio::task::yield_now().await;
+    // Another key arrives while the map is full of the held one.
+    limiters.check(&1).unwrap();
+    // Key 0 is still owed: nothing more before its waiter's turn.
+    assert!(
+        limiters.check(&0).is_err(),
+        "key 0 was forgotten while held: a second bucket admitted it at once"
+    );
+    let served = waiter.await.unwrap();
+    assert!(served - start >= Duration::from_secs(1));
+    assert!(limiters.check(&0).is_err(), "one permit a second");
+}
