@@ -17,7 +17,9 @@
 //! ([`Limit::fail_open_to_local`](super::Limit::fail_open_to_local)) checks the limit in this
 //! process at a local quota. For a while after a failure, requests are answered that way at
 //! once, without a round trip. Nothing decided locally is sent to Redis later: a request is
-//! never counted twice.
+//! never counted twice (each check carries a deadline on Redis's clock, after which the script
+//! decides nothing; the instance learns how far Redis's clock is from its own from every reply,
+//! and asks once more when a reply that came back in time says the deadline had passed).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
