@@ -285,8 +285,9 @@ impl<C: LimiterClock, St: Store<C>> Future for Acquire<C, St> {
         };
         // The burst may have been lowered under this waiter's cost since it queued (a quota
         // change wakes the head): no bucket can hold it any more, and waiting would hold up
-        // everyone behind it. Refused like `peek_n` answers such a cost: never.
-        if this.cost > this.limiter.shared.gcra.max_cost() {
+        // everyone behind it. Refused like `peek_n` answers such a cost: never. (A cost of 1
+        // always fits: no burst is below 1.)
+        if this.cost > 1 && this.cost > this.limiter.shared.gcra.max_cost() {
             this.leave();
             return this.refuse(RateLimited::new(Duration::MAX));
         }
