@@ -195,3 +195,33 @@ async fn authority_keys_are_case_insensitive() {
     );
     assert_eq!(handle.keys().len(), 1);
 }
+
+/// Finding: the key was the URI's authority as written, userinfo included: the breaker for
+/// `https://user:secret@api.example/` was named `user:secret@api.example` in its logs, metric
+/// labels and `keys()`, and each credential had a breaker of its own (a host failing for one
+/// kept failing open for none of the others). The key is the host and port.
+#[tokio::test(start_paused = true)]
+async fn userinfo_never_reaches_the_key_or_the_breaker_name() {
+    let layer = KeyedBreakerLayer::new(config(), 16);
+    let handle = layer.handle();
+    let mock = Mock::new();
+    let mut svc = layer.layer(mock.clone());
+    mock.push([Reply::Status(500)]);
+    send_to(&mut svc, "http://alice:secret@api.example/")
+        .await
+        .unwrap();
+    assert!(
+        send_to(&mut svc, "http://bob:other@api.example/")
+            .await
+            .unwrap_err()
+            .is::<CircuitOpen>(),
+        "one host, one breaker, whoever's credentials"
+    );
+    let keys = handle.keys();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(&*keys[0], "api.example");
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("secret") && !k.contains('@'))
+    );
+}

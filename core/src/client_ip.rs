@@ -132,13 +132,14 @@ impl ClientIp {
         // The right-most entry came from the nearest proxy; stop at the first untrusted one.
         let mut client = peer;
         match self.header {
+            // Entry by entry from the right, as bytes: a proxy may append its entry to the
+            // client's own line, and what the client wrote there (unreadable bytes included)
+            // is never read.
             ProxyHeader::XForwardedFor => {
                 for value in headers.get_all("x-forwarded-for").iter().rev() {
-                    let Ok(text) = value.to_str() else {
-                        return client;
-                    };
-                    for entry in text.rsplit(',') {
-                        match self.step(parse_node(entry.trim())) {
+                    for entry in value.as_bytes().rsplit(|&b| b == b',') {
+                        let node = std::str::from_utf8(entry).ok();
+                        match self.step(node.and_then(|n| parse_node(n.trim()))) {
                             Step::Next(ip) => client = ip,
                             Step::Stop(ip) => return ip.unwrap_or(client),
                         }
@@ -147,11 +148,10 @@ impl ClientIp {
             }
             ProxyHeader::Forwarded => {
                 for value in headers.get_all(http::header::FORWARDED).iter().rev() {
-                    let Ok(text) = value.to_str() else {
-                        return client;
-                    };
-                    for element in text.rsplit(',') {
-                        let Some(node) = forwarded_for(element) else {
+                    for element in value.as_bytes().rsplit(|&b| b == b',') {
+                        // An element that is not text at all: unreadable, like `for=` garbage.
+                        let node = std::str::from_utf8(element).map_or(Some(None), forwarded_for);
+                        let Some(node) = node else {
                             continue;
                         };
                         match self.step(node) {
@@ -213,15 +213,20 @@ fn mask128(bits: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0)
 }
 
-/// The `for=` value of one `Forwarded` element; `None` for an element without one, and
-/// `Some(None)` for a `for=` that is not an address (`unknown`, `_hidden`, garbage).
+/// The `for=` value of one `Forwarded` element: `None` for an empty element (HTTP lists allow
+/// them: no hop wrote it), and `Some(None)` when the hop named no address it can be counted
+/// by (no `for=`, `unknown`, `_hidden`, garbage). Skipping a hop's element without `for=`
+/// would read the element left of it, which whoever sent the request to that hop wrote: the
+/// client itself, if the hop is the first proxy.
 fn forwarded_for(element: &str) -> Option<Option<IpAddr>> {
-    element.split(';').find_map(|pair| {
+    if element.trim().is_empty() {
+        return None;
+    }
+    let value = element.split(';').find_map(|pair| {
         let (name, value) = pair.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("for")
-            .then(|| parse_node(value.trim().trim_matches('"')))
-    })
+        name.trim().eq_ignore_ascii_case("for").then_some(value)
+    });
+    Some(value.and_then(|v| parse_node(v.trim().trim_matches('"'))))
 }
 
 /// An address, possibly with a port (`1.2.3.4:80`, `[2001:db8::1]:80`) or in brackets.
@@ -386,9 +391,9 @@ mod tests {
         // X-Forwarded-For is not read when Forwarded is configured.
         let h = headers(&[("x-forwarded-for", "7.7.7.7")]);
         assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("10.0.0.2"));
-        // Elements without `for=` are skipped; `for=unknown` stops at the proxy.
+        // An element without `for=`, like `for=unknown`, stops at the proxy.
         let h = headers(&[("forwarded", "for=8.8.8.8, proto=https")]);
-        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("8.8.8.8"));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("10.0.0.2"));
         let h = headers(&[("forwarded", "for=8.8.8.8, for=unknown")]);
         assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("10.0.0.2"));
     }
@@ -436,6 +441,63 @@ mod tests {
             http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
         );
         assert_eq!(r.resolve(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    /// Finding: a proxy that appends to the client's own line (nginx's
+    /// `$proxy_add_x_forwarded_for`) makes one header value of the client's bytes and its own
+    /// entry. A byte that is not visible ASCII in the client's part made the whole value
+    /// unreadable, so the request counted against the proxy: any client could move itself into
+    /// the proxy's bucket with a spoofed left-most entry. Only the entries the walk reaches
+    /// are read now.
+    #[test]
+    fn unreadable_bytes_left_of_the_nearest_entries_are_never_read() {
+        let r = ClientIp::new().trust_proxy("10.0.0.0/8".parse().unwrap());
+        let value = |bytes: &[u8]| http::HeaderValue::from_bytes(bytes).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", value(b"\xff\xfe, 203.0.113.9"));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        h.insert(
+            "x-forwarded-for",
+            value(b"caf\xc3\xa9, 203.0.113.9, 10.0.0.5"),
+        );
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        // An earlier line the client sent is never read either.
+        h.insert("x-forwarded-for", value(b"\xff"));
+        h.append("x-forwarded-for", value(b"203.0.113.9"));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        // The same through `Forwarded`.
+        let r = r.proxy_header(ProxyHeader::Forwarded);
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", value(b"for=\"\xff\", for=203.0.113.9"));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        // Where the unreadable entry is the one the walk reaches, the proxy it came through.
+        h.insert("forwarded", value(b"for=203.0.113.9, for=\"\xff\""));
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("10.0.0.2"));
+    }
+
+    /// Finding: a `Forwarded` element without `for=` was skipped, and the walk went on to the
+    /// element left of it. That element came from whoever sent the request to the hop that
+    /// wrote the bare one: when that hop is the first proxy, the client itself. A trusted proxy
+    /// that does not disclose its client (`proto=https` alone) let every client pick its own
+    /// bucket with `Forwarded: for=<any address>`. The hop's client is unknown there: the
+    /// request counts against the proxy, as with `for=unknown`. Empty list elements are still
+    /// ignored, as HTTP lists allow them.
+    #[test]
+    fn a_trusted_hop_that_names_no_client_is_not_skipped_over() {
+        let r = ClientIp::new()
+            .trust_proxy("10.0.0.0/8".parse().unwrap())
+            .proxy_header(ProxyHeader::Forwarded);
+        for spoof in ["6.6.6.6", "7.7.7.7", "[2001:db8::66]"] {
+            let value = format!("for={spoof}, proto=https;by=10.0.0.2");
+            let h = headers(&[("forwarded", &value)]);
+            assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("10.0.0.2"), "{value}");
+        }
+        // The same behind a chain of trusted hops: the last one that named its client.
+        let h = headers(&[("forwarded", "for=6.6.6.6, proto=https, for=10.0.0.7")]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("10.0.0.7"));
+        // Empty elements are no hop at all.
+        let h = headers(&[("forwarded", "for=203.0.113.9, , ")]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("203.0.113.9"));
     }
 
     #[test]

@@ -209,8 +209,7 @@ impl<C: LimiterClock, St: Store<C>> Acquire<C, St> {
         Poll::Ready(Err(RateLimited::new(Duration::from_nanos(wait.max(1)))))
     }
 
-    /// Resolves to `refused` (a store's own refusal).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Resolves to `refused` (a store's own refusal, or a cost no bucket holds any more).
     pub(crate) fn refuse(&mut self, refused: RateLimited) -> Poll<Result<(), RateLimited>> {
         self.done = true;
         metrics::rejected();
@@ -284,6 +283,14 @@ impl<C: LimiterClock, St: Store<C>> Future for Acquire<C, St> {
                 },
             },
         };
+        // The burst may have been lowered under this waiter's cost since it queued (a quota
+        // change wakes the head): no bucket can hold it any more, and waiting would hold up
+        // everyone behind it. Refused like `peek_n` answers such a cost: never. (A cost of 1
+        // always fits: no burst is below 1.)
+        if this.cost > 1 && this.cost > this.limiter.shared.gcra.max_cost() {
+            this.leave();
+            return this.refuse(RateLimited::new(Duration::MAX));
+        }
         St::poll_queued(this, cx, ticket)
     }
 }

@@ -6,8 +6,9 @@
 //! limiter accepts that loss: its permits are never closer together than its interval, however
 //! late the timer. An adaptive limiter paces a margin under the limit the upstream states; it
 //! admits a head the timer woke late as of the moment it was due, forgiving at most that
-//! margin of its wait (and [`TIMER_SLACK`]): the schedule keeps its pace, and no two permits
-//! come closer together than the upstream's own interval.
+//! margin of its wait and of one interval (and [`TIMER_SLACK`]): the schedule keeps its pace,
+//! and no two permits come closer together than the upstream's own interval, even after a
+//! long pause.
 
 use std::task::{Context, Poll};
 #[cfg(not(all(test, tollway_loom)))]
@@ -27,16 +28,19 @@ struct Due {
 
 #[cfg_attr(all(test, tollway_loom), allow(dead_code))]
 impl Due {
-    /// Due `wait_nanos` after `now`, forgiven `margin` of that wait (at most half of it, and at
-    /// most [`TIMER_SLACK`]) if the wake-up comes late.
-    fn new(now: u64, wait_nanos: u64, margin: f64) -> Self {
+    /// Due `wait_nanos` after `now`, forgiven `margin` of that wait or of `pace` (the interval
+    /// the limiter paces at), whichever is shorter (at most half of it, and at most
+    /// [`TIMER_SLACK`]) if the wake-up comes late. Of the pace, not only of the wait: the next
+    /// permit is due one interval after this one's due time, so a head that waited out a long
+    /// pause must not be forgiven more than the margin of one interval.
+    fn new(now: u64, wait_nanos: u64, margin: f64, pace: u64) -> Self {
         let share = if margin.is_nan() {
             0.0
         } else {
             margin.clamp(0.0, 0.5)
         };
         // At most half the wait: an f64 of it converts back exactly enough.
-        let forgiven = (wait_nanos as f64 * share) as u64;
+        let forgiven = (wait_nanos.min(pace) as f64 * share) as u64;
         Self {
             at: now.saturating_add(wait_nanos),
             slack: TIMER_SLACK.min(forgiven),
@@ -70,15 +74,17 @@ impl Timer {
     }
 
     /// Sleeps `wait_nanos` from `now` (limiter nanoseconds); ready once that time has passed.
-    /// A late wake-up is forgiven `margin` of the wait (see the module docs).
+    /// A late wake-up is forgiven `margin` of the wait or of `pace`, the interval the limiter
+    /// paces at, whichever is shorter (see the module docs).
     pub(crate) fn sleep(
         &mut self,
         cx: &mut Context<'_>,
         now: u64,
         wait_nanos: u64,
         margin: f64,
+        pace: u64,
     ) -> Poll<()> {
-        self.due = Some(Due::new(now, wait_nanos, margin));
+        self.due = Some(Due::new(now, wait_nanos, margin, pace));
         let deadline = tokio::time::Instant::now()
             .checked_add(Duration::from_nanos(wait_nanos))
             .unwrap_or_else(far_future);
@@ -119,6 +125,7 @@ impl Timer {
         _now: u64,
         _wait_nanos: u64,
         _margin: f64,
+        _pace: u64,
     ) -> Poll<()> {
         Poll::Pending
     }
@@ -131,21 +138,25 @@ mod tests {
     #[test]
     fn a_late_wake_is_admitted_as_of_its_due_time_within_the_slack() {
         // Slept 90 ms from 1 s with a 5% margin: due at 1.09 s, 2 ms forgiven.
-        let due = Due::new(1_000_000_000, 90_000_000, 0.05);
+        let due = Due::new(1_000_000_000, 90_000_000, 0.05, 90_000_000);
         assert_eq!(due.admit_at(1_089_000_000), 1_089_000_000, "early: now");
         assert_eq!(due.admit_at(1_090_000_000), 1_090_000_000);
         assert_eq!(due.admit_at(1_091_500_000), 1_090_000_000, "late: when due");
         assert_eq!(due.admit_at(1_095_000_000), 1_093_000_000, "at most 2 ms");
         // A 1% margin forgives 1% of the wait.
-        let small = Due::new(0, 90_000_000, 0.01);
+        let small = Due::new(0, 90_000_000, 0.01, 90_000_000);
         assert_eq!(small.admit_at(95_000_000), 94_100_000);
         // No margin (a plain limiter): nothing forgiven.
-        let strict = Due::new(0, 90_000_000, 0.0);
+        let strict = Due::new(0, 90_000_000, 0.0, 90_000_000);
         assert_eq!(strict.admit_at(91_500_000), 91_500_000);
         // Absurd margins forgive at most half the wait, or nothing.
-        let absurd = Due::new(0, 1_000_000, f64::INFINITY);
+        let absurd = Due::new(0, 1_000_000, f64::INFINITY, 1_000_000);
         assert_eq!(absurd.admit_at(3_000_000), 2_500_000);
-        let nan = Due::new(0, 1_000_000, f64::NAN);
+        let nan = Due::new(0, 1_000_000, f64::NAN, 1_000_000);
         assert_eq!(nan.admit_at(3_000_000), 3_000_000);
+        // A long wait (a pause) is forgiven no more than the margin of one interval: 2% of
+        // 10 ms, not 2% of the 1 s pause.
+        let paused = Due::new(0, 1_000_000_000, 0.02, 10_000_000);
+        assert_eq!(paused.admit_at(1_002_000_000), 1_001_800_000);
     }
 }

@@ -254,3 +254,73 @@ fn absurd_durations_and_costs_never_panic() {
     assert!(limiter.check().is_err(), "the endless pause holds");
     assert_eq!(limiter.available(), 0);
 }
+
+/// Finding: a waiter's cost was checked against the burst only when it queued. A quota change
+/// that lowered the burst under the cost of the queue's head left it asking for a permit no
+/// bucket can ever hold: without `max_wait` it slept and retried for good, and everyone queued
+/// behind it (and every `check`, which never jumps the queue) waited with it. The head is
+/// refused as soon as its cost exceeds the burst, and the queue moves on.
+#[tokio::test(start_paused = true)]
+async fn a_burst_lowered_under_a_queued_cost_refuses_it_and_frees_the_queue() {
+    let limiter = RateLimiter::builder(Quota::per_second(1).burst(5))
+        .clock(TokioClock)
+        .build();
+    let five = std::num::NonZeroU32::new(5).unwrap();
+    assert!(limiter.check_n(five).unwrap().is_ok());
+    let big = tokio::spawn(limiter.acquire_n(five).unwrap());
+    tokio::task::yield_now().await;
+    let small = tokio::spawn({
+        let limiter = limiter.clone();
+        async move { limiter.acquire().await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.queued(), 2);
+    limiter.set_quota(0, Quota::per_second(1).burst(2)).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), big)
+        .await
+        .expect("the head never resolved: the queue is stuck")
+        .unwrap();
+    let refused = outcome.unwrap_err();
+    assert_eq!(refused.retry_after(), Duration::MAX, "never, like peek_n");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), small)
+        .await
+        .expect("the waiter behind it was never served")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() <= Duration::from_secs(5));
+    assert_eq!(limiter.queued(), 0);
+}
+
+/// Finding: when every key the eviction hand looked at was held (a caller waiting on it, a
+/// response on its way back), the map still made room by forgetting one of them. The caller
+/// kept the forgotten limiter while the next request for that key started a new, full one:
+/// two buckets for one key, and the key admitted past its quota. A held key is in use and is
+/// never forgotten; the map holds it beyond its bound until it is let go.
+#[tokio::test(start_paused = true)]
+async fn a_held_key_is_never_forgotten_to_make_room() {
+    let limiters = RateLimiter::builder(Quota::per_second(1).burst(1))
+        .clock(TokioClock)
+        .build_keyed::<u32>(NonZeroUsize::new(1).unwrap());
+    let start = Instant::now();
+    limiters.check(&0).unwrap();
+    // A caller waits on key 0 (its permit is due in a second).
+    let waiter = tokio::spawn({
+        let limiters = limiters.clone();
+        async move {
+            limiters.acquire(&0).await.unwrap();
+            Instant::now()
+        }
+    });
+    tokio::task::yield_now().await;
+    // Another key arrives while the map is full of the held one.
+    limiters.check(&1).unwrap();
+    // Key 0 is still owed: nothing more before its waiter's turn.
+    assert!(
+        limiters.check(&0).is_err(),
+        "key 0 was forgotten while held: a second bucket admitted it at once"
+    );
+    let served = waiter.await.unwrap();
+    assert!(served - start >= Duration::from_secs(1));
+    assert!(limiters.check(&0).is_err(), "one permit a second");
+}

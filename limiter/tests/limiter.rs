@@ -394,3 +394,27 @@ async fn a_pause_past_max_wait_fails_the_queue_at_once_and_refunds_do_not_shorte
     let left = limiter.check().unwrap_err().retry_after();
     assert!(left >= Duration::from_millis(4_980), "{left:?}");
 }
+
+/// Finding: an adaptive limiter forgave a late head up to 2% of its *wait*, and a wait can be
+/// a whole pause (a `Retry-After`): the head that waited out a 1 s pause and woke 2 ms late was
+/// admitted as of its due time, and the next permit came one interval after that due time, 8
+/// ms after the head really went at 100 per second: closer than the upstream's own interval,
+/// which a leaky bucket without burst refuses. The forgiveness is a share of the interval the
+/// limiter paces at, whatever the wait.
+#[tokio::test(start_paused = true)]
+async fn a_late_wake_after_a_long_pause_never_brings_the_next_permit_too_close() {
+    let limiter = tokio_limiter(100, 1).adaptive(Adaptive::new()).build();
+    limiter.pause(Duration::from_secs(1));
+    let (log, handles) = spawn_waiters(&limiter, 2).await;
+    // The runtime is busy as the pause ends: the head's timer fires 2 ms late.
+    tokio::time::advance(Duration::from_millis(1_002)).await;
+    for h in handles {
+        h.await.unwrap();
+    }
+    let log = log.lock().clone();
+    let interval = Quota::per_second(100).burst(1).interval();
+    assert!(
+        log[1].1 - log[0].1 >= interval.mul_f64(0.98),
+        "{log:?}: closer than the upstream's interval"
+    );
+}

@@ -537,3 +537,40 @@ async fn a_pause_holds_leased_permits_too() {
         started.elapsed()
     );
 }
+
+/// An endless pause (`pause(Duration::MAX)`, which the in-memory limiter clamps) goes to the
+/// script as 2^63 microseconds, past what a Lua number holds exactly and near the integer
+/// reply's limit: the other processes of the fleet still read it as far away, never as "retry
+/// in a microsecond".
+#[tokio::test]
+async fn an_endless_pause_holds_the_fleet_far_away_not_for_a_microsecond() {
+    let Some(server) = TestRedis::shared_or_own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let quota = Quota::per_second(1_000).burst(1);
+    let a = RateLimiter::builder(quota).redis(server.connect().await, &prefix);
+    let b = no_wait(RateLimiter::builder(quota)).redis(server.connect().await, &prefix);
+    a.pause(Duration::MAX);
+    // The pause reaches Redis in a task of its own: wait until it is there.
+    let mut raw = server.connect().await;
+    let key = format!("{{{prefix}}}:0");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tat: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        if tat.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pause never reached Redis");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = try_once(&b)
+        .await
+        .expect_err("the fleet is paused for good");
+    let year = Duration::from_secs(365 * 86_400);
+    assert!(refused.retry_after() > 100 * year, "{refused:?}");
+}

@@ -275,3 +275,104 @@ async fn redis_pausing_mid_run_fails_closed_or_open_per_limit() {
         assert_eq!(admitted, 3, "exactly the 3 left in Redis");
     }
 }
+
+/// A connection to a Redis whose clock runs `ahead_us` ahead of this machine's: it moves the
+/// script's deadline argument (this instance's idea of Redis time) back into the real server's
+/// time, and the `now` the script answers with forward, as such a server would.
+#[derive(Clone)]
+struct AheadOfUs<C> {
+    inner: C,
+    ahead_us: i64,
+}
+
+impl<C: ConnectionLike + Send> ConnectionLike for AheadOfUs<C> {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a tollway_limiter::redis::Cmd,
+    ) -> tollway_limiter::redis::RedisFuture<'a, tollway_limiter::redis::Value> {
+        use tollway_limiter::redis::{Arg, Value};
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .map(|arg| match arg {
+                Arg::Simple(bytes) => bytes.to_vec(),
+                _ => unreachable!("the limiter sends plain arguments"),
+            })
+            .collect();
+        let is_script = args
+            .first()
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"evalsha") || a.eq_ignore_ascii_case(b"eval"));
+        let mut rewritten = tollway_limiter::redis::cmd(std::str::from_utf8(&args[0]).unwrap());
+        let deadline_at = is_script.then(|| {
+            let keys: usize = std::str::from_utf8(&args[2]).unwrap().parse().unwrap();
+            3 + keys
+        });
+        for (i, arg) in args.iter().enumerate().skip(1) {
+            if Some(i) == deadline_at {
+                let ours: i64 = std::str::from_utf8(arg).unwrap().parse().unwrap();
+                rewritten.arg(ours - self.ahead_us);
+            } else {
+                rewritten.arg(arg.as_slice());
+            }
+        }
+        let ahead = self.ahead_us;
+        Box::pin(async move {
+            let mut reply = self.inner.req_packed_command(&rewritten).await?;
+            if let (true, Value::Array(items)) = (is_script, &mut reply)
+                && let Some(Value::Int(now)) = items.get_mut(2)
+            {
+                *now += ahead;
+            }
+            Ok(reply)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a tollway_limiter::redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> tollway_limiter::redis::RedisFuture<'a, Vec<tollway_limiter::redis::Value>> {
+        self.inner.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// Finding: an instance learned how far Redis's clock is from its own only from a reply. Its
+/// first request carried a deadline in its own time; a Redis whose clock ran more than the
+/// timeout ahead (another machine, a failover to one) found it already passed and decided
+/// nothing, and the instance took the store as down: a second of 503s from every limit that
+/// fails closed, at each start. A refusal to decide that came back within the timeout is a
+/// clock difference, not a late round trip: the instance asks again, once, with the clock
+/// difference it just learned.
+#[tokio::test]
+async fn a_redis_clock_ahead_of_ours_is_learned_without_failing_a_request() {
+    let Some(server) = TestRedis::shared_or_own().await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let ahead = AheadOfUs {
+        inner: server.connect().await,
+        ahead_us: 3_000_000,
+    };
+    let api = instance(ahead, &prefix, vec![per_ip(Quota::per_minute(10).burst(3))]);
+    let statuses: Vec<StatusCode> = {
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(send(&api, request("203.0.113.1:1", None)).await.status());
+        }
+        statuses
+    };
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "decided by Redis from the first request on"
+    );
+}

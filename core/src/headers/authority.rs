@@ -8,7 +8,8 @@ use http::uri::Authority;
 const MAX_AUTHORITY_LEN: usize = 253 + 6;
 
 /// The authority a request is for, lowercased (host names are case-insensitive), as keyed
-/// layers group requests by it: the URI's authority (`host:port`, as a client sends it), else the
+/// layers group requests by it: the URI's authority (`host:port`, as a client sends it, without
+/// any `user:password@`: a credential is never a key), else the
 /// `Host` header (as a server receives it). `None` when neither is there, or when the `Host`
 /// header is not a valid authority or is longer than a DNS name and a port. Borrows when the
 /// value is already lowercase.
@@ -37,6 +38,11 @@ pub fn request_authority<B>(request: &Request<B>) -> Option<Cow<'_, str>> {
             host
         }
     };
+    // Userinfo (`user:password@`) is a credential: never part of a key, a log line or a
+    // metric label. (An `@` cannot appear in the host or port: the last one ends userinfo.)
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if authority.bytes().any(|b| b.is_ascii_uppercase()) {
         Some(Cow::Owned(authority.to_ascii_lowercase()))
     } else {
@@ -64,6 +70,29 @@ mod tests {
         assert_eq!(request_authority(&request).as_deref(), Some("example.com"));
         let lower = Request::get("http://example.com/x").body(()).unwrap();
         assert!(matches!(request_authority(&lower), Some(Cow::Borrowed(_))));
+    }
+
+    /// Finding: the URI's authority was the key as written, userinfo included: a keyed
+    /// breaker named its circuit `user:secret@host` in its logs and metric labels, and two
+    /// credentials for one host had two limiters and two breakers. Userinfo is a credential,
+    /// never part of the key: the host and port are.
+    #[test]
+    fn userinfo_is_never_part_of_the_key() {
+        for uri in [
+            "https://user:secret@API.example:8443/v2",
+            "https://secret@api.example:8443/v2",
+            "https://a%40b:secret@api.example:8443/",
+        ] {
+            let request = Request::get(uri).body(()).unwrap();
+            let key = request_authority(&request);
+            assert_eq!(key.as_deref(), Some("api.example:8443"), "{uri}");
+        }
+        let request = Request::get("http://user:secret@[::1]/").body(()).unwrap();
+        assert_eq!(request_authority(&request).as_deref(), Some("[::1]"));
+        assert_eq!(
+            request_authority(&with_host(b"user:secret@host.example")).as_deref(),
+            Some("host.example")
+        );
     }
 
     #[test]

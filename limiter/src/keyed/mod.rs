@@ -9,8 +9,9 @@
 //! fairness and pauses work per key.
 //!
 //! The number of keys is bounded: a full shard makes room for a new key by evicting one of a
-//! few keys sampled at random (idle ones first, then the least indebted): constant work per new
-//! key, whatever the keys' state. See [`shard`] for the details.
+//! few keys sampled at random (idle ones first, then the least indebted; never one a caller
+//! holds, which would split it into two buckets): constant work per new key, whatever the
+//! keys' state. See [`shard`] for the details.
 //!
 //! Lock order: the quota configuration (`config`), then one shard, then a key's limiter's own
 //! locks. No path takes them in another order, and none holds a shard lock while waiting for
@@ -268,7 +269,9 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
         Ok(())
     }
 
-    /// The most keys ever remembered: `max_keys` rounded up to a multiple of the shard count.
+    /// The most keys ever remembered: `max_keys` rounded up to a multiple of the shard count
+    /// (keys a caller holds, waiting on them or with a response on its way back, are never
+    /// forgotten and may come on top while held).
     pub fn key_bound(&self) -> usize {
         self.shared.shard_capacity * self.shared.shards.len()
     }
@@ -276,7 +279,8 @@ impl<K: Hash + Eq + Clone, C: LimiterClock> KeyedRateLimiter<K, C> {
     /// The most heap memory the key map ever holds, in bytes, however many distinct keys
     /// arrive and however long they are (keys are stored as they are: use fixed-size keys,
     /// such as a digest, for keys an attacker chooses). Full limiters of keys someone waits on
-    /// (or of an adaptive limiter's keys) come on top, a few hundred bytes each.
+    /// (or of an adaptive limiter's keys) come on top, a few hundred bytes each, and so do the
+    /// entries of held keys beyond the key bound (see [`key_bound`](Self::key_bound)).
     pub fn memory_bound(&self) -> usize {
         let quotas = self.shared.config.lock().len();
         self.shared.shards.len() * Shard::<K, C>::heap_bound(self.shared.shard_capacity, quotas)

@@ -172,7 +172,11 @@ impl<K: Eq, C: LimiterClock> Shard<K, C> {
         let mask = buckets - 1; // a power of two: a mask, not a division, per step
         let mut looked = 0;
         let mut victim = None;
-        // When every key looked at had credit, the one with the least (held keys last) goes.
+        // When every key looked at had credit, the one with the least goes. A held key never
+        // does: its holder would keep using the forgotten limiter while the key's next request
+        // started a new one, two buckets for one key. If every key looked at is held, nothing
+        // is forgotten: the shard goes over its bound while they are held (held keys come on
+        // top of the bound, as their limiters do).
         let mut fallback: Option<(usize, u8)> = None;
         for _ in 0..buckets {
             self.hand = (self.hand + 1) & mask;
@@ -190,9 +194,8 @@ impl<K: Eq, C: LimiterClock> Shard<K, C> {
                 victim = Some(self.hand);
                 break;
             }
-            let rank = if held { u8::MAX } else { uses };
-            if fallback.is_none_or(|(_, best)| rank < best) {
-                fallback = Some((self.hand, rank));
+            if !held && fallback.is_none_or(|(_, best)| uses < best) {
+                fallback = Some((self.hand, uses));
             }
             if looked == MAX_HAND_STEPS {
                 victim = fallback.map(|(index, _)| index);

@@ -17,7 +17,9 @@
 //! ([`Limit::fail_open_to_local`](super::Limit::fail_open_to_local)) checks the limit in this
 //! process at a local quota. For a while after a failure, requests are answered that way at
 //! once, without a round trip. Nothing decided locally is sent to Redis later: a request is
-//! never counted twice.
+//! never counted twice (each check carries a deadline on Redis's clock, after which the script
+//! decides nothing; the instance learns how far Redis's clock is from its own from every reply,
+//! and asks once more when a reply that came back in time says the deadline had passed).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
@@ -107,6 +109,15 @@ fn key_name(key: &Key) -> String {
 }
 
 impl RedisLimits {
+    /// The last instant (Redis time) at which the script may still decide a request sent at
+    /// `sent` (our time): after it, this instance has answered without Redis.
+    fn deadline(&self, sent: i64) -> u64 {
+        let deadline = sent
+            .saturating_add(self.skew_us.load(Relaxed))
+            .saturating_add(timeout_micros());
+        u64::try_from(deadline).unwrap_or(0)
+    }
+
     fn known_down(&self) -> Option<StoreUnavailable> {
         let until = self.down_until.load(Relaxed);
         if until == 0 || duration_nanos(self.origin.elapsed()) >= until {
@@ -157,13 +168,8 @@ impl RemoteLimits for RedisLimits {
             return Box::pin(std::future::ready(decision));
         }
         let mut names = Vec::new();
-        // The last instant (Redis time) at which the script may still decide: after it, this
-        // instance has answered without Redis.
-        let sent = local_micros();
-        let deadline = sent
-            .saturating_add(self.skew_us.load(Relaxed))
-            .saturating_add(i64::try_from(TIMEOUT.as_micros()).unwrap_or(i64::MAX / 4));
-        let mut args = vec![u64::try_from(deadline).unwrap_or(0)];
+        // The first argument is the deadline, set per round trip (see `deadline`).
+        let mut args = vec![0];
         let mut policies = Vec::new();
         for (key, spec) in keys.iter().zip(&self.specs) {
             let Some(key) = key else { continue };
@@ -181,39 +187,57 @@ impl RemoteLimits for RedisLimits {
                 States::default(),
             )));
         }
-        let reply = self.connection.eval(&SCRIPT, &names, args);
         let this = self;
         Box::pin(async move {
-            let reply = match tokio::time::timeout(TIMEOUT, reply).await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(e)) => {
-                    let error = this.failed(e.to_string());
+            let mut asked_again = false;
+            loop {
+                let sent = local_micros();
+                args[0] = this.deadline(sent);
+                let reply = this.connection.eval(&SCRIPT, &names, args.clone());
+                let reply = match tokio::time::timeout(TIMEOUT, reply).await {
+                    Ok(Ok(reply)) => reply,
+                    Ok(Err(e)) => {
+                        let error = this.failed(e.to_string());
+                        return this.without_store(&keys, want_state, error);
+                    }
+                    Err(_) => {
+                        let error = this.failed(format!("no answer within {TIMEOUT:?}"));
+                        return this.without_store(&keys, want_state, error);
+                    }
+                };
+                let received = local_micros();
+                if let Some(&redis_now) = reply.get(2) {
+                    let local = sent + (received - sent) / 2;
+                    this.skew_us.store(redis_now - local, Relaxed);
+                }
+                if reply.first() == Some(&-1) {
+                    // Back within the timeout, yet past the deadline on Redis's clock: the
+                    // clocks differ by more than this instance knew (its first request, a
+                    // failover to another machine), and nothing was decided. Ask again, once,
+                    // with the difference just learned.
+                    if !asked_again && received.saturating_sub(sent) < timeout_micros() {
+                        asked_again = true;
+                        continue;
+                    }
+                    let error = this.failed(String::from(
+                        "Redis ran the check after this instance stopped waiting for it",
+                    ));
                     return this.without_store(&keys, want_state, error);
                 }
-                Err(_) => {
-                    let error = this.failed(format!("no answer within {TIMEOUT:?}"));
-                    return this.without_store(&keys, want_state, error);
-                }
-            };
-            if let Some(&redis_now) = reply.get(2) {
-                let local = sent + (local_micros() - sent) / 2;
-                this.skew_us.store(redis_now - local, Relaxed);
+                this.down_until.store(0, Relaxed);
+                return decode(&reply, &policies, want_state).unwrap_or_else(|| {
+                    let error = this.failed(String::from(
+                        "malformed reply from the server limiter script",
+                    ));
+                    this.without_store(&keys, want_state, error)
+                });
             }
-            if reply.first() == Some(&-1) {
-                let error = this.failed(String::from(
-                    "Redis ran the check after this instance stopped waiting for it",
-                ));
-                return this.without_store(&keys, want_state, error);
-            }
-            this.down_until.store(0, Relaxed);
-            decode(&reply, &policies, want_state).unwrap_or_else(|| {
-                let error = this.failed(String::from(
-                    "malformed reply from the server limiter script",
-                ));
-                this.without_store(&keys, want_state, error)
-            })
         })
     }
+}
+
+fn timeout_micros() -> i64 {
+    i64::try_from(TIMEOUT.as_micros()).unwrap_or(i64::MAX / 4)
 }
 
 /// Reads the script's reply: `{ admitted, wait, now, then per key: available, full_in, wait }`

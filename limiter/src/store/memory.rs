@@ -98,7 +98,16 @@ impl<C: LimiterClock> Backend<C> for MemoryStore {
                         return acquire.reject(wait);
                     }
                     let margin = shared.adaptive.as_ref().map_or(0.0, |a| a.margin);
-                    if acquire.timer.sleep(cx, now, wait, margin).is_pending() {
+                    let pace = if margin > 0.0 {
+                        shared.gcra.first_interval()
+                    } else {
+                        0
+                    };
+                    if acquire
+                        .timer
+                        .sleep(cx, now, wait, margin, pace)
+                        .is_pending()
+                    {
                         return Poll::Pending;
                     }
                 }
