@@ -8,74 +8,29 @@
 //! while that generation is current: a thread descheduled between a transition and its deadline
 //! write can never overwrite a later cycle's deadline.
 
+//!
+//! Files: admission and reads here; [`ticket`] (what admission grants), [`record`] (the
+//! completion path), [`transition`] (trips, closes, deadlines, announcements).
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crate::hot::{Light, Slot};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
-
-/// A [`Ticket`] in one word (the kind in the low two bits), as response futures carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PackedTicket(u64);
-
-impl PackedTicket {
-    pub(crate) const UNTRACKED: Self = Self(2);
-
-    #[inline]
-    pub(crate) const fn pack(ticket: Ticket) -> Self {
-        match ticket {
-            Ticket::Closed { generation } => Self(generation << 2),
-            Ticket::Probe { generation } => Self((generation << 2) | 1),
-            Ticket::Untracked => Self::UNTRACKED,
-        }
-    }
-
-    #[inline]
-    pub(crate) const fn unpack(self) -> Ticket {
-        let generation = self.0 >> 2;
-        match self.0 & 0b11 {
-            0 => Ticket::Closed { generation },
-            1 => Ticket::Probe { generation },
-            _ => Ticket::Untracked,
-        }
-    }
-}
 
 use tollway_core::{CircuitOpen, Outcome, OutcomeKind, SharedClock};
 
 use crate::config::{BreakerConfig, FailureWindow};
-use crate::event::{Mode, Reason, State, StateChange};
+use crate::event::{Mode, Reason, State};
+use crate::hot::{Light, Slot};
 use crate::metrics::Metrics;
-use crate::window::{Consecutive, Tally, Totals};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::window::{Consecutive, Tally};
 use crate::word::Word;
 
-/// Deadlines are microseconds since the breaker was made (56 bits: 2,284 years) under an 8-bit
-/// generation tag: enough to tell the deadline of the current generation from the one before.
-const TAG_SHIFT: u32 = 56;
-const TAG_MASK: u64 = 0xFF;
-const MICROS_MASK: u64 = (1 << TAG_SHIFT) - 1;
+mod record;
+mod ticket;
+mod transition;
 
-/// What admission granted; results are only counted for the generation they were admitted in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ticket {
-    /// A call in the closed state (or in metrics-only mode).
-    Closed { generation: u64 },
-    /// A half-open probe holding one of the permits.
-    Probe { generation: u64 },
-    /// The breaker is disabled: nothing is counted.
-    Untracked,
-}
-
-/// What a finished call means to the breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Success,
-    Failure {
-        hint: Option<Duration>,
-    },
-    /// Not a call the upstream answered (a local rejection below the breaker), or cancelled.
-    Ignored,
-}
+pub(crate) use ticket::{PackedTicket, Ticket, Verdict};
+use transition::{MICROS_MASK, read_deadline};
 
 /// Counts read through a [`BreakerHandle`](crate::BreakerHandle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,243 +271,6 @@ impl Circuit {
         }
     }
 
-    /// Records the result of a call admitted with `ticket` that started at `start`.
-    #[inline]
-    pub(crate) fn finish(&self, ticket: Ticket, verdict: Verdict, start: u64) {
-        let slow = match (start, self.config.slow_call) {
-            (1.., Some((threshold, _))) => {
-                let took = self.now_micros().saturating_sub(start - 1);
-                Duration::from_micros(took) > threshold
-            }
-            _ => false,
-        };
-        if ticket != Ticket::Untracked {
-            self.metrics.call(match verdict {
-                Verdict::Success => Some(false),
-                Verdict::Failure { .. } => Some(true),
-                Verdict::Ignored => None,
-            });
-        }
-        match ticket {
-            Ticket::Closed { generation } => self.finish_closed(generation, verdict, slow),
-            Ticket::Probe { generation } => {
-                let verdict = match verdict {
-                    Verdict::Success if slow => Verdict::Failure { hint: None },
-                    other => other,
-                };
-                self.finish_probe(generation, verdict);
-            }
-            Ticket::Untracked => {}
-        }
-    }
-
-    /// A probe that will never report (its future or its service was dropped) gives its permit
-    /// back.
-    pub(crate) fn cancel_probe(&self, generation: u64) {
-        self.finish_probe(generation, Verdict::Ignored);
-    }
-
-    /// Records a closed-state result into the counts of its own generation: a result from an
-    /// earlier cycle is dropped by the counts themselves, wherever it was delayed.
-    #[inline]
-    fn finish_closed(&self, generation: u64, verdict: Verdict, slow: bool) {
-        let (failed, hint) = match verdict {
-            Verdict::Success => (false, None),
-            Verdict::Failure { hint } => (true, hint),
-            Verdict::Ignored => return,
-        };
-        let Some(in_a_row) = self.consecutive.record(generation, failed) else {
-            return;
-        };
-        let mut reason = self
-            .config
-            .consecutive_failures
-            .is_some_and(|n| failed && in_a_row >= n)
-            .then_some(Reason::ConsecutiveFailures);
-        if let Some(tally) = &self.tally {
-            let now = if tally.needs_time() {
-                self.now_micros()
-            } else {
-                0
-            };
-            let Some(totals) = tally.record(generation, failed, slow, now) else {
-                return;
-            };
-            if reason.is_none() && (failed || slow) {
-                reason = self.rate_reason(totals);
-            }
-        }
-        if let Some(reason) = reason {
-            let word = self.word();
-            if word.state() != State::Closed || word.generation() != generation {
-                // The cycle this result belongs to is over.
-                return;
-            }
-            if word.mode() == Mode::MetricsOnly {
-                tracing::debug!(
-                    breaker = %self.config.name,
-                    reason = reason.as_str(),
-                    "breaker would trip (metrics-only mode)"
-                );
-                return;
-            }
-            // Losing the race means another caller already tripped it.
-            let _ = self.trip(word, reason, hint, self.now_micros());
-        }
-    }
-
-    fn rate_reason(&self, totals: Totals) -> Option<Reason> {
-        if totals.calls < u64::from(self.config.minimum_calls) {
-            return None;
-        }
-        let calls = totals.calls as f64;
-        if self
-            .config
-            .failure_rate
-            .is_some_and(|rate| totals.failures as f64 >= rate * calls)
-        {
-            return Some(Reason::FailureRate);
-        }
-        if self
-            .config
-            .slow_call
-            .is_some_and(|(_, rate)| totals.slow as f64 >= rate * calls)
-        {
-            return Some(Reason::SlowCallRate);
-        }
-        None
-    }
-
-    fn finish_probe(&self, generation: u64, verdict: Verdict) {
-        let mut word = self.word();
-        loop {
-            if word.state() != State::HalfOpen
-                || word.mode() != Mode::Normal
-                || word.generation() != generation
-            {
-                return;
-            }
-            let probes = word.probes().saturating_sub(1);
-            let attempt = match verdict {
-                Verdict::Ignored => self.cas(word, word.with_probes(probes)),
-                Verdict::Failure { hint } => self
-                    .trip(word, Reason::ProbeFailed, hint, self.now_micros())
-                    .map(drop),
-                Verdict::Success => {
-                    let successes = word.successes() + 1;
-                    if successes >= self.config.probes_to_close {
-                        self.close(word, Reason::ProbesSucceeded, true)
-                    } else {
-                        self.cas(word, word.with_probes(probes).with_successes(successes))
-                    }
-                }
-            };
-            match attempt {
-                Ok(()) => return,
-                Err(actual) => word = actual,
-            }
-        }
-    }
-
-    /// Opens the breaker from `from`; returns how long it stays open, or the word that won.
-    fn trip(
-        &self,
-        from: Word,
-        reason: Reason,
-        hint: Option<Duration>,
-        now: u64,
-    ) -> Result<Duration, Word> {
-        let to = Word::new(State::Open, Mode::Normal, from.next_generation());
-        self.cas(from, to)?;
-        let trips = self.trips.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let mut open_for = self.config.open_duration.for_trip(trips, &self.config.rng);
-        if let (Some(cap), Some(hint)) = (self.config.honor_retry_after, hint) {
-            // The upstream may ask for longer, never for shorter: a `Retry-After: 1` on every
-            // 503 must not defeat the growing open duration.
-            open_for = open_for.max(hint.min(cap));
-        }
-        let micros = u64::try_from(open_for.as_micros()).unwrap_or(MICROS_MASK);
-        self.install_deadline(
-            &self.open_until,
-            to.generation(),
-            now.saturating_add(micros),
-        );
-        tracing::warn!(
-            breaker = %self.config.name,
-            reason = reason.as_str(),
-            open_for_ms = open_for.as_millis() as u64,
-            trips,
-            "circuit breaker opened"
-        );
-        self.announce(from, to, reason);
-        Ok(open_for)
-    }
-
-    /// Closes the breaker from `from` (and, if `forget_trips`, forgets the trip count that grows
-    /// the open duration). The new generation's counts start empty by themselves.
-    fn close(&self, from: Word, reason: Reason, forget_trips: bool) -> Result<(), Word> {
-        let to = Word::new(State::Closed, Mode::Normal, from.next_generation());
-        self.cas(from, to)?;
-        if forget_trips {
-            self.trips.store(0, Ordering::Relaxed);
-        }
-        self.announce(from, to, reason);
-        Ok(())
-    }
-
-    fn set_probe_deadline(&self, generation: u64, now: u64) {
-        let micros = u64::try_from(self.config.probe_timeout.as_micros()).unwrap_or(MICROS_MASK);
-        self.install_deadline(&self.probe_deadline, generation, now.saturating_add(micros));
-    }
-
-    /// Stores `micros` as the deadline of `generation` in `slot`, by compare-and-swap, and only
-    /// while `generation` is the breaker's current one; a later deadline of the same generation
-    /// is kept. The slot is read before the word each round, so a newer generation's deadline
-    /// that is already in the slot is seen as newer and never overwritten.
-    fn install_deadline(&self, slot: &AtomicU64, generation: u64, micros: u64) {
-        let new = pack_deadline(generation, micros);
-        let mut current = slot.load(Ordering::Acquire);
-        loop {
-            if self.word().generation() != generation {
-                return;
-            }
-            if current >> TAG_SHIFT == new >> TAG_SHIFT && current >= new {
-                return;
-            }
-            match slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    fn announce(&self, from: Word, to: Word, reason: Reason) {
-        if to.state() != State::Open || reason == Reason::Manual {
-            tracing::info!(
-                breaker = %self.config.name,
-                from = from.state().as_str(),
-                to = to.state().as_str(),
-                mode = ?to.mode(),
-                reason = reason.as_str(),
-                generation = to.generation(),
-                "circuit breaker state changed"
-            );
-        }
-        if from.state() != to.state() {
-            self.metrics.transition(from.state(), to.state());
-        }
-        if let Some(callback) = &self.config.on_state_change {
-            callback(&StateChange {
-                breaker: self.config.name.clone(),
-                from: from.state(),
-                to: to.state(),
-                mode: to.mode(),
-                reason,
-                generation: to.generation(),
-            });
-        }
-    }
-
     /// Operator override: moves to `state` in `mode`, starting a new generation (whose counts
     /// start empty).
     pub(crate) fn force(&self, state: State, mode: Mode, forget_trips: bool) {
@@ -628,20 +346,6 @@ impl Circuit {
             .as_secs()
             .saturating_sub(self.last_used_secs.load(Ordering::Relaxed))
     }
-}
-
-const fn pack_deadline(generation: u64, micros: u64) -> u64 {
-    let micros = if micros < MICROS_MASK {
-        micros
-    } else {
-        MICROS_MASK
-    };
-    ((generation & TAG_MASK) << TAG_SHIFT) | micros
-}
-
-fn read_deadline(slot: &AtomicU64, generation: u64) -> Option<u64> {
-    let value = slot.load(Ordering::Acquire);
-    (value >> TAG_SHIFT == generation & TAG_MASK).then_some(value & MICROS_MASK)
 }
 
 #[cfg(all(test, tollway_loom))]
