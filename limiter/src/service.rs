@@ -160,6 +160,15 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
         let gate = &mut self.gate;
+        // The common case first, in a branch that knows the state it overwrites holds nothing
+        // to drop.
+        if let State::Idle = gate.state
+            && let Ok(grant) = gate.limiter.shared.try_acquire_fast(1)
+        {
+            metrics::admitted();
+            gate.state = State::Permit(grant);
+            return Poll::Ready(Ok(()));
+        }
         loop {
             match &mut gate.state {
                 State::Permit(_) | State::Rejected(_) => return Poll::Ready(Ok(())),
