@@ -352,6 +352,27 @@ fn a_journal_reached_through_a_symlink_is_still_one_journal() {
     assert_eq!(spent(&open(&path, &clock)), [7, 7]);
 }
 
+#[test]
+fn spend_journaled_ahead_of_a_clock_that_stepped_back_over_a_restart_keeps_its_period() {
+    // Spend made just after midnight; the process restarts with its wall clock 40 minutes
+    // behind (a VM resumed from a snapshot, before NTP steps it). Those charges belong to the
+    // new day: when the clock reaches that day they must still be counted, not dropped with
+    // the day before.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let after_midnight = FakeClock::starting_at(june15_10h() + Duration::from_secs(14 * 3600 + 1800));
+    let first = open(&path, &after_midnight);
+    first.reserve(5, Priority::Normal).unwrap().settle(5);
+    drop(first);
+    let behind = FakeClock::starting_at(june15_10h() + Duration::from_secs(13 * 3600 + 50 * 60));
+    let second = open(&path, &behind);
+    assert_eq!(spent(&second), [5, 5]);
+    behind.advance(Duration::from_secs(20 * 60));
+    assert_eq!(spent(&second), [5, 5], "the new day's spend was dropped with the old day");
+    drop(second);
+    assert_eq!(spent(&open(&path, &behind)), [5, 5]);
+}
+
 const SECOND_PROCESS: &str = "TOLLWAY_BUDGET_SECOND_OPENER";
 
 /// The second process's role: opening the journal must fail with `Locked`.

@@ -135,6 +135,10 @@ impl FileStore {
                 "budget journal: skipped torn or corrupt records"
             );
         }
+        // A wall clock behind the journal (stepped back over a restart) must not put its
+        // spend in a period that ends before the period it was made in: as while running,
+        // time never goes back for the ledger.
+        let now = records.iter().filter_map(Record::at).fold(now, i64::max);
         // Reservations still open belonged to a process that died: they count as spent.
         let (events, max_id) = replay(&records, true);
         let mut state = State::new(&config.limits, None, now);
