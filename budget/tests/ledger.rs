@@ -239,10 +239,16 @@ fn huge_charges_in_a_rolling_window_are_never_forgotten_early() {
         .limit(100, Window::rolling(Duration::from_secs(60)))
         .clock(clock.clone())
         .build();
-    ledger.reserve(1, Priority::Normal).unwrap().settle(u64::MAX);
+    ledger
+        .reserve(1, Priority::Normal)
+        .unwrap()
+        .settle(u64::MAX);
     clock.advance(Duration::from_secs(30));
     // The window is full, so this one is a header charge on a free probe (cost 0).
-    ledger.reserve(0, Priority::Normal).unwrap().settle(u64::MAX - 1);
+    ledger
+        .reserve(0, Priority::Normal)
+        .unwrap()
+        .settle(u64::MAX - 1);
     // The first charge ages out; the second has 29 s to go.
     clock.advance(Duration::from_secs(32));
     let (reason, _) = refusal(&ledger, 1, Priority::Normal);

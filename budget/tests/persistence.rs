@@ -339,7 +339,9 @@ fn a_journal_reached_through_a_symlink_is_still_one_journal() {
         .open(&alias)
         .unwrap_err();
     assert!(
-        err.get_ref().and_then(|e| e.downcast_ref::<Locked>()).is_some(),
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<Locked>())
+            .is_some(),
         "expected Locked, got {err}"
     );
     drop(first);
@@ -348,7 +350,12 @@ fn a_journal_reached_through_a_symlink_is_still_one_journal() {
     assert_eq!(spent(&second), [3, 3]);
     second.reserve(4, Priority::Normal).unwrap().settle(4);
     drop(second);
-    assert!(std::fs::symlink_metadata(&alias).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&alias)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(spent(&open(&path, &clock)), [7, 7]);
 }
 
@@ -360,7 +367,8 @@ fn spend_journaled_ahead_of_a_clock_that_stepped_back_over_a_restart_keeps_its_p
     // the day before.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("budget.journal");
-    let after_midnight = FakeClock::starting_at(june15_10h() + Duration::from_secs(14 * 3600 + 1800));
+    let after_midnight =
+        FakeClock::starting_at(june15_10h() + Duration::from_secs(14 * 3600 + 1800));
     let first = open(&path, &after_midnight);
     first.reserve(5, Priority::Normal).unwrap().settle(5);
     drop(first);
@@ -368,7 +376,11 @@ fn spend_journaled_ahead_of_a_clock_that_stepped_back_over_a_restart_keeps_its_p
     let second = open(&path, &behind);
     assert_eq!(spent(&second), [5, 5]);
     behind.advance(Duration::from_secs(20 * 60));
-    assert_eq!(spent(&second), [5, 5], "the new day's spend was dropped with the old day");
+    assert_eq!(
+        spent(&second),
+        [5, 5],
+        "the new day's spend was dropped with the old day"
+    );
     drop(second);
     assert_eq!(spent(&open(&path, &behind)), [5, 5]);
 }

@@ -260,5 +260,8 @@ async fn waiting_on_a_record_after_the_store_closed_never_hangs() {
     let settled = tokio::time::timeout(std::time::Duration::from_secs(5), held.settle_async(7))
         .await
         .expect("settle_async returns once the store is closed");
-    assert!(settled.is_err(), "a record that was never durable is reported");
+    assert!(
+        settled.is_err(),
+        "a record that was never durable is reported"
+    );
 }
