@@ -136,10 +136,13 @@ fn resolve(shared: &Shared, through: u64, error: Option<&std::io::Error>, last: 
             Some(e) => commit.last_error = Some(e.to_string()),
         }
         commit.waiters.retain(|(seq, slot)| {
-            if *seq > through && !last {
+            let beyond = *seq > through;
+            if beyond && !last {
                 return true;
             }
-            // Under the commit lock, so that a thread in `wait` cannot miss it.
+            // Under the commit lock, so that a thread in `wait` cannot miss it. At the close,
+            // a record past what was made durable never will be.
+            let status = if beyond { FAILED } else { status };
             slot.status.store(status, Ordering::Release);
             woken.push(Arc::clone(slot));
             false
