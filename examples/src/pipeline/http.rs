@@ -149,17 +149,13 @@ pub(crate) fn detail(body: &[u8]) -> Option<String> {
         detail: String,
     }
     let detail = serde_json::from_slice::<Detail>(body).ok()?.detail;
-    let mut out = String::with_capacity(detail.len().min(MAX_DETAIL_CHARS + 3));
-    for (n, c) in detail.chars().enumerate() {
-        if n == MAX_DETAIL_CHARS {
-            out.push_str("...");
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+    let cut = detail
+        .char_indices()
+        .nth(MAX_DETAIL_CHARS)
+        .map_or(detail.as_str(), |(at, _)| &detail[..at]);
+    let mut out = super::report::printable(cut).into_owned();
+    if cut.len() < detail.len() {
+        out.push_str("...");
     }
     Some(out)
 }
