@@ -228,3 +228,32 @@ fn balance_bodies_parse_strictly() {
         assert!(tollway_budget::Balance::parse(bad).is_err());
     }
 }
+
+#[test]
+fn huge_charges_in_a_rolling_window_are_never_forgotten_early() {
+    // An upstream's charge header is untrusted: two absurd charges saturate the window's total.
+    // When the older one ages out, the newer one is still inside the window and must still
+    // count: the window may not hand out credit it has not got back.
+    let clock = FakeClock::starting_at(jan31_22h());
+    let ledger = Ledger::builder()
+        .limit(100, Window::rolling(Duration::from_secs(60)))
+        .clock(clock.clone())
+        .build();
+    ledger
+        .reserve(1, Priority::Normal)
+        .unwrap()
+        .settle(u64::MAX);
+    clock.advance(Duration::from_secs(30));
+    // The window is full, so this one is a header charge on a free probe (cost 0).
+    ledger
+        .reserve(0, Priority::Normal)
+        .unwrap()
+        .settle(u64::MAX - 1);
+    // The first charge ages out; the second has 29 s to go.
+    clock.advance(Duration::from_secs(32));
+    let (reason, _) = refusal(&ledger, 1, Priority::Normal);
+    assert_eq!(reason, ExhaustedReason::Window);
+    // Once the second ages out too, the window is empty again.
+    clock.advance(Duration::from_secs(31));
+    spend(&ledger, 100);
+}

@@ -320,6 +320,71 @@ fn a_second_ledger_on_one_journal_is_refused_with_a_typed_error() {
     assert_eq!(spent(&open(&path, &clock)), [5, 5]);
 }
 
+#[cfg(unix)]
+#[test]
+fn a_journal_reached_through_a_symlink_is_still_one_journal() {
+    // Two workers configured with two names for one journal (a symlink, as deployment tools
+    // make) are two openers of one journal: the second is refused, and the link is followed,
+    // never replaced by a file of its own that would start a second budget.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let alias = dir.path().join("alias.journal");
+    let clock = FakeClock::starting_at(june15_10h());
+    drop(open(&path, &clock));
+    std::os::unix::fs::symlink(&path, &alias).unwrap();
+    let first = open(&path, &clock);
+    first.reserve(3, Priority::Normal).unwrap().settle(3);
+    let err = Ledger::builder()
+        .limit(100, Window::day())
+        .open(&alias)
+        .unwrap_err();
+    assert!(
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<Locked>())
+            .is_some(),
+        "expected Locked, got {err}"
+    );
+    drop(first);
+    // Through the link alone: it spends from the same journal and leaves the link a link.
+    let second = open(&alias, &clock);
+    assert_eq!(spent(&second), [3, 3]);
+    second.reserve(4, Priority::Normal).unwrap().settle(4);
+    drop(second);
+    assert!(
+        std::fs::symlink_metadata(&alias)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(spent(&open(&path, &clock)), [7, 7]);
+}
+
+#[test]
+fn spend_journaled_ahead_of_a_clock_that_stepped_back_over_a_restart_keeps_its_period() {
+    // Spend made just after midnight; the process restarts with its wall clock 40 minutes
+    // behind (a VM resumed from a snapshot, before NTP steps it). Those charges belong to the
+    // new day: when the clock reaches that day they must still be counted, not dropped with
+    // the day before.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let after_midnight =
+        FakeClock::starting_at(june15_10h() + Duration::from_secs(14 * 3600 + 1800));
+    let first = open(&path, &after_midnight);
+    first.reserve(5, Priority::Normal).unwrap().settle(5);
+    drop(first);
+    let behind = FakeClock::starting_at(june15_10h() + Duration::from_secs(13 * 3600 + 50 * 60));
+    let second = open(&path, &behind);
+    assert_eq!(spent(&second), [5, 5]);
+    behind.advance(Duration::from_secs(20 * 60));
+    assert_eq!(
+        spent(&second),
+        [5, 5],
+        "the new day's spend was dropped with the old day"
+    );
+    drop(second);
+    assert_eq!(spent(&open(&path, &behind)), [5, 5]);
+}
+
 const SECOND_PROCESS: &str = "TOLLWAY_BUDGET_SECOND_OPENER";
 
 /// The second process's role: opening the journal must fail with `Locked`.

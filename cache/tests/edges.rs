@@ -570,3 +570,28 @@ async fn a_body_that_fails_midway_is_an_error_and_never_stored() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// Another process holds the folder lock and never lets go (stopped with `SIGSTOP`, stuck on a
+/// stalled disk): a response the upstream already sent (and charged) must still reach its
+/// caller on time, unstored, not wait for the lock forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_lock_held_forever_delays_a_response_boundedly_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(layer(&dir).build().unwrap(), Duration::ZERO, echo());
+    let holder = tollway_core::durable::LockFile::lock(dir.path().join("folder.lock")).unwrap();
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(30), h.get(URL))
+        .await
+        .expect("the response is not held hostage by the folder lock");
+    let took = started.elapsed();
+    assert_eq!(
+        (reply.status.as_u16(), reply.cache),
+        (200, Some(CacheStatus::Miss))
+    );
+    // The store gives up on the lock after five seconds; the rest is margin for a busy machine.
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    drop(holder);
+    // Nothing was stored: the next request goes upstream again, and that one is kept.
+    assert_eq!(h.get(URL).await.cache, Some(CacheStatus::Miss));
+    assert_eq!(h.get(URL).await.cache, Some(CacheStatus::Hit));
+}

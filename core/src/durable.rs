@@ -224,7 +224,7 @@ pub fn remove_stale_temps(path: impl AsRef<Path>) -> io::Result<usize> {
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
+        if is_temp_of(file_name, &prefix) {
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -233,6 +233,22 @@ pub fn remove_stale_temps(path: impl AsRef<Path>) -> io::Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Whether `file_name` is exactly `{prefix}{pid}.{counter}.tmp`, as [`temp_path`] names them:
+/// the temporary files of another target whose name merely starts alike (`journal.old` beside
+/// `journal`) are another writer's, guarded by another lock.
+fn is_temp_of(file_name: &str, prefix: &str) -> bool {
+    let Some(middle) = file_name
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let number = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    middle
+        .split_once('.')
+        .is_some_and(|(pid, counter)| number(pid) && number(counter))
 }
 
 /// Whether `name` is a temporary file left by [`write_atomic`] (a crash between create and
@@ -443,6 +459,20 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, [".other.1.0.tmp", "journal", "journal.tmp"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sweeping_one_target_spares_a_write_in_progress_to_a_longer_name() {
+        // `journal` and `journal.old` guarded by two locks: sweeping the first's leftovers
+        // must not pull the temporary file from under the second's write.
+        let dir = scratch("sweep-prefix");
+        create_dir_all(&dir).unwrap();
+        let mut staged = Staged::create(dir.join("journal.old")).unwrap();
+        staged.file_mut().write_all(b"other").unwrap();
+        assert_eq!(remove_stale_temps(dir.join("journal")).unwrap(), 0);
+        staged.install().unwrap();
+        assert_eq!(fs::read(dir.join("journal.old")).unwrap(), b"other");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -649,3 +649,65 @@ async fn the_binary_prints_plain_progress_lines_off_a_terminal() {
     );
     assert!(last.contains("pages/s"), "{last}");
 }
+
+/// An upstream that accepts the connection and trickles its status line and headers a byte at a
+/// time, forever (the body never starts). The exchange's one timeout covers the headers too:
+/// every try fails on time, and the deadline ends the run on time with its report.
+#[tokio::test]
+async fn headers_trickled_forever_fail_on_time_and_the_deadline_holds() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let server = {
+        let accepted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = b"HTTP/1.1 200 OK\r\n".iter().copied().chain(
+                        std::iter::repeat_n(b"X-Slow: 1\r\n".iter().copied(), usize::MAX).flatten(),
+                    );
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Whatever the client sent is read and ignored.
+                        let mut sink = [0u8; 4096];
+                        let _ = stream.try_read(&mut sink);
+                        if stream.writable().await.is_err() {
+                            return;
+                        }
+                        let byte = [head.next().unwrap_or(b' ')];
+                        match stream.try_write(&byte) {
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
+        })
+    };
+    let dir = TempDir::new("trickled-headers");
+    let mut config = Config::new(url, dir.path());
+    config.users = vec![USERS[0].to_owned()];
+    config.rate = NonZeroU32::new(RATE).unwrap();
+    config.request_timeout = Duration::from_millis(600);
+    config.deadline = Some(Duration::from_millis(2500));
+    let started = Instant::now();
+    let stopped = pipeline::crawl(config).await.unwrap_err();
+    let elapsed = started.elapsed();
+    server.abort();
+    assert_eq!(
+        stopped.reason,
+        StopReason::Deadline(Duration::from_millis(2500))
+    );
+    // The deadline, the grace for what is in flight, and a margin for a busy machine.
+    assert!(elapsed < Duration::from_millis(4500), "{elapsed:?}");
+    assert_eq!(stopped.report.pages_fetched, 0);
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "a try timed out and another was made"
+    );
+}

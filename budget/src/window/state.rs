@@ -70,6 +70,10 @@ impl WindowState {
             Track::Rolling { width, buckets } => {
                 let current = now.div_euclid(*width);
                 let mut rolled = false;
+                // Untrusted charge headers can be anything: a saturated total is not the sum
+                // of its buckets, and taking an expired amount off it would forget spend still
+                // in the window. Then the total is counted again from what is left.
+                let saturated = self.spent == u64::MAX;
                 while let Some(&(index, amount)) = buckets.front() {
                     if current - index <= ROLLING_BUCKETS {
                         break;
@@ -77,6 +81,11 @@ impl WindowState {
                     buckets.pop_front();
                     self.spent = self.spent.saturating_sub(amount);
                     rolled = true;
+                }
+                if rolled && saturated {
+                    self.spent = buckets
+                        .iter()
+                        .fold(0u64, |total, &(_, amount)| total.saturating_add(amount));
                 }
                 rolled
             }
@@ -200,6 +209,20 @@ mod tests {
         assert_eq!(w.spent, 4);
         // ...and gone a bucket after that.
         assert!(w.roll(61_000));
+        assert_eq!(w.spent, 0);
+    }
+
+    #[test]
+    fn a_saturated_rolling_total_is_recounted_not_undercounted() {
+        let mut w = WindowState::new(10, Window::rolling(Duration::from_secs(60)), 0);
+        // True total 2^64 + 1: saturated.
+        w.add((1 << 63) + 1, 0, 0);
+        w.add(1 << 63, 30_000, 30_000);
+        assert_eq!(w.spent, u64::MAX);
+        // The first ages out: exactly the second is left, not `u64::MAX - (2^63 + 1)`.
+        assert!(w.roll(61_000));
+        assert_eq!(w.spent, 1 << 63);
+        assert!(w.roll(91_000));
         assert_eq!(w.spent, 0);
     }
 

@@ -5,7 +5,9 @@
 //! crash a name holds either the previous complete entry or the new complete entry. Reads
 //! verify the checksum; a file that fails is removed and reported as a miss. Renames,
 //! evictions and removals happen under the folder lock and are recorded in the folder's
-//! [journal], so the byte cap holds for every process sharing the folder.
+//! [journal], so the byte cap holds for every process sharing the folder. A write waits for
+//! that lock at most [`FOLDER_LOCK_WAIT`], then gives up (the response is served unstored): a
+//! holder that never lets go cannot hold every other process's responses hostage.
 //!
 //! Lock order, in-process and out: the journal cursor's mutex, then the folder lock, then the
 //! index's mutex, then the memory tier's (the last two held briefly, never across I/O). Every call here may block: the service runs
@@ -24,7 +26,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tollway_core::durable::{self, LockFile};
@@ -36,6 +38,12 @@ pub(crate) use self::lock::{KeyLock, LOCK_POLL, LOCK_WAIT_MAX};
 use self::memory::MemoryTier;
 use crate::entry::{self, StoredResponse};
 use crate::key::CacheKey;
+
+/// How long a write or removal waits for the folder lock before it gives up (the response is
+/// served all the same, unstored). Healthy holders keep it for a few file operations; one that
+/// never lets go (a process stopped with `SIGSTOP`, stuck on a stalled disk) must not hold the
+/// responses of every other process hostage.
+pub(crate) const FOLDER_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// What a read found.
 #[derive(Debug)]
@@ -70,6 +78,9 @@ pub(crate) struct DiskStore {
     memory: MemoryTier,
     cursor: Mutex<Cursor>,
     tmp_counter: AtomicU64,
+    /// Until when the folder lock counts as stuck (a wait for it just ran out): meanwhile
+    /// writes try it once instead of each waiting [`FOLDER_LOCK_WAIT`] in turn.
+    folder_stuck_until: Mutex<Option<Instant>>,
 }
 
 impl DiskStore {
@@ -89,6 +100,7 @@ impl DiskStore {
                 memory: MemoryTier::new(memory_bytes),
                 cursor: Mutex::default(),
                 tmp_counter: AtomicU64::new(0),
+                folder_stuck_until: Mutex::new(None),
             };
             *store.cursor.lock() = store.rebuild()?;
             store
@@ -208,10 +220,36 @@ impl DiskStore {
         }
     }
 
+    /// Takes the folder lock, waiting at most [`FOLDER_LOCK_WAIT`] (not at all while a wait
+    /// just ran out); an error holding [`Locked`](tollway_core::durable::Locked) after that.
+    fn lock_folder(&self) -> io::Result<LockFile> {
+        let stuck = self
+            .folder_stuck_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until);
+        let patience = if stuck {
+            Duration::ZERO
+        } else {
+            FOLDER_LOCK_WAIT
+        };
+        match LockFile::lock_within(self.root.join(FOLDER_LOCK), patience) {
+            Ok(lock) => {
+                *self.folder_stuck_until.lock() = None;
+                Ok(lock)
+            }
+            Err(error) => {
+                if error.kind() == io::ErrorKind::WouldBlock {
+                    *self.folder_stuck_until.lock() = Instant::now().checked_add(FOLDER_LOCK_WAIT);
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Runs `change` under the folder lock, with the journal caught up.
     fn mutate<T>(&self, change: impl FnOnce(&mut Txn<'_>) -> io::Result<T>) -> io::Result<T> {
         let mut cursor = self.cursor.lock();
-        let _folder = LockFile::lock(self.root.join(FOLDER_LOCK))?;
+        let _folder = self.lock_folder()?;
         let mut txn = match Txn::begin(&self.root, &mut cursor, &self.index, &self.memory)? {
             Some(txn) => txn,
             None => {

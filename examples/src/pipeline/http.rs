@@ -136,15 +136,28 @@ where
     }
 }
 
-/// The `detail` of an error body (`{"detail": "User not found"}`), if it has one.
+/// The most of an upstream's `detail` kept: enough for any real message, not a screenful.
+const MAX_DETAIL_CHARS: usize = 200;
+
+/// The `detail` of an error body (`{"detail": "User not found"}`), if it has one, made safe to
+/// print: it reaches the terminal (progress notes, the report, the dead letters), so control
+/// characters (escape sequences, newlines) are written escaped and it is cut to
+/// [`MAX_DETAIL_CHARS`].
 pub(crate) fn detail(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Detail {
         detail: String,
     }
-    serde_json::from_slice::<Detail>(body)
-        .ok()
-        .map(|d| d.detail)
+    let detail = serde_json::from_slice::<Detail>(body).ok()?.detail;
+    let cut = detail
+        .char_indices()
+        .nth(MAX_DETAIL_CHARS)
+        .map_or(detail.as_str(), |(at, _)| &detail[..at]);
+    let mut out = super::report::printable(cut).into_owned();
+    if cut.len() < detail.len() {
+        out.push_str("...");
+    }
+    Some(out)
 }
 
 /// Reads the account's `rate` from `GET {base}/sys/balance` (what `--rate auto` does), trying
@@ -215,5 +228,19 @@ mod tests {
             Some("User not found")
         );
         assert_eq!(detail(b"<html>"), None);
+    }
+
+    #[test]
+    fn a_hostile_detail_cannot_drive_the_terminal_or_flood_it() {
+        // The upstream's text reaches the terminal (progress notes, the report): escape
+        // sequences that clear the screen or retitle the window must arrive as plain text,
+        // and a megabyte of detail as a line.
+        let body = br#"{"detail": "busy\u001b[2J\u001b]0;pwned\u0007\nnext line"}"#;
+        let got = detail(body).unwrap();
+        assert!(!got.chars().any(char::is_control), "{got:?}");
+        assert!(got.starts_with("busy"), "{got:?}");
+        let long = format!(r#"{{"detail": "{}"}}"#, "x".repeat(1 << 20));
+        let got = detail(long.as_bytes()).unwrap();
+        assert!(got.len() <= 300, "{} bytes", got.len());
     }
 }

@@ -1,5 +1,6 @@
 //! What a run did: [`Report`], written as JSON by `--report` and printed as a table.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -138,6 +139,23 @@ impl Report {
     }
 }
 
+/// `text` with its control characters (escape sequences, newlines) written escaped: cursors
+/// and error messages come from the upstream, and the report goes to a terminal.
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Whether a failure reason is permanent (the user does not exist).
 pub(crate) fn is_permanent(reason: &str) -> bool {
     reason == super::run::NOT_FOUND
@@ -220,8 +238,12 @@ impl fmt::Display for Table<'_> {
             };
             writeln!(
                 f,
-                "  {:<18}   {} {page} after {} tries: {}",
-                "", letter.user_id, letter.tries, letter.error
+                "  {:<18}   {} {} after {} tries: {}",
+                "",
+                letter.user_id,
+                printable(page),
+                letter.tries,
+                printable(&letter.error)
             )?;
         }
         Ok(())
@@ -302,5 +324,22 @@ mod tests {
         assert!(table.contains("12345: not found"), "{table}");
         assert!(table.contains("allows 2.1 s"), "{table}");
         assert!(table.contains("no response: 2"), "{table}");
+    }
+
+    #[test]
+    fn an_upstream_cursor_cannot_drive_the_terminal() {
+        // A dead letter's page is the upstream's cursor: printed as it came, escape sequences
+        // in it would clear the operator's screen.
+        let mut report = Report::new(Mode::Pipeline);
+        report.users_requested = 1;
+        report.dead_letters.push(DeadLetter {
+            user_id: "1".to_owned(),
+            page_id: "p\u{1b}[2J\u{1b}]0;pwned\u{7}".to_owned(),
+            tries: 1,
+            error: "500".to_owned(),
+        });
+        let table = report.table(1).to_string();
+        assert!(!table.contains('\u{1b}'), "{table:?}");
+        assert!(table.contains("p\\u{1b}[2J"), "{table}");
     }
 }

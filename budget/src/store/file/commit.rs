@@ -6,7 +6,8 @@
 //! synced past their record. The committer syncs whatever was appended since its last sync, so
 //! concurrent reservations share one `fdatasync`. When the journal must be rewritten (a failed
 //! append or sync, or compaction) the committer does that instead, staging the new file without
-//! holding the ledger's lock.
+//! holding the ledger's lock. Closing the store tries one last rewrite of a dirty journal, and
+//! a record waited on after the store closed fails at once rather than waiting forever.
 //!
 //! Lock order: the ledger's lock (`Shared::locked`) before the commit lock (`Shared::commit`);
 //! the committer never holds both.
@@ -75,6 +76,8 @@ pub(crate) struct Commit {
     waiters: Vec<(u64, Arc<Slot>)>,
     /// Why the last durability attempt failed.
     last_error: Option<String>,
+    /// The committer has stopped: nothing not yet durable ever will be.
+    closed: bool,
 }
 
 impl Commit {
@@ -91,6 +94,10 @@ pub(crate) fn register(shared: &Shared, seq: u64) -> Arc<Slot> {
     let mut commit = shared.commit.lock();
     if commit.synced >= seq {
         slot.status.store(DURABLE, Ordering::Release);
+    } else if commit.closed {
+        // Waited on after the store closed (a settle holding the last handle on the ledger):
+        // nobody is left to make it durable.
+        slot.status.store(FAILED, Ordering::Release);
     } else {
         commit.waiters.push((seq, Arc::clone(&slot)));
     }
@@ -110,19 +117,32 @@ pub(crate) fn wait(shared: &Shared, slot: &Slot) -> Outcome {
 
 /// Resolves every waiter up to `through`: durable, or failed with `error`.
 fn complete(shared: &Shared, through: u64, error: Option<&std::io::Error>) {
+    resolve(shared, through, error, false);
+}
+
+/// [`complete`], for the last time: every waiter, now or later, is resolved.
+fn close(shared: &Shared, through: u64, error: Option<&std::io::Error>) {
+    resolve(shared, through, error, true);
+}
+
+fn resolve(shared: &Shared, through: u64, error: Option<&std::io::Error>, last: bool) {
     let status = if error.is_some() { FAILED } else { DURABLE };
     let mut woken = Vec::new();
     {
         let mut commit = shared.commit.lock();
+        commit.closed |= last;
         match error {
             None => commit.synced = commit.synced.max(through),
             Some(e) => commit.last_error = Some(e.to_string()),
         }
         commit.waiters.retain(|(seq, slot)| {
-            if *seq > through {
+            let beyond = *seq > through;
+            if beyond && !last {
                 return true;
             }
-            // Under the commit lock, so that a thread in `wait` cannot miss it.
+            // Under the commit lock, so that a thread in `wait` cannot miss it. At the close,
+            // a record past what was made durable never will be.
+            let status = if beyond { FAILED } else { status };
             slot.status.store(status, Ordering::Release);
             woken.push(Arc::clone(slot));
             false
@@ -138,9 +158,12 @@ fn complete(shared: &Shared, through: u64, error: Option<&std::io::Error>) {
 pub(crate) fn run(shared: &Shared) {
     let mut synced = 0u64;
     let mut pause = false;
+    // Whether the one rewrite tried at shutdown for a dirty journal was tried.
+    let mut last_rewrite = false;
     loop {
         let mut locked = shared.locked.lock();
-        if pause {
+        // Closing does not wait: its one last try goes at once.
+        if pause && !locked.shutdown {
             let _ = shared.work.wait_for(&mut locked, RETRY_PAUSE);
             pause = false;
         }
@@ -151,7 +174,13 @@ pub(crate) fn run(shared: &Shared) {
             shared.work.wait(&mut locked);
         }
         let disk = Arc::clone(locked.journal.disk());
-        if locked.shutdown {
+        let dirty = locked.journal.file_to_sync().is_none();
+        if locked.shutdown && dirty && !last_rewrite {
+            // What the file refused is still in the copy: one more try to write it out, so
+            // that closing the store never drops records (a settle above its reservation's
+            // cost would be lost for good).
+            last_rewrite = true;
+        } else if locked.shutdown {
             let target = locked.journal.written();
             let file = locked.journal.file_to_sync();
             drop(locked);
@@ -161,7 +190,7 @@ pub(crate) fn run(shared: &Shared) {
                 Some(_) => Ok(()),
                 None => Err(std::io::Error::other("the journal was dirty at shutdown")),
             };
-            complete(shared, target, result.as_ref().err());
+            close(shared, target, result.as_ref().err());
             return;
         }
         if locked.journal.wants_rewrite() {

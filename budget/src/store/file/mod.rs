@@ -3,7 +3,8 @@
 //!
 //! - **Exclusive**: opening takes an advisory lock beside the journal (`<journal>.lock`,
 //!   `flock`, released by the kernel when the process dies); a second opener, in this process or
-//!   another, gets an error holding [`Locked`](tollway_core::durable::Locked).
+//!   another, gets an error holding [`Locked`](tollway_core::durable::Locked). A journal named
+//!   through a symlink is locked (and rewritten) as the file the link names.
 //! - **Private**: the journal is `0600`, folders created for it `0700`.
 //! - **Durable grants**: a reservation is granted only once its record is synced. Concurrent
 //!   reservations share one sync (group commit, on a thread of the store's own, never on the
@@ -105,6 +106,9 @@ impl FileStore {
         now: i64,
         disk: Arc<dyn Disk>,
     ) -> io::Result<Self> {
+        // One journal has one lock, whatever name it is opened by: a symlink is followed to
+        // the file it names (and a rewrite replaces that file, never the link).
+        let path = &follow_links(path)?;
         let folder = durable::parent_dir(path);
         if !folder.exists() {
             durable::create_dir_all(folder)?;
@@ -131,6 +135,10 @@ impl FileStore {
                 "budget journal: skipped torn or corrupt records"
             );
         }
+        // A wall clock behind the journal (stepped back over a restart) must not put its
+        // spend in a period that ends before the period it was made in: as while running,
+        // time never goes back for the ledger.
+        let now = records.iter().filter_map(Record::at).fold(now, i64::max);
         // Reservations still open belonged to a process that died: they count as spent.
         let (events, max_id) = replay(&records, true);
         let mut state = State::new(&config.limits, None, now);
@@ -195,6 +203,28 @@ impl Drop for FileStore {
             let _ = committer.join();
         }
     }
+}
+
+/// `path` with every symbolic link in its last component followed.
+fn follow_links(path: &Path) -> io::Result<PathBuf> {
+    // Linux's own limit on links followed in one lookup.
+    const MAX_LINKS: usize = 40;
+    let mut path = path.to_owned();
+    for _ in 0..MAX_LINKS {
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                // A relative target is relative to the link's folder; `join` keeps an absolute
+                // one as it is.
+                let target = fs::read_link(&path)?;
+                path = durable::parent_dir(&path).join(target);
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
 }
 
 /// The lock file beside the journal at `path`.

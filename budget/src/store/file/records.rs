@@ -59,6 +59,19 @@ impl Record {
         out
     }
 
+    /// When the record was made, if it says.
+    pub(crate) fn at(&self) -> Option<i64> {
+        match *self {
+            Self::Reserve { at, .. }
+            | Self::Settle { at, .. }
+            | Self::Charge { at, .. }
+            | Self::Sync { at, .. }
+            | Self::Latch { at, .. }
+            | Self::Reset { at } => Some(at),
+            Self::Refund { .. } => None,
+        }
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let bytes: &[u8; RECORD_LEN] = bytes.try_into().ok()?;
         let crc = u32::from_le_bytes(bytes[..4].try_into().ok()?);

@@ -221,3 +221,47 @@ async fn an_over_charge_is_durable_before_the_response_is_returned() {
     assert!(over >= Duration::from_millis(590), "{over:?}");
     assert_eq!(ledger.snapshot().windows[0].spent, 8);
 }
+
+#[test]
+fn a_journal_dirty_at_shutdown_is_rewritten_before_the_store_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let faults = Faults::new();
+    let ledger = open(&path, &faults);
+    charge(&ledger, 3);
+    let held = ledger.reserve(1, Priority::Normal).unwrap();
+    // The settle's append tears and the rewrite that would repair it fails: the over-charge is
+    // only in memory when the disk heals and the ledger is dropped at once.
+    faults.rewrite.store(true, Ordering::SeqCst);
+    faults.torn_append.store(5, Ordering::SeqCst);
+    held.settle(50);
+    assert_eq!(ledger.snapshot().windows[0].spent, 53);
+    faults.rewrite.store(false, Ordering::SeqCst);
+    drop(ledger);
+    // Replayed from disk, the settle must not have vanished (the reservation alone counts 1).
+    assert_eq!(reopen_spent(&path), 53);
+}
+
+#[tokio::test]
+async fn waiting_on_a_record_after_the_store_closed_never_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.journal");
+    let faults = Faults::new();
+    let ledger = open(&path, &faults);
+    let held = ledger.reserve(1, Priority::Normal).unwrap();
+    let other = ledger.reserve(1, Priority::Normal).unwrap();
+    // The disk stays broken: the store closes with the journal dirty.
+    faults.rewrite.store(true, Ordering::SeqCst);
+    faults.torn_append.store(5, Ordering::SeqCst);
+    other.settle(1);
+    drop(ledger);
+    // The reservation held the last handle on the ledger: settling it closes the store, and
+    // its record can never become durable. The wait must end with an error.
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(5), held.settle_async(7))
+        .await
+        .expect("settle_async returns once the store is closed");
+    assert!(
+        settled.is_err(),
+        "a record that was never durable is reported"
+    );
+}
