@@ -56,21 +56,23 @@ pub struct Limiter<S, C: LimiterClock = QuantaClock, St: Store<C> = MemoryStore>
 struct Gate<C: LimiterClock, St: Store<C>> {
     limiter: RateLimiter<C, St>,
     max_wait: Option<Duration>,
-    state: State<C, St>,
+    /// A permit taken by `poll_ready` for the next `call`. Apart from `pending` (and never
+    /// both): a `Grant` is plain data, so the hot path takes and gives it without drop glue.
+    permit: Option<Grant>,
+    pending: Pending<C, St>,
 }
 
-enum State<C: LimiterClock, St: Store<C>> {
-    Idle,
-    /// Boxed: the waiting state is large and rare, and every other transition moves the state.
+enum Pending<C: LimiterClock, St: Store<C>> {
+    None,
+    /// Boxed: the waiting state is large and rare.
     Waiting(Box<Acquire<C, St>>),
-    Permit(Grant),
     /// A refusal (`RateLimited`), or in fleet mode the store's error.
     Rejected(BoxError),
 }
 
 impl<C: LimiterClock, St: Store<C>> Drop for Gate<C, St> {
     fn drop(&mut self) {
-        if let State::Permit(grant) = &self.state {
+        if let Some(grant) = &self.permit {
             self.limiter.shared.undo(grant);
         }
     }
@@ -84,7 +86,8 @@ impl<S, C: LimiterClock, St: Store<C>> Limiter<S, C, St> {
             gate: Gate {
                 limiter,
                 max_wait: None,
-                state: State::Idle,
+                permit: None,
+                pending: Pending::None,
             },
         }
     }
@@ -130,11 +133,11 @@ impl<S: Clone, C: LimiterClock, St: Store<C>> Clone for Limiter<S, C, St> {
 
 impl<S: fmt::Debug, C: LimiterClock + fmt::Debug, St: Store<C>> fmt::Debug for Limiter<S, C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.gate.state {
-            State::Idle => "idle",
-            State::Waiting(_) => "waiting",
-            State::Permit(_) => "permit",
-            State::Rejected(_) => "rejected",
+        let state = match (&self.gate.permit, &self.gate.pending) {
+            (Some(_), _) => "permit",
+            (None, Pending::None) => "idle",
+            (None, Pending::Waiting(_)) => "waiting",
+            (None, Pending::Rejected(_)) => "rejected",
         };
         f.debug_struct("Limiter")
             .field("inner", &self.inner)
@@ -160,35 +163,37 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
         let gate = &mut self.gate;
-        // The common case first, in a branch that knows the state it overwrites holds nothing
-        // to drop.
-        if let State::Idle = gate.state
-            && let Ok(grant) = gate.limiter.shared.try_acquire_fast(1)
-        {
-            metrics::admitted();
-            gate.state = State::Permit(grant);
+        if gate.permit.is_some() {
             return Poll::Ready(Ok(()));
         }
         loop {
-            match &mut gate.state {
-                State::Permit(_) | State::Rejected(_) => return Poll::Ready(Ok(())),
-                State::Idle => match gate.limiter.shared.try_acquire_fast(1) {
+            match &mut gate.pending {
+                Pending::Rejected(_) => return Poll::Ready(Ok(())),
+                Pending::None => match gate.limiter.shared.try_acquire_fast(1) {
                     Ok(grant) => {
                         metrics::admitted();
-                        gate.state = State::Permit(grant);
+                        gate.permit = Some(grant);
+                        return Poll::Ready(Ok(()));
                     }
                     Err(_) => {
                         let acquire = gate.limiter.acquire().within(gate.max_wait);
-                        gate.state = State::Waiting(Box::new(acquire));
+                        gate.pending = Pending::Waiting(Box::new(acquire));
                     }
                 },
-                State::Waiting(acquire) => {
-                    gate.state = match ready!(Pin::new(&mut **acquire).poll(cx)) {
-                        Ok(()) => State::Permit(acquire.grant()),
-                        Err(refused) => State::Rejected(
-                            acquire.take_failure().unwrap_or_else(|| Box::new(refused)),
-                        ),
-                    };
+                Pending::Waiting(acquire) => {
+                    let outcome = ready!(Pin::new(&mut **acquire).poll(cx));
+                    match outcome {
+                        Ok(()) => {
+                            let grant = acquire.grant();
+                            gate.pending = Pending::None;
+                            gate.permit = Some(grant);
+                        }
+                        Err(refused) => {
+                            let error = acquire.take_failure().unwrap_or_else(|| Box::new(refused));
+                            gate.pending = Pending::Rejected(error);
+                        }
+                    }
+                    return Poll::Ready(Ok(()));
                 }
             }
         }
@@ -197,18 +202,14 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let gate = &mut self.gate;
-        // The common case, settled in place: moving the whole state out and dropping it costs
-        // the hot path a copy and a drop it does not need.
-        if let State::Permit(_) = gate.state {
-            gate.state = State::Idle;
+        if gate.permit.take().is_some() {
             return ResponseFuture::called(self.inner.call(request));
         }
-        match std::mem::replace(&mut gate.state, State::Idle) {
-            State::Permit(_) => ResponseFuture::called(self.inner.call(request)),
-            State::Rejected(refused) => ResponseFuture::rejected(refused),
+        match std::mem::replace(&mut gate.pending, Pending::None) {
+            Pending::Rejected(refused) => ResponseFuture::rejected(refused),
             // `call` without a permit from `poll_ready` (a caller's bug): no waiting here, a
             // permit if one is free now, a refusal otherwise.
-            State::Idle | State::Waiting(_) => match gate.limiter.shared.try_acquire_fast(1) {
+            Pending::None | Pending::Waiting(_) => match gate.limiter.shared.try_acquire_fast(1) {
                 Ok(_) => {
                     metrics::admitted();
                     ResponseFuture::called(self.inner.call(request))

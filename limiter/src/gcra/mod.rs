@@ -198,7 +198,7 @@ impl Gcra {
 
     /// Admits `n` under every quota, or none; on refusal, the wait in nanoseconds until all
     /// quotas would admit it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_acquire(&self, now: u64, n: u32) -> Result<Grant, u64> {
         let n = u64::from(n);
         if self.rest.is_empty() {
@@ -207,6 +207,7 @@ impl Gcra {
         self.try_acquire_all(now, n)
     }
 
+    #[inline(never)]
     fn try_acquire_all(&self, now: u64, n: u64) -> Result<Grant, u64> {
         commit_all(
             self.len(),

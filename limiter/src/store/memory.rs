@@ -24,7 +24,8 @@ pub struct MemoryStore;
 impl<C: LimiterClock> Backend<C> for MemoryStore {
     type Head = ();
 
-    #[inline]
+    // Always: the permit's undo record then never leaves registers when the caller drops it.
+    #[inline(always)]
     fn try_now(shared: &Shared<C, Self>, now: u64, cost: u32) -> Result<Grant, u64> {
         if shared.queued.load(Relaxed) != 0 {
             return behind_the_queue(shared, now, cost);
