@@ -120,7 +120,7 @@ impl<K: Eq, C: LimiterClock> Shard<K, C> {
         self.table.len()
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(tollway_loom)))]
     pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry<K, C>> {
         self.table.iter()
     }
