@@ -17,8 +17,9 @@ pub enum UserState {
     /// The cursor of the next page to fetch (empty for the first).
     Next(String),
     /// The page at this cursor is held, and its `next_page_id` points back to a page earlier in
-    /// the chain: the upstream's cursors loop. The page is asked for again (the upstream may
-    /// have mended it); if it still loops it goes to the dead letters.
+    /// the chain: the upstream's cursors loop. The page is asked for again through the stack
+    /// (the cache answers while its copy is fresh; after that the upstream, which may have
+    /// mended it); if it still loops it goes to the dead letters.
     Loops(String),
 }
 
