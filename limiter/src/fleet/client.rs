@@ -151,7 +151,7 @@ impl Client {
         requests: u32,
         horizon: Duration,
     ) -> Result<Decision, StoreUnavailable> {
-        let horizon = u64::try_from(horizon.as_micros()).unwrap_or(u64::MAX / 2);
+        let horizon = script_micros(horizon);
         let reply = self
             .run(
                 Self::args(ACQUIRE, cost, requests, horizon, quotas),
@@ -180,7 +180,7 @@ impl Client {
         pause: Duration,
         quotas: &[Quota],
     ) -> Result<(), StoreUnavailable> {
-        let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX / 2);
+        let micros = script_micros(pause);
         self.run(Self::args(PAUSE, 1, 1, micros, quotas), "pause")
             .await
             .map(drop)
@@ -216,4 +216,14 @@ impl Client {
     pub(crate) fn down_for(&self) -> Duration {
         self.down_for
     }
+}
+
+/// The longest span the script is given, in microseconds: 2^52 (about 142 years). The script
+/// computes in doubles, exact below 2^53; a span near 2^63 (a pause of `Duration::MAX`) would
+/// round across the integer range and come back as a negative wait.
+const MAX_SCRIPT_MICROS: u64 = 1 << 52;
+
+fn script_micros(span: Duration) -> u64 {
+    u64::try_from(span.as_micros())
+        .map_or(MAX_SCRIPT_MICROS, |micros| micros.min(MAX_SCRIPT_MICROS))
 }

@@ -47,8 +47,15 @@ for i = 1, #KEYS do
   bursts[i] = tonumber(ARGV[2 * i + 4])
 end
 
+-- Whatever the quotas, no TAT goes past 2^53 microseconds since the epoch (year 2255): beyond
+-- it doubles stop being exact, and a reply past 2^63 would not be an integer at all.
+local max_tat = 9007199254740991
+
 local function store()
   for i = 1, #KEYS do
+    if tats[i] > max_tat then
+      tats[i] = max_tat
+    end
     local ttl_ms = math.max(1, math.ceil((tats[i] - now) / 1000))
     redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', ttl_ms)
   end
@@ -75,7 +82,7 @@ for j = 1, wanted do
     end
   end
   if j == 1 and due > now then
-    return { 0, math.ceil(due - now), now }
+    return { 0, math.ceil(math.min(due, max_tat) - now), now }
   end
   if due > horizon then
     break
