@@ -37,6 +37,7 @@ pub mod classify;
 #[cfg(feature = "client-ip")]
 pub mod client_ip;
 pub mod clock;
+pub mod digest;
 pub mod durable;
 pub mod error;
 pub mod headers;
@@ -45,6 +46,7 @@ pub mod random;
 
 pub use classify::{Classifier, Classify, Outcome, OutcomeKind};
 pub use clock::{Clock, FakeClock, MonotonicClock, SharedClock, TokioClock};
+pub use digest::TextDigest;
 pub use error::{
     BoxError, BudgetExhausted, CircuitOpen, ExhaustedReason, HeaderError, RateLimited,
     RetryAfterTooLong, StoreUnavailable,

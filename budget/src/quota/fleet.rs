@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
+use tollway_core::TextDigest;
 
 use super::FleetQuota;
 use super::builder::KeyQuotaBuilder;
@@ -68,7 +69,7 @@ fn name(prefix: &str, key: &QuotaKey) -> String {
     name.push_str(prefix);
     match (key.api_key(), key.client_ip()) {
         (Some(api_key), _) => {
-            let _ = write!(name, ":k:{}", digest(api_key));
+            let _ = write!(name, ":k:{}", TextDigest::of(api_key).hex());
         }
         (None, Some(ip)) => {
             let _ = write!(name, ":ip:{ip}");
@@ -76,25 +77,6 @@ fn name(prefix: &str, key: &QuotaKey) -> String {
         (None, None) => name.push_str(":none"),
     }
     name
-}
-
-/// 128 bits of SipHash-2-4 under two fixed keys, in hexadecimal: the same in every process of
-/// a fleet, and the API key cannot be read back from it.
-fn digest(text: &str) -> String {
-    use std::hash::Hasher;
-    const KEYS: [(u64, u64); 2] = [
-        (0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344),
-        (0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89),
-    ];
-    let half = |(k0, k1): (u64, u64)| {
-        // The standard library's keyed SipHash-2-4 (deprecated for maps, still the digest
-        // a stable name needs).
-        #[allow(deprecated)]
-        let mut hasher = std::hash::SipHasher::new_with_keys(k0, k1);
-        hasher.write(text.as_bytes());
-        hasher.finish()
-    };
-    format!("{:016x}{:016x}", half(KEYS[0]), half(KEYS[1]))
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> FleetQuota for RedisQuota<C> {
@@ -142,6 +124,9 @@ mod tests {
         let ip = name("q", &QuotaKey::client("192.0.2.1".parse().unwrap()));
         assert_eq!(ip, "q:ip:192.0.2.1");
         // A fixed value: other processes and other builds must agree.
-        assert_eq!(digest("abc"), "6e9109907b891898a8f964af7a2b9c9c");
+        assert_eq!(
+            TextDigest::of("abc").hex(),
+            "6e9109907b891898a8f964af7a2b9c9c"
+        );
     }
 }

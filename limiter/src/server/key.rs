@@ -2,12 +2,12 @@
 //! closures, and [`Or`] to fall back from one to another; [`PeerIp`](super::PeerIp) lives in
 //! `peer.rs`).
 
-use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderName, Method, Request, Uri};
+pub use tollway_core::TextDigest;
 
 /// The identity a request is limited by. Fixed-size whatever the request carries: text (an
 /// API key, a user id) is kept as a keyed 128-bit digest, so an attacker's 400 KB header
@@ -30,48 +30,11 @@ impl Hash for Key {
             Self::Global => state.write_u8(0),
             Self::Ip(IpAddr::V4(v4)) => state.write_u64(1 << 32 | u64::from(v4.to_bits())),
             Self::Ip(IpAddr::V6(v6)) => state.write_u128(v6.to_bits()),
-            Self::Text(TextDigest([a, b])) => state.write_u64(a ^ b.rotate_left(29)),
+            Self::Text(digest) => {
+                let [a, b] = digest.words();
+                state.write_u64(a ^ b.rotate_left(29));
+            }
         }
-    }
-}
-
-/// The digest a [`Key::Text`] holds: 128 bits of SipHash-2-4 (two runs under two fixed keys),
-/// the same in every process, so that the instances of a server fleet agree on a client's key
-/// in Redis. The text cannot be read back from it, and the key map hashes it again under a
-/// key drawn at random per process, so a client cannot choose which bucket it lands in.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TextDigest([u64; 2]);
-
-impl TextDigest {
-    /// The digest of `text`.
-    pub fn of(text: &str) -> Self {
-        // Fixed keys (the first 32 bytes of pi's fraction): the digest must be the same in
-        // every process of a fleet.
-        const KEYS: [(u64, u64); 2] = [
-            (0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344),
-            (0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89),
-        ];
-        let half = |(k0, k1): (u64, u64)| {
-            // The standard library's keyed SipHash-2-4: deprecated as a `Hasher` for maps,
-            // still exactly SipHash-2-4, which is what a stable digest needs.
-            #[allow(deprecated)]
-            let mut hasher = std::hash::SipHasher::new_with_keys(k0, k1);
-            hasher.write(text.as_bytes());
-            hasher.finish()
-        };
-        Self([half(KEYS[0]), half(KEYS[1])])
-    }
-
-    /// The digest in hexadecimal (32 digits): how Redis names a fleet's text keys.
-    pub fn hex(&self) -> String {
-        format!("{:016x}{:016x}", self.0[0], self.0[1])
-    }
-}
-
-impl fmt::Debug for TextDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the text: it may be a credential.
-        write!(f, "TextDigest({:08x}…)", self.0[0] >> 32)
     }
 }
 
