@@ -1,8 +1,8 @@
 //! End-to-end: tollway-cache in front of a real HTTP client talking to the upstream simulator
 //! over a socket. The simulator, which runs no tollway code, counts what reached it.
 
-use std::path::PathBuf;
 use std::time::Duration;
+use tollway_test_support::TempDir;
 
 use axum::body::Bytes;
 use axum::http::Request;
@@ -15,29 +15,6 @@ use tollway_examples::upstream::{DEFAULT_KEY, SEED_USER_IDS, Upstream};
 use tower::{Layer, ServiceExt};
 
 const CALLERS: usize = 32;
-
-/// A cache folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let unique = format!(
-            "tollway-e2e-cache-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        Self(std::env::temp_dir().join(unique))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn followers(sim: &Upstream, key: &str) -> Request<Empty<Bytes>> {
     let user = SEED_USER_IDS[0];
@@ -59,7 +36,7 @@ async fn many_concurrent_callers_cost_one_fetch() {
         .await
         .unwrap();
     let dir = TempDir::new("coalesce");
-    let layer = CacheLayer::builder(&dir.0).build().unwrap();
+    let layer = CacheLayer::builder(dir.path()).build().unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let service = layer.layer(client);
 
@@ -114,7 +91,7 @@ async fn many_concurrent_callers_cost_one_fetch() {
 
     // A restarted process pays nothing for what was already bought.
     drop(service);
-    let reopened = CacheLayer::builder(&dir.0).build().unwrap();
+    let reopened = CacheLayer::builder(dir.path()).build().unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let again = reopened
         .layer(client)

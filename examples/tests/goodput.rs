@@ -22,10 +22,10 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tollway_test_support::TempDir;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -249,26 +249,8 @@ fn simulator(window: WindowKind, fields: RateHeaders) -> UpstreamBuilder {
         .all_numeric_users_exist(true)
 }
 
-/// A folder for one run's journal, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("tollway-goodput-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn config(sim: &Simulator, dir: &TempDir, users: usize, rate: u32) -> Config {
-    let mut config = Config::new(sim.url.clone(), &dir.0);
+    let mut config = Config::new(sim.url.clone(), dir.path());
     config.users = one_page_users(users);
     config.rate = NonZeroU32::new(rate).unwrap();
     config.deadline = Some(Duration::from_secs(90));
@@ -605,7 +587,7 @@ async fn three_processes_through_redis_share_the_rate_within_five_percent() {
                         "--concurrency",
                         "4",
                         "--cache-dir",
-                        &dir.0.display().to_string(),
+                        &dir.path().display().to_string(),
                         "--deadline",
                         "60",
                     ]
@@ -614,26 +596,18 @@ async fn three_processes_through_redis_share_the_rate_within_five_percent() {
                 })
                 .collect();
             let started = Instant::now();
-            let outputs = tokio::task::spawn_blocking(move || {
-                let children: Vec<_> = runs
-                    .into_iter()
-                    .map(|args| {
-                        std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
-                            .args(args)
-                            .env_remove("TOLLWAY_API_KEY")
-                            .stdout(std::process::Stdio::piped())
-                            .stderr(std::process::Stdio::piped())
-                            .spawn()
-                            .expect("the pipeline binary starts")
-                    })
-                    .collect();
-                children
-                    .into_iter()
-                    .map(|child| child.wait_with_output().expect("the pipeline binary runs"))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap();
+            let commands = runs
+                .into_iter()
+                .map(|args| {
+                    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"));
+                    command.args(args).env_remove("TOLLWAY_API_KEY");
+                    command
+                })
+                .collect();
+            let outputs =
+                tokio::task::spawn_blocking(move || tollway_test_support::run_together(commands))
+                    .await
+                    .unwrap();
             let elapsed = started.elapsed().as_secs_f64();
             let stats = sim.stats();
             let floor = USERS as f64 / f64::from(RATE);

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tollway_test_support::TempDir;
 
 use tollway_examples::pipeline::{
     self, Config, Mode, NOT_FOUND, Report, StopReason, queue::load_followers,
@@ -40,30 +40,6 @@ fn total_followers() -> u64 {
         .iter()
         .map(|id| follower_count(id, 25) as u64)
         .sum()
-}
-
-/// A fresh, empty directory for one test's journal, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollway-pipeline-test-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn config(sim: &Upstream, dir: &TempDir) -> Config {

@@ -13,9 +13,9 @@
 #![allow(clippy::print_stderr)]
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use tollway_test_support::TempDir;
 
 use tollway_budget::{Ledger, Window};
 use tollway_examples::pipeline::{self, Config, Fleet, StopReason, fleet_prefix};
@@ -39,35 +39,6 @@ fn halves() -> (Vec<&'static str>, Vec<&'static str>) {
 
 fn pages(users: &[&str]) -> u64 {
     users.iter().map(|id| u64::from(pages_for(id))).sum()
-}
-
-/// A fresh, empty directory for one process's journal and cache, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollway-pipeline-fleet-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn report(&self) -> PathBuf {
-        self.0.with_extension("report.json")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_file(self.report());
-    }
 }
 
 async fn simulator(key: &str) -> Upstream {
@@ -107,7 +78,10 @@ fn fleet_args(
         "--cache-dir",
         &dir.path().display().to_string(),
         "--report",
-        &dir.report().display().to_string(),
+        &dir.path()
+            .with_extension("report.json")
+            .display()
+            .to_string(),
         "--deadline",
         "20",
     ]
@@ -121,30 +95,24 @@ fn fleet_args(
 
 /// Runs the `pipeline` binary once per argument list, all at the same time.
 async fn pipelines(runs: Vec<Vec<String>>) -> Vec<Output> {
-    tokio::task::spawn_blocking(move || {
-        let children: Vec<_> = runs
-            .into_iter()
-            .map(|args| {
-                Command::new(env!("CARGO_BIN_EXE_pipeline"))
-                    .args(args)
-                    .env_remove("TOLLWAY_API_KEY")
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("the pipeline binary starts")
-            })
-            .collect();
-        children
-            .into_iter()
-            .map(|child| child.wait_with_output().expect("the pipeline binary runs"))
-            .collect()
-    })
-    .await
-    .unwrap()
+    let commands = runs
+        .into_iter()
+        .map(|args| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+            command.args(args).env_remove("TOLLWAY_API_KEY");
+            command
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || tollway_test_support::run_together(commands))
+        .await
+        .unwrap()
 }
 
 fn report(dir: &TempDir) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.report()).expect("a report")).expect("JSON")
+    serde_json::from_slice(
+        &std::fs::read(dir.path().with_extension("report.json")).expect("a report"),
+    )
+    .expect("JSON")
 }
 
 fn last_line(output: &Output) -> String {

@@ -3,10 +3,11 @@
 //! and each test says how late it may end: a wait that is not capped fails it.
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tollway_test_support::TempDir;
 
 use parking_lot::Mutex;
 use tollway_examples::pipeline::{self, Config, Report, StopReason, Stopped};
@@ -18,29 +19,6 @@ const USERS: [&str; 4] = ["47857986514", "57606704380", "419762293", "1146108764
 
 fn total_pages() -> u64 {
     USERS.iter().map(|id| u64::from(pages_for(id))).sum()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollway-hostile-test-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 async fn hostile(mode: Hostile, count: u64) -> Upstream {

@@ -3,6 +3,8 @@
 //! [`metrics::CapturingRecorder`] keeps what layers report through the `metrics` facade, for
 //! tests to read.
 //!
+//! [`TempDir`] and [`run_together`] serve end-to-end tests of binaries.
+//!
 //! [`TestCluster`] gives one a 3-node Redis Cluster (`TOLLWAY_REDIS_CLUSTER_URLS`, or three
 //! servers started here).
 //!
@@ -35,8 +37,10 @@ use redis::aio::ConnectionManager;
 
 mod cluster;
 pub mod metrics;
+mod process;
 
 pub use cluster::{REDIS_CLUSTER_URLS_VAR, TestCluster, connect_cluster};
+pub use process::{TempDir, run_together};
 
 /// The variable naming a shared Redis server (`redis://127.0.0.1:PORT/`).
 pub const REDIS_URL_VAR: &str = "TOLLWAY_REDIS_URL";
